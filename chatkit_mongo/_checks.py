@@ -1,0 +1,42 @@
+"""Argument checks that run before any value reaches a query.
+
+Why: a query filter built from ``{"thread_id": thread_id}`` matches every thread when
+``thread_id`` is ``{"$ne": None}``. Ids must be plain, non-empty strings of a sane size.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+MAX_ID_LENGTH: Final = 512
+Order = Literal["asc", "desc"]
+
+
+def check_id(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}: {value!r:.80}")
+    if not value:
+        raise ValueError(f"{what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValueError(f"{what} is {len(value)} characters long; at most {MAX_ID_LENGTH}")
+    return value
+
+
+def check_optional_id(value: object, what: str) -> str | None:
+    return None if value is None else check_id(value, what)
+
+
+def check_limit(value: object, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"limit must be an int, not {type(value).__name__}: {value!r:.80}")
+    if not 1 <= value <= maximum:
+        raise ValueError(f"limit must be between 1 and {maximum} (max_page_size), got {value}")
+    return value
+
+
+def check_order(value: object) -> Order:
+    if value == "asc":
+        return "asc"
+    if value == "desc":
+        return "desc"
+    raise ValueError(f'order must be "asc" or "desc", got {value!r:.80}')

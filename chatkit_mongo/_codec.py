@@ -1,0 +1,95 @@
+"""Turning ChatKit's pydantic models into MongoDB documents and back.
+
+Why ``model_dump(mode="json")``: it gives a native BSON sub-document that people can
+read and query in mongosh, while keeping what BSON dates would lose: ISO strings keep
+microseconds and tell a naive datetime from an aware one (ChatKit stamps items with
+naive ``datetime.now()`` and later subtracts it from ``datetime.now()``).
+
+Why every write is read back in memory before it is sent: fields typed ``Any`` (thread
+and attachment metadata, tool outputs, hidden context) may hold values JSON cannot keep
+(NaN, a datetime, a tuple). Such a value is refused with an error that names the field,
+instead of being stored and coming back different.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import bson
+from bson.errors import InvalidDocument
+from chatkit.types import Attachment, ThreadItem, ThreadMetadata
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .errors import UnstorableError
+
+MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
+"""MongoDB's document size limit (``maxBsonObjectSize``)."""
+_SIZE_HEADROOM: Final = 1024
+"""Room for ``_id`` and fields a later update adds (less than 100 bytes today)."""
+MAX_NESTING: Final = 100
+"""MongoDB refuses documents nested deeper than this; the drivers do not check."""
+
+ITEM_ADAPTER: Final[TypeAdapter[ThreadItem]] = TypeAdapter(ThreadItem)
+ATTACHMENT_ADAPTER: Final[TypeAdapter[Attachment]] = TypeAdapter(Attachment)
+THREAD_ADAPTER: Final[TypeAdapter[ThreadMetadata]] = TypeAdapter(ThreadMetadata)
+
+
+def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, Any]:
+    """The model as a BSON-ready dict, or :class:`UnstorableError` naming ``what``."""
+    data = model.model_dump(mode="json")
+    try:
+        loaded = adapter.validate_python(data)
+    except ValidationError as exc:  # a custom serializer that does not validate back
+        raise UnstorableError(f"{what} would not read back: {exc}") from exc
+    if loaded != model:
+        raise UnstorableError(
+            f"{what} would not read back as saved: field {_first_difference(model, loaded)!r} "
+            "holds a value that JSON cannot keep (NaN, infinity, datetime, bytes, tuple, set, "
+            "or another non-JSON type). Store it as a JSON value."
+        )
+    return data
+
+
+def check_document(document: dict[str, Any], what: str) -> None:
+    """Refuse, before anything is sent, a document MongoDB would reject or truncate."""
+    depth = _depth(document)
+    if depth > MAX_NESTING:
+        raise UnstorableError(f"{what} is nested {depth} levels deep; MongoDB allows {MAX_NESTING}")
+    try:
+        size = len(bson.encode(document))
+    except OverflowError as exc:
+        raise UnstorableError(
+            f"{what} holds an integer outside MongoDB's 64-bit range ({exc})"
+        ) from exc
+    except InvalidDocument as exc:
+        raise UnstorableError(f"{what} cannot be encoded as BSON: {exc}") from exc
+    if size > MAX_DOCUMENT_BYTES - _SIZE_HEADROOM:
+        raise UnstorableError(
+            f"{what} is {size} bytes as BSON; a MongoDB document holds at most "
+            f"{MAX_DOCUMENT_BYTES - _SIZE_HEADROOM} here (16 MiB less room for the _id). "
+            "Keep large content in attachments."
+        )
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of documents and arrays, counted as MongoDB does (iteratively)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, level = stack.pop()
+        if isinstance(current, dict):
+            children: Any = current.values()
+        elif isinstance(current, list):
+            children = current
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _first_difference(saved: BaseModel, loaded: BaseModel) -> str:
+    for name in type(saved).model_fields:
+        if getattr(saved, name) != getattr(loaded, name):
+            return name
+    return "?"

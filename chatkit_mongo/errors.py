@@ -1,0 +1,33 @@
+"""Errors raised by chatkit-mongo.
+
+Missing threads, items and attachments raise ChatKit's own
+:class:`chatkit.store.NotFoundError`, so a ChatKit server handles them as it does for
+any store. Everything else derives from :class:`ChatKitMongoError`; the ones caused by
+bad input are also :class:`ValueError`, so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class ChatKitMongoError(Exception):
+    """Base class of every error this package raises on its own."""
+
+
+class OwnerError(ChatKitMongoError, ValueError):
+    """The request context does not name an owner, so no data may be touched."""
+
+
+class ItemConflictError(ChatKitMongoError, ValueError):
+    """``add_thread_item`` met a different item already stored under the same id."""
+
+
+class UnstorableError(ChatKitMongoError, ValueError):
+    """A thread, item or attachment cannot be stored as it is; nothing was written.
+
+    Too large for a MongoDB document, an integer past int64, nesting past MongoDB's
+    limit, or a value that would not read back equal to what was saved.
+    """
+
+
+class IndexConflictError(ChatKitMongoError):
+    """An existing index blocks one the store needs (same keys or name, other options)."""
