@@ -43,12 +43,15 @@ class CollectionNames:
     threads: str = "chatkit_threads"
     items: str = "chatkit_items"
     attachments: str = "chatkit_attachments"
+    bucket: str = "chatkit_files"
+    """GridFS bucket of attachment bytes: collections ``<bucket>.files`` and ``<bucket>.chunks``."""
 
     def __post_init__(self) -> None:
-        for role, name in self.by_role().items():
+        names = {**self.by_role(), "bucket": self.bucket}
+        for role, name in names.items():
             if not isinstance(name, str) or not name or "$" in name or "\0" in name:
                 raise ValueError(f"collection name for {role} is not usable: {name!r}")
-        if len(set(self.by_role().values())) != 3:
+        if len(set(names.values())) != len(names):
             raise ValueError(f"collection names must differ: {self!r}")
 
     def by_role(self) -> dict[Role, str]:
