@@ -47,7 +47,7 @@ class CollectionNames:
     """GridFS bucket of attachment bytes: collections ``<bucket>.files`` and ``<bucket>.chunks``."""
 
     def __post_init__(self) -> None:
-        names = {**self.by_role(), "bucket": self.bucket}
+        names: dict[str, str] = {**self.by_role(), "bucket": self.bucket}
         for role, name in names.items():
             if not isinstance(name, str) or not name or "$" in name or "\0" in name:
                 raise ValueError(f"collection name for {role} is not usable: {name!r}")
@@ -69,8 +69,9 @@ class IndexSpec:
     why: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 
-    def key_document(self) -> dict[str, int]:
-        return dict(self.keys)
+    def describe(self, collection: str) -> str:
+        keys = ", ".join(f"{name}: {direction}" for name, direction in self.keys)
+        return f"{collection}.{self.name} {{{keys}}}{' unique' if self.unique else ''}"
 
 
 INDEXES: Final[tuple[IndexSpec, ...]] = (
