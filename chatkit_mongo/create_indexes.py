@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the planned indexes and their state; change nothing",
     )
+    parser.add_argument(
+        "--timeout-ms",
+        type=int,
+        default=10_000,
+        help="how long to look for a server before giving up (default: 10000)",
+    )
     for role, default in CollectionNames().by_role().items():
         parser.add_argument(
             f"--{role}-collection",
@@ -83,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(args: argparse.Namespace, collections: CollectionNames) -> int:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        args.uri, driver=DRIVER_INFO, serverSelectionTimeoutMS=10_000
+        args.uri, driver=DRIVER_INFO, serverSelectionTimeoutMS=args.timeout_ms
     )
     try:
         return await create_indexes(

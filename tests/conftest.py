@@ -34,6 +34,12 @@ class RequestContext:
     user_id: str
 
 
+def pytest_report_header() -> str:
+    if MONGODB_URI:
+        return "real MongoDB: MONGODB_URI is set; every behavioural test also runs against it"
+    return f"real MongoDB: the 'mongodb' runs are skipped ({REAL_SERVER_SKIP.split(':')[0]})"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _mongomock_bulk_sort_fix() -> Iterator[None]:
     """mongomock 4.3's bulk builder rejects the ``sort=`` pymongo 4.20 passes to
