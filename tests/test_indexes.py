@@ -108,7 +108,8 @@ async def test_auto_creation_can_be_turned_off(database: Any, alice: RequestCont
 async def test_script_function_creates_then_reports_present(database: Any) -> None:
     lines: list[str] = []
     assert await create_indexes(database, CollectionNames(), dry_run=True, echo=lines.append) == 0
-    assert all(line.endswith(": missing") for line in lines) and len(lines) == len(INDEXES)
+    assert all(line.endswith(": missing") for line in lines)
+    assert len(lines) == len(INDEXES)
     lines.clear()
     assert await create_indexes(database, CollectionNames(), dry_run=False, echo=lines.append) == 0
     assert all(line.endswith("(created)") for line in lines)

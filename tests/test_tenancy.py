@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ async def test_operator_injection_through_ids_is_refused(
     store: MongoStore[Any], alice: RequestContext, bob: RequestContext, injection: Any
 ) -> None:
     await _populate(store, alice, "secret")
-    calls = [
+    calls: list[Callable[[], Awaitable[object]]] = [
         lambda: store.load_thread(injection, bob),
         lambda: store.load_item("thr_1", injection, bob),
         lambda: store.load_item(injection, "msg_1", bob),
