@@ -1,0 +1,160 @@
+"""Once warm, each Store call costs one round trip; a page anchored with `after`, two;
+delete_thread, three. Counted at the collection objects the store talks to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from chatkit_mongo import MongoStore
+
+from .conftest import RequestContext
+from .samples import BASE_TIME, assistant_message, file_attachment, thread
+
+_ROUND_TRIP_METHODS = frozenset(
+    {
+        "find",
+        "find_one",
+        "insert_one",
+        "insert_many",
+        "update_one",
+        "update_many",
+        "replace_one",
+        "delete_one",
+        "delete_many",
+        "aggregate",
+        "count_documents",
+        "find_one_and_update",
+        "bulk_write",
+        "list_indexes",
+        "create_indexes",
+    }
+)
+
+
+class _CountingCursor:
+    def __init__(self, inner: Any, log: list[str]) -> None:
+        self._inner, self._log = inner, log
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name in ("sort", "limit", "skip", "batch_size"):
+
+            def chained(*args: Any, **kwargs: Any) -> _CountingCursor:
+                self._log.append(f"cursor.{name}")
+                return _CountingCursor(attribute(*args, **kwargs), self._log)
+
+            return chained
+        return attribute
+
+
+class _CountingCollection:
+    """Delegates to a driver collection, logging every method that talks to the server."""
+
+    def __init__(self, inner: Any, role: str, log: list[str]) -> None:
+        self._inner, self._role, self._log = inner, role, log
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name not in _ROUND_TRIP_METHODS:
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._log.append(f"{self._role}.{name}")
+            result = attribute(*args, **kwargs)
+            return _CountingCursor(result, self._log) if name == "find" else result
+
+        return call
+
+
+@pytest.fixture
+async def counted(
+    store: MongoStore[Any], alice: RequestContext
+) -> tuple[MongoStore[Any], list[str]]:
+    await store.ensure_indexes()  # warm: index creation happens once, before this
+    log: list[str] = []
+    store._collections = {
+        role: _CountingCollection(collection, role, log)
+        for role, collection in store._collections.items()
+    }
+    return store, log
+
+
+def _trips(log: list[str]) -> list[str]:
+    return [entry for entry in log if not entry.startswith("cursor.")]
+
+
+async def _measure(log: list[str], call: Callable[[], Any]) -> list[str]:
+    log.clear()
+    await call()
+    return _trips(log)
+
+
+async def test_one_round_trip_per_call(
+    counted: tuple[MongoStore[Any], list[str]], alice: RequestContext
+) -> None:
+    store, log = counted
+    for n in range(300):  # cost must not depend on how large the thread is
+        created = BASE_TIME + timedelta(microseconds=n)
+        await store.add_thread_item(
+            "thr_1", assistant_message(f"msg_{n:04d}", created_at=created), alice
+        )
+    expectations: list[tuple[Callable[[], Any], list[str]]] = [
+        (lambda: store.save_thread(thread(), alice), ["threads.update_one"]),
+        (lambda: store.load_thread("thr_1", alice), ["threads.find_one"]),
+        (lambda: store.load_threads(20, None, "desc", alice), ["threads.find"]),
+        (
+            lambda: store.load_threads(20, "thr_1", "desc", alice),
+            ["threads.find_one", "threads.find"],
+        ),
+        (
+            lambda: store.add_thread_item("thr_1", assistant_message("msg_new"), alice),
+            ["items.insert_one"],
+        ),
+        (
+            lambda: store.save_item("thr_1", assistant_message("msg_new"), alice),
+            ["items.update_one"],
+        ),
+        (lambda: store.load_item("thr_1", "msg_0150", alice), ["items.find_one"]),
+        (lambda: store.load_thread_items("thr_1", None, 20, "desc", alice), ["items.find"]),
+        (
+            lambda: store.load_thread_items("thr_1", "msg_0150", 20, "asc", alice),
+            ["items.find_one", "items.find"],
+        ),
+        (lambda: store.delete_thread_item("thr_1", "msg_new", alice), ["items.delete_one"]),
+        (
+            lambda: store.save_attachment(file_attachment("atc_1", "thr_1"), alice),
+            ["attachments.update_one"],
+        ),
+        (lambda: store.load_attachment("atc_1", alice), ["attachments.find_one"]),
+        (lambda: store.delete_attachment("atc_1", alice), ["attachments.delete_one"]),
+        (
+            lambda: store.delete_thread("thr_1", alice),
+            ["threads.delete_one", "items.delete_many", "attachments.delete_many"],
+        ),
+    ]
+    for call, expected in expectations:
+        assert await _measure(log, call) == expected
+
+
+async def test_pages_use_a_keyset_range_never_skip(
+    counted: tuple[MongoStore[Any], list[str]], alice: RequestContext
+) -> None:
+    store, log = counted
+    for n in range(50):
+        created = BASE_TIME + timedelta(microseconds=n)
+        await store.add_thread_item(
+            "thr_1", assistant_message(f"msg_{n:02d}", created_at=created), alice
+        )
+    log.clear()
+    after = None
+    while True:
+        page = await store.load_thread_items("thr_1", after, 7, "asc", alice)
+        if not page.has_more:
+            break
+        after = page.after
+    assert "cursor.skip" not in log
+    assert log.count("cursor.limit") == log.count("items.find") == 8
