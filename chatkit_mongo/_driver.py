@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, MutableMapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final, Protocol, TypeVar
 
@@ -37,7 +37,7 @@ class AsyncDatabaseLike(Protocol):
 
     def __getitem__(self, name: str) -> Any: ...
 
-    def command(self, command: str, /) -> Awaitable[Any]: ...
+    def command(self, command: str | MutableMapping[str, Any], /) -> Awaitable[Any]: ...
 
 
 async def resolve(value: _T | Awaitable[_T]) -> _T:

@@ -36,6 +36,29 @@ class Field:
     """The pydantic model as a native BSON sub-document (``model_dump(mode="json")``)."""
 
 
+class FileField:
+    """Fields of the GridFS bucket's documents that the CLI reads.
+
+    Why the CLI reads GridFS documents directly rather than through an attachment
+    store: export, import and purge then work whatever wrote the bytes, as long as each
+    ``<bucket>.files`` document names its owner and attachment under ``metadata``.
+    """
+
+    METADATA: Final = "metadata"
+    OWNER: Final = "owner"
+    """Key inside ``metadata``: the owner of the attachment the bytes belong to."""
+    ATTACHMENT_ID: Final = "attachment_id"
+    """Key inside ``metadata``: the attachment the bytes belong to."""
+    OWNER_PATH: Final = f"{METADATA}.{OWNER}"
+    ATTACHMENT_ID_PATH: Final = f"{METADATA}.{ATTACHMENT_ID}"
+    FILES_ID: Final = "files_id"
+    """In ``<bucket>.chunks``: the ``_id`` of the files document the chunk belongs to."""
+    CHUNK_NUMBER: Final = "n"
+    """In ``<bucket>.chunks``: the chunk's position; unique with ``files_id``."""
+    CHUNK_DATA: Final = "data"
+    """In ``<bucket>.chunks``: the bytes of the chunk."""
+
+
 @dataclass(frozen=True)
 class CollectionNames:
     """Names of the collections the store uses, one per kind of document."""
@@ -47,15 +70,23 @@ class CollectionNames:
     """GridFS bucket of attachment bytes: collections ``<bucket>.files`` and ``<bucket>.chunks``."""
 
     def __post_init__(self) -> None:
-        names = {**self.by_role(), "bucket": self.bucket}
-        for role, name in names.items():
+        names: list[tuple[str, str]] = [*self.by_role().items(), ("bucket", self.bucket)]
+        for role, name in names:
             if not isinstance(name, str) or not name or "$" in name or "\0" in name:
                 raise ValueError(f"collection name for {role} is not usable: {name!r}")
-        if len(set(names.values())) != len(names):
+        if len({name for _, name in names}) != len(names):
             raise ValueError(f"collection names must differ: {self!r}")
 
     def by_role(self) -> dict[Role, str]:
         return {"threads": self.threads, "items": self.items, "attachments": self.attachments}
+
+    @property
+    def bucket_files(self) -> str:
+        return f"{self.bucket}.files"
+
+    @property
+    def bucket_chunks(self) -> str:
+        return f"{self.bucket}.chunks"
 
 
 @dataclass(frozen=True)
