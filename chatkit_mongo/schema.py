@@ -36,6 +36,29 @@ class Field:
     """The pydantic model as a native BSON sub-document (``model_dump(mode="json")``)."""
 
 
+class FileField:
+    """Fields of the GridFS bucket's documents that the CLI reads.
+
+    Why the CLI reads GridFS documents directly rather than through an attachment
+    store: export, import and purge then work whatever wrote the bytes, as long as each
+    ``<bucket>.files`` document names its owner and attachment under ``metadata``.
+    """
+
+    METADATA: Final = "metadata"
+    OWNER: Final = "owner"
+    """Key inside ``metadata``: the owner of the attachment the bytes belong to."""
+    ATTACHMENT_ID: Final = "attachment_id"
+    """Key inside ``metadata``: the attachment the bytes belong to."""
+    OWNER_PATH: Final = f"{METADATA}.{OWNER}"
+    ATTACHMENT_ID_PATH: Final = f"{METADATA}.{ATTACHMENT_ID}"
+    FILES_ID: Final = "files_id"
+    """In ``<bucket>.chunks``: the ``_id`` of the files document the chunk belongs to."""
+    CHUNK_NUMBER: Final = "n"
+    """In ``<bucket>.chunks``: the chunk's position; unique with ``files_id``."""
+    CHUNK_DATA: Final = "data"
+    """In ``<bucket>.chunks``: the bytes of the chunk."""
+
+
 @dataclass(frozen=True)
 class CollectionNames:
     """Names of the collections the store uses, one per kind of document."""
@@ -56,6 +79,14 @@ class CollectionNames:
 
     def by_role(self) -> dict[Role, str]:
         return {"threads": self.threads, "items": self.items, "attachments": self.attachments}
+
+    @property
+    def bucket_files(self) -> str:
+        return f"{self.bucket}.files"
+
+    @property
+    def bucket_chunks(self) -> str:
+        return f"{self.bucket}.chunks"
 
 
 @dataclass(frozen=True)

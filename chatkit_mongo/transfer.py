@@ -1,0 +1,290 @@
+"""Export and import of stored data as JSON Lines, per owner or everything.
+
+Each line is ``{"kind": ..., "document": ...}`` in canonical MongoDB Extended JSON.
+Why canonical: it keeps every BSON type as it was (an Int64 stays an Int64, a date
+keeps its milliseconds, bytes stay bytes, an ObjectId stays one), so an import writes
+back byte for byte the documents that were exported, ``_id`` included.
+
+Why import upserts by the unique keys, each starting with the owner: importing twice
+changes nothing, and a line can only ever write the data of the owner it names. A
+document whose ``_id`` is held by another owner's document fails on the ``_id``
+index instead of replacing it.
+
+Why the whole file is checked before the first write: a bad line (not JSON, an unknown
+kind, a thread that is not a ChatKit thread, bytes of a file that is not in the file)
+is reported with its line number, and nothing has been written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, TextIO, get_args
+
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+from pydantic import TypeAdapter, ValidationError
+from pymongo import ReplaceOne
+
+from ._checks import check_id
+from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
+from ._driver import AsyncDatabaseLike, shielded
+from .schema import CollectionNames, Field, FileField
+
+Kind = Literal["thread", "item", "attachment", "file", "chunk"]
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+"""In the order they are exported: a chunk's file always comes before the chunk."""
+_KIND: Final = "kind"
+_DOCUMENT: Final = "document"
+_BATCH_SIZE: Final = 500
+"""Upserts sent per ``bulk_write``: few round trips, modest memory."""
+
+_KEYS: Final[dict[Kind, tuple[str, ...]]] = {
+    "thread": (Field.OWNER, Field.THREAD_ID),
+    "item": (Field.OWNER, Field.THREAD_ID, Field.ITEM_ID),
+    "attachment": (Field.OWNER, Field.ATTACHMENT_ID),
+    "file": ("_id", FileField.OWNER_PATH),
+    "chunk": (FileField.FILES_ID, FileField.CHUNK_NUMBER),
+}
+"""The unique key each kind is upserted by."""
+_ADAPTERS: Final[dict[Kind, TypeAdapter[Any]]] = {
+    "thread": THREAD_ADAPTER,
+    "item": ITEM_ADAPTER,
+    "attachment": ATTACHMENT_ADAPTER,
+}
+_MODEL_ID: Final[dict[Kind, str]] = {
+    "thread": Field.THREAD_ID,
+    "item": Field.ITEM_ID,
+    "attachment": Field.ATTACHMENT_ID,
+}
+
+Progress = Callable[[int], None]
+
+
+class ImportFileError(ValueError):
+    """A line of an import file cannot be imported; nothing was written."""
+
+
+@dataclass
+class ImportCounts:
+    """Per kind: documents inserted, replaced with other content, already identical."""
+
+    inserted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    updated: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    unchanged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{kind}: {self.inserted[kind]} inserted, {self.updated[kind]} updated, "
+            f"{self.unchanged[kind]} unchanged"
+            for kind in KINDS
+        )
+
+
+def _collection(collections: CollectionNames, kind: Kind) -> str:
+    names: dict[Kind, str] = {
+        "thread": collections.threads,
+        "item": collections.items,
+        "attachment": collections.attachments,
+        "file": collections.bucket_files,
+        "chunk": collections.bucket_chunks,
+    }
+    return names[kind]
+
+
+def _scope(kind: Kind, owner: str | None) -> dict[str, Any]:
+    if owner is None:
+        return {FileField.OWNER_PATH: {"$exists": True}} if kind == "file" else {}
+    return {FileField.OWNER_PATH if kind == "file" else Field.OWNER: owner}
+
+
+async def count_export(
+    database: AsyncDatabaseLike, collections: CollectionNames, owner: str | None
+) -> int:
+    """How many lines :func:`export_data` will write, for a progress bar."""
+    total = 0
+    for kind in ("thread", "item", "attachment", "file"):
+        total += await database[_collection(collections, kind)].count_documents(_scope(kind, owner))
+    return total
+
+
+async def export_data(
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    out: TextIO,
+    *,
+    owner: str | None = None,
+    on_progress: Progress | None = None,
+) -> dict[Kind, int]:
+    """Write ``owner``'s documents (everyone's when None) to ``out``; count lines per kind.
+
+    Files are those whose metadata names an owner: GridFS files that no attachment
+    store wrote are not chatkit-mongo's to export.
+    """
+    if owner is not None:
+        check_id(owner, "owner")
+    counts: dict[Kind, int] = dict.fromkeys(KINDS, 0)
+    chunks = database[collections.bucket_chunks]
+    for kind in ("thread", "item", "attachment", "file"):
+        cursor = database[_collection(collections, kind)].find(_scope(kind, owner))
+        async for document in cursor.sort("_id", 1):
+            _write_line(out, kind, document)
+            counts[kind] += 1
+            if kind == "file":
+                chunk_cursor = chunks.find({FileField.FILES_ID: document["_id"]})
+                async for chunk in chunk_cursor.sort(FileField.CHUNK_NUMBER, 1):
+                    _write_line(out, "chunk", chunk)
+                    counts["chunk"] += 1
+            if on_progress is not None:
+                on_progress(1)
+    return counts
+
+
+def _write_line(out: TextIO, kind: Kind, document: dict[str, Any]) -> None:
+    line = {_KIND: kind, _DOCUMENT: document}
+    out.write(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n")
+
+
+async def import_data(
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    path: Path,
+    *,
+    on_progress: Progress | None = None,
+) -> ImportCounts:
+    """Upsert every line of ``path``; check the whole file first, and write nothing if
+    a line is bad (:class:`ImportFileError` names it)."""
+    file_owners = _check_file(path)
+    await _check_file_ids_free(database, collections, file_owners)
+    counts = ImportCounts()
+    batch: list[ReplaceOne[dict[str, Any]]] = []
+    batch_kind: Kind | None = None
+
+    async def flush() -> None:
+        if batch_kind is None or not batch:
+            return
+        collection = database[_collection(collections, batch_kind)]
+        result = await shielded(collection.bulk_write(list(batch), ordered=True))
+        counts.inserted[batch_kind] += result.upserted_count
+        counts.updated[batch_kind] += result.modified_count
+        counts.unchanged[batch_kind] += result.matched_count - result.modified_count
+        batch.clear()
+
+    for _number, kind, document in _read_lines(path):
+        if kind != batch_kind or len(batch) >= _BATCH_SIZE:
+            await flush()
+            batch_kind = kind
+        batch.append(_upsert(kind, document))
+        if on_progress is not None:
+            on_progress(1)
+    await flush()
+    return counts
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as stream:
+        return sum(1 for line in stream if line.strip())
+
+
+def _upsert(kind: Kind, document: dict[str, Any]) -> ReplaceOne[dict[str, Any]]:
+    """Replace the document with this unique key by the exported one, or insert it.
+
+    Why a whole replacement and not ``$set``: the document then comes back exactly as
+    exported, field order and ``_id`` included. A document stored under the same key
+    with another ``_id`` is refused by the server (an ``_id`` cannot change).
+    """
+    key = {name: _get(document, name) for name in _KEYS[kind]}
+    return ReplaceOne(key, document, upsert=True)
+
+
+def _get(document: dict[str, Any], path: str) -> Any:
+    value: Any = document
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, Kind, dict[str, Any]]]:
+    """``(line number, kind, document)`` of every non-blank line, each parsed and checked."""
+    with path.open(encoding="utf-8") as stream:
+        for number, text in enumerate(stream, start=1):
+            if text.strip():
+                kind, document = _parse(number, text)
+                yield number, kind, document
+
+
+def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
+    try:
+        line = json_util.loads(text, json_options=CANONICAL_JSON_OPTIONS)
+    except ValueError as exc:
+        raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from exc
+    if not isinstance(line, dict) or set(line) != {_KIND, _DOCUMENT}:
+        raise ImportFileError(f'line {number}: expected {{"{_KIND}": ..., "{_DOCUMENT}": ...}}')
+    kind, document = line[_KIND], line[_DOCUMENT]
+    if kind not in KINDS:
+        raise ImportFileError(f"line {number}: unknown kind {kind!r}; expected one of {KINDS}")
+    if not isinstance(document, dict):
+        raise ImportFileError(f"line {number}: the {kind} document is not an object")
+    try:
+        _check_document(kind, document)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ImportFileError(f"line {number}: bad {kind} document: {exc}") from exc
+    return kind, document
+
+
+def _check_document(kind: Kind, document: dict[str, Any]) -> None:
+    """Refuse a document the store could not read back, or one that names no owner."""
+    for name in _KEYS[kind]:
+        value = _get(document, name)
+        if name in (Field.OWNER, FileField.OWNER_PATH, Field.THREAD_ID, Field.ITEM_ID):
+            check_id(value, name)
+        if name == Field.ATTACHMENT_ID:
+            check_id(value, name)
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        return
+    try:
+        model = adapter.validate_python(document[Field.DATA])
+    except ValidationError as exc:
+        raise ValueError(f"{Field.DATA} is not a ChatKit {kind}: {exc}") from exc
+    model_id = document[_MODEL_ID[kind]]
+    if model.id != model_id:
+        raise ValueError(f"{Field.DATA}.id is {model.id!r} but {_MODEL_ID[kind]} is {model_id!r}")
+
+
+def _check_file(path: Path) -> dict[Any, str]:
+    """Parse every line; return the owner of each GridFS file in the file.
+
+    A chunk must follow its files document, so that a chunk is only ever written for a
+    file whose owner this import checked.
+    """
+    file_owners: dict[Any, str] = {}
+    for number, kind, document in _read_lines(path):
+        if kind == "file":
+            file_owners[document["_id"]] = _get(document, FileField.OWNER_PATH)
+        elif kind == "chunk" and document[FileField.FILES_ID] not in file_owners:
+            raise ImportFileError(
+                f"line {number}: chunk of file {document[FileField.FILES_ID]!r}, "
+                "whose files document does not come before it in this file"
+            )
+    return file_owners
+
+
+async def _check_file_ids_free(
+    database: AsyncDatabaseLike, collections: CollectionNames, file_owners: dict[Any, str]
+) -> None:
+    """Refuse the import if a file's ``_id`` is taken by another owner's file: its chunks
+    would otherwise be written over that owner's bytes."""
+    ids = list(file_owners)
+    files = database[collections.bucket_files]
+    for start in range(0, len(ids), _BATCH_SIZE):
+        found = files.find(
+            {"_id": {"$in": ids[start : start + _BATCH_SIZE]}}, {FileField.METADATA: 1}
+        )
+        async for existing in found:
+            owner = existing.get(FileField.METADATA, {}).get(FileField.OWNER)
+            if owner != file_owners[existing["_id"]]:
+                raise ImportFileError(
+                    f"file {existing['_id']!r} already exists and belongs to another owner"
+                )

@@ -1,0 +1,123 @@
+"""Running ``chatkit-mongo`` commands on the test backends, and data to run them on.
+
+On the doubles the command gets the test's own database through the runner's ``obj``;
+against a real server it connects by URI to the same database, as a user would.
+Commands call ``asyncio.run``, so async tests run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import Binary, ObjectId
+from click.testing import CliRunner, Result
+
+from chatkit_mongo import MongoStore
+from chatkit_mongo._driver import AsyncDatabaseLike
+from chatkit_mongo.cli import Connection, cli
+from chatkit_mongo.schema import CollectionNames, Field, FileField
+
+from .conftest import MONGODB_URI, RequestContext
+from .samples import assistant_message, every_item, file_attachment, image_attachment, thread
+
+COLLECTIONS = CollectionNames()
+CHUNK_SIZE = 4
+
+
+def invoke(backend: str, database: Any, *args: str) -> Result:
+    runner = CliRunner()
+    if backend == "mongodb":
+        assert MONGODB_URI
+        return runner.invoke(cli, ["--uri", MONGODB_URI, "--database", database.name, *args])
+
+    @asynccontextmanager
+    async def opener(connection: Connection) -> AsyncIterator[AsyncDatabaseLike]:
+        yield database
+
+    return runner.invoke(cli, list(args), obj=opener, env={"MONGODB_URI": None})
+
+
+async def run(backend: str, database: Any, *args: str) -> Result:
+    return await asyncio.to_thread(invoke, backend, database, *args)
+
+
+async def seed(
+    database: Any, owner: str, thread_ids: list[str], created_at: datetime
+) -> list[ObjectId]:
+    """Each thread with every item variant, a file and an image attachment, and their bytes
+    (three chunks each) as an attachment store would write them; returns the file ids."""
+    store: MongoStore[Any] = MongoStore(database)
+    context = RequestContext(user_id=owner)
+    file_ids = []
+    for thread_id in thread_ids:
+        await store.save_thread(thread(thread_id, created_at=created_at), context)
+        for number, item in enumerate(every_item(thread_id)):
+            stamped = item.model_copy(update={"created_at": created_at + timedelta(seconds=number)})
+            await store.add_thread_item(thread_id, stamped, context)
+        for attachment in (
+            file_attachment(f"atc_file_{thread_id}", thread_id),
+            image_attachment(f"atc_image_{thread_id}", thread_id),
+        ):
+            await store.save_attachment(attachment, context)
+            file_ids.append(await store_bytes(database, owner, attachment.id, b"0123456789"))
+    return file_ids
+
+
+async def add_reply(database: Any, owner: str, thread_id: str, created_at: datetime) -> None:
+    store: MongoStore[Any] = MongoStore(database)
+    item = assistant_message(f"msg_late_{thread_id}", thread_id, created_at)
+    await store.add_thread_item(thread_id, item, RequestContext(user_id=owner))
+
+
+async def store_bytes(database: Any, owner: str, attachment_id: str, data: bytes) -> ObjectId:
+    """A GridFS files document and its chunks, written as GridFS lays them out."""
+    file_id = ObjectId()
+    await database[COLLECTIONS.bucket_files].insert_one(
+        {
+            "_id": file_id,
+            "length": len(data),
+            "chunkSize": CHUNK_SIZE,
+            "uploadDate": datetime(2026, 1, 2, 3, 4, 5, 678000),
+            "filename": attachment_id,
+            FileField.METADATA: {FileField.OWNER: owner, FileField.ATTACHMENT_ID: attachment_id},
+        }
+    )
+    await database[COLLECTIONS.bucket_chunks].insert_many(
+        [
+            {
+                FileField.FILES_ID: file_id,
+                FileField.CHUNK_NUMBER: n,
+                FileField.CHUNK_DATA: Binary(data[at : at + CHUNK_SIZE]),
+            }
+            for n, at in enumerate(range(0, len(data), CHUNK_SIZE))
+        ]
+    )
+    return file_id
+
+
+async def owner_documents(database: Any, owner: str) -> dict[str, list[dict[str, Any]]]:
+    """Everything stored for ``owner``, per collection, in ``_id`` order; chunks included."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name in COLLECTIONS.by_role().values():
+        found[name] = await _all(database[name], {Field.OWNER: owner})
+    files = await _all(database[COLLECTIONS.bucket_files], {FileField.OWNER_PATH: owner})
+    found[COLLECTIONS.bucket_files] = files
+    found[COLLECTIONS.bucket_chunks] = await _all(
+        database[COLLECTIONS.bucket_chunks],
+        {FileField.FILES_ID: {"$in": [file["_id"] for file in files]}},
+    )
+    return found
+
+
+async def all_documents(database: Any) -> dict[str, list[dict[str, Any]]]:
+    names = [*COLLECTIONS.by_role().values(), COLLECTIONS.bucket_files, COLLECTIONS.bucket_chunks]
+    return {name: await _all(database[name], {}) for name in names}
+
+
+async def _all(collection: Any, filter_: dict[str, Any]) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = await collection.find(filter_).sort("_id", 1).to_list(None)
+    return documents

@@ -1,0 +1,182 @@
+"""``chatkit-mongo export`` and ``import``: lossless, idempotent, per owner, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import bson
+import pytest
+from bson import Int64
+
+from chatkit_mongo import MongoStore
+from chatkit_mongo.schema import Field, FileField
+
+from .cli_support import COLLECTIONS, all_documents, owner_documents, run, seed
+from .conftest import RequestContext
+from .samples import BASE_TIME, NESTED_METADATA, thread
+
+
+@pytest.fixture
+async def empty_database(client: Any, backend: str) -> AsyncIterator[Any]:
+    name = f"chatkit_test_{uuid.uuid4().hex[:12]}"
+    yield client[name]
+    if backend == "mongodb":
+        await client.drop_database(name)
+
+
+def _encoded(documents: dict[str, list[dict[str, Any]]]) -> dict[str, list[bytes]]:
+    """Byte-exact BSON: an Int64 that came back as an int32 would differ here."""
+    return {name: [bson.encode(d) for d in found] for name, found in documents.items()}
+
+
+async def test_export_then_import_reproduces_every_document_and_byte(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1", "thr_a2"], BASE_TIME)
+    await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    await database[COLLECTIONS.threads].update_one(
+        {Field.OWNER: "alice", Field.THREAD_ID: "thr_a1"},
+        {"$set": {"extra_int64": Int64(7)}},
+    )
+    out = tmp_path / "alice.jsonl"
+
+    exported = await run(backend, database, "export", "--owner", "alice", "--out", str(out))
+    assert exported.exit_code == 0, exported.output
+    assert "2 threads, 22 items, 4 attachments, 4 files, 12 chunks" in exported.stderr
+    imported = await run(backend, empty_database, "import", str(out))
+    assert imported.exit_code == 0, imported.output
+
+    source = await owner_documents(database, "alice")
+    assert all(source.values())
+    assert _encoded(await owner_documents(empty_database, "alice")) == _encoded(source)
+    assert await owner_documents(empty_database, "bob") == await owner_documents(
+        empty_database, "nobody"
+    )
+
+
+async def test_importing_twice_changes_nothing(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    out = tmp_path / "all.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+    first = await run(backend, empty_database, "import", str(out))
+    after_first = _encoded(await all_documents(empty_database))
+
+    second = await run(backend, empty_database, "import", str(out))
+
+    assert second.exit_code == 0, second.output
+    assert _encoded(await all_documents(empty_database)) == after_first
+    assert "thread: 1 inserted, 0 updated, 0 unchanged" in first.output
+    assert "thread: 0 inserted, 0 updated, 1 unchanged" in second.output
+    assert "chunk: 0 inserted, 0 updated, 6 unchanged" in second.output
+
+
+async def test_import_restores_what_changed_since_the_export(
+    backend: str, database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    before = _encoded(await all_documents(database))
+    out = tmp_path / "all.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+    await database[COLLECTIONS.items].update_one(
+        {Field.ITEM_ID: "msg_user"}, {"$set": {f"{Field.DATA}.quoted_text": "changed"}}
+    )
+
+    result = await run(backend, database, "import", str(out))
+
+    assert "item: 0 inserted, 1 updated, 10 unchanged" in result.output
+    assert _encoded(await all_documents(database)) == before
+
+
+async def test_export_without_owner_holds_everyone(
+    backend: str, database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    out = tmp_path / "all.jsonl"
+
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+
+    lines = out.read_text().splitlines()
+    owners = {json.loads(line)["document"].get(Field.OWNER) for line in lines}
+    assert owners == {"alice", "bob", None}  # None: files and chunks carry it elsewhere
+
+
+async def test_export_goes_to_standard_output_without_out(backend: str, database: Any) -> None:
+    await database[COLLECTIONS.threads].insert_one({})  # not alice's: must not appear
+    store: MongoStore[Any] = MongoStore(database)
+    await store.save_thread(thread("thr_meta", metadata=NESTED_METADATA), RequestContext("alice"))
+
+    result = await run(backend, database, "export", "--owner", "alice")
+
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["document"][Field.DATA]["metadata"]["scores"][2] == {
+        "$numberLong": str(2**62)
+    }
+
+
+def _line(kind: str, document: dict[str, Any]) -> str:
+    return bson.json_util.dumps({"kind": kind, "document": document}) + "\n"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("{not json\n", "line 2: not valid Extended JSON"),
+        ('{"kind": "thread"}\n', 'line 2: expected {"kind": ..., "document": ...}'),
+        (_line("user", {}), "line 2: unknown kind 'user'"),
+        (_line("thread", {Field.OWNER: "alice"}), "line 2: bad thread document"),
+        (
+            _line(
+                "item", {Field.OWNER: "a", Field.THREAD_ID: "t", Field.ITEM_ID: "i", Field.DATA: {}}
+            ),
+            "data is not a ChatKit item",
+        ),
+        (
+            _line("chunk", {FileField.FILES_ID: 1, FileField.CHUNK_NUMBER: 0}),
+            "line 2: chunk of file 1, whose files document does not come before it",
+        ),
+        (_line("thread", {Field.OWNER: {"$ne": None}, Field.THREAD_ID: "t"}), "owner must be"),
+    ],
+)
+async def test_a_bad_line_is_named_and_nothing_is_written(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path, case: tuple[str, str]
+) -> None:
+    bad_line, message = case
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    out = tmp_path / "alice.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0] + bad_line + "".join(lines[1:]))
+
+    result = await run(backend, empty_database, "import", str(out))
+
+    assert result.exit_code == 1
+    assert message in result.output
+    assert not any((await all_documents(empty_database)).values())
+
+
+async def test_import_cannot_write_over_another_owners_bytes(
+    backend: str, database: Any, tmp_path: Path
+) -> None:
+    [file_id, *_] = await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    before = _encoded(await all_documents(database))
+    forged = {
+        "_id": file_id,
+        FileField.METADATA: {FileField.OWNER: "mallory", FileField.ATTACHMENT_ID: "x"},
+    }
+    chunk = {FileField.FILES_ID: file_id, FileField.CHUNK_NUMBER: 0, FileField.CHUNK_DATA: b"evil"}
+    out = tmp_path / "forged.jsonl"
+    out.write_text(_line("file", forged) + _line("chunk", chunk))
+
+    result = await run(backend, database, "import", str(out))
+
+    assert result.exit_code == 1
+    assert "already exists and belongs to another owner" in result.output
+    assert _encoded(await all_documents(database)) == before
