@@ -25,9 +25,9 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import ConfigurationError, PyMongoError, ServerSelectionTimeoutError
 
 from ._driver import DRIVER_INFO, AsyncDatabaseLike
+from .create_indexes import create_indexes
 from .doctor import diagnose
 from .errors import ChatKitMongoError
-from .indexes import IndexStatus, ensure_indexes, plan_indexes
 from .maintenance import Progress, purge_inactive, purge_owner
 from .schema import CollectionNames
 from .transfer import Kind, count_export, count_lines, export_data, import_data
@@ -138,27 +138,17 @@ def _progress(length: int, label: str, stream: TextIO | None = None) -> Iterator
         yield bar.update
 
 
-def _print_statuses(statuses: list[IndexStatus]) -> None:
-    for status in statuses:
-        click.echo(status.describe())
-
-
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Show what would be created; create nothing.")
 @click.pass_obj
 def init(connection: Connection, dry_run: bool) -> None:
     """Create the indexes the store needs (idempotent)."""
 
-    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> None:
-        if dry_run:
-            plan = await plan_indexes(database, collections)
-            _print_statuses(plan)
-            if any(status.state == "conflict" for status in plan):
-                raise click.ClickException("existing indexes conflict; see above")
-        else:
-            _print_statuses(await ensure_indexes(database, collections))
+    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> int:
+        return await create_indexes(database, collections, dry_run=dry_run, echo=click.echo)
 
-    _run(connection, work)
+    if _run(connection, work) != 0:
+        raise click.ClickException("existing indexes conflict; see above")
 
 
 @cli.command()

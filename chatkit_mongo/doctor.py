@@ -9,14 +9,13 @@ would claim what nobody measured.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 from pymongo.errors import PyMongoError
 
-from . import queries
 from ._driver import AsyncDatabaseLike
+from .explain import explain, hot_queries
 from .indexes import plan_indexes
 from .queries import Find
 from .schema import CollectionNames, Field
@@ -36,60 +35,6 @@ class Finding:
 
     def describe(self) -> str:
         return f"{self.verdict:<11} {self.subject}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class PlanSummary:
-    """What ``explain`` (executionStats) says about one query."""
-
-    stages: tuple[str, ...]
-    keys_examined: int | None
-    docs_examined: int | None
-    returned: int | None
-
-    @property
-    def uses_index(self) -> bool:
-        return "IXSCAN" in self.stages or "EXPRESS_IXSCAN" in self.stages
-
-    @property
-    def sorts_in_memory(self) -> bool:
-        return "SORT" in self.stages
-
-    def describe(self) -> str:
-        counts = (
-            f"{self.keys_examined} keys and {self.docs_examined} documents examined "
-            f"for {self.returned} returned"
-        )
-        return f"stages {' > '.join(self.stages) or '(none)'}; {counts}"
-
-
-def summarise_explain(explain: Mapping[str, Any]) -> PlanSummary:
-    """Read the winning plan's stages and the execution counts from an explain reply.
-
-    Stages are collected from the whole winning plan, whatever its nesting: classic
-    plans nest ``inputStage(s)``, slot-based ones wrap them in ``queryPlan``, and a
-    sharded cluster lists one winning plan per shard.
-    """
-    planner = explain.get("queryPlanner", {})
-    stats = explain.get("executionStats", {})
-    return PlanSummary(
-        stages=tuple(_stages(planner.get("winningPlan", {}))),
-        keys_examined=stats.get("totalKeysExamined"),
-        docs_examined=stats.get("totalDocsExamined"),
-        returned=stats.get("nReturned"),
-    )
-
-
-def _stages(plan: Any) -> Iterator[str]:
-    if isinstance(plan, Mapping):
-        stage = plan.get("stage")
-        if isinstance(stage, str):
-            yield stage
-        for value in plan.values():
-            yield from _stages(value)
-    elif isinstance(plan, list):
-        for value in plan:
-            yield from _stages(value)
 
 
 async def diagnose(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
@@ -131,44 +76,24 @@ async def _hot_queries(
 ) -> list[tuple[str, Find]]:
     """The queries of every ChatKit turn, with ids taken from stored data when there is any."""
     item = await database[collections.items].find_one({}, {"_id": 0, Field.DATA: 0}) or {}
-    owner = item.get(Field.OWNER, _PROBE_ID)
-    thread_id = item.get(Field.THREAD_ID, _PROBE_ID)
-    item_id = item.get(Field.ITEM_ID, _PROBE_ID)
-    anchor = item.get(Field.SORT_KEY)
-    return [
-        ("load_thread", Find("threads", queries.thread(owner, thread_id))),
-        ("load_threads page", queries.threads_page(owner, None, "desc", _PROBE_PAGE)),
-        ("load_thread_items page", queries.items_page(owner, thread_id, None, "desc", _PROBE_PAGE)),
-        (
-            "load_thread_items page after an item",
-            queries.items_page(owner, thread_id, anchor, "asc", _PROBE_PAGE),
-        ),
-        ("load_item", Find("items", queries.item(owner, thread_id, item_id))),
-        ("load_attachment", Find("attachments", queries.attachment(owner, _PROBE_ID))),
-    ]
+    return hot_queries(
+        item.get(Field.OWNER, _PROBE_ID),
+        item.get(Field.THREAD_ID, _PROBE_ID),
+        item.get(Field.ITEM_ID, _PROBE_ID),
+        item.get(Field.SORT_KEY),
+        _PROBE_PAGE,
+    )
 
 
 async def _explain_finding(
     database: AsyncDatabaseLike, collections: CollectionNames, label: str, find: Find
 ) -> Finding:
-    command: dict[str, Any] = {
-        "find": collections.by_role()[find.role],
-        "filter": find.filter,
-        "projection": find.projection,
-        "limit": find.limit,
-    }
-    if find.sort:
-        command["sort"] = dict(find.sort)
     try:
-        explain = await database.command({"explain": command, "verbosity": "executionStats"})
+        summary = await explain(database, collections, find)
     except (NotImplementedError, PyMongoError) as exc:
         return Finding("unavailable", label, f"explain is not available on this backend ({exc})")
-    summary = summarise_explain(explain)
-    problems = []
-    if not summary.uses_index:
-        problems.append("no index scan")
-    if summary.sorts_in_memory:
-        problems.append("sorts in memory")
-    verdict: Verdict = "fail" if problems else "ok"
+    problems = summary.problems()
     detail = summary.describe()
-    return Finding(verdict, label, f"{', '.join(problems)}: {detail}" if problems else detail)
+    if problems:
+        return Finding("fail", label, f"{', '.join(problems)}: {detail}")
+    return Finding("ok", label, detail)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pymongo import IndexModel
 
 from chatkit_mongo.cli import _Duration, _progress, cli
-from chatkit_mongo.doctor import summarise_explain
+from chatkit_mongo.explain import summarise
 from chatkit_mongo.indexes import plan_indexes
 from chatkit_mongo.schema import INDEXES, Field
 
@@ -170,7 +170,7 @@ _IXSCAN = {"stage": "IXSCAN", "indexName": "owner_thread_sort"}
 def test_explain_summary_finds_the_index_scan_however_nested(
     plan: dict[str, Any], stages: int
 ) -> None:
-    summary = summarise_explain(
+    summary = summarise(
         {
             "queryPlanner": {"winningPlan": plan},
             "executionStats": {"totalKeysExamined": 21, "totalDocsExamined": 21, "nReturned": 21},
@@ -180,6 +180,7 @@ def test_explain_summary_finds_the_index_scan_however_nested(
     assert not summary.sorts_in_memory
     assert len(summary.stages) == stages
     assert "21 keys and 21 documents examined for 21 returned" in summary.describe()
+    assert summary.problems() == []
 
 
 def test_explain_summary_flags_a_scan_and_an_in_memory_sort() -> None:
@@ -188,7 +189,7 @@ def test_explain_summary_flags_a_scan_and_an_in_memory_sort() -> None:
         "sortPattern": {Field.SORT_KEY: 1},
         "inputStage": {"stage": "COLLSCAN"},
     }
-    summary = summarise_explain({"queryPlanner": {"winningPlan": plan}})
+    summary = summarise({"queryPlanner": {"winningPlan": plan}})
     assert not summary.uses_index
     assert summary.sorts_in_memory
     assert summary.stages == ("SORT", "COLLSCAN")
