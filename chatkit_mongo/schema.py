@@ -36,6 +36,42 @@ class Field:
     """The pydantic model as a native BSON sub-document (``model_dump(mode="json")``)."""
 
 
+class UploadField:
+    """Fields the attachment store adds to an attachment document, beside ``DATA``.
+
+    Why top-level and not in the model's ``metadata``: they are the server's record of
+    the bytes, which the client must not see or set, and ``save_attachment`` ``$set``s
+    only its own fields, so these survive ChatKit's later saves of the metadata.
+    """
+
+    STATE: Final = "upload_state"
+    """:data:`AWAITING` or :data:`RECEIVING` while the bytes are missing; absent once stored."""
+    AWAITING: Final = "awaiting"
+    RECEIVING: Final = "receiving"
+    FILE_ID: Final = "file_id"
+    """The GridFS ``_id`` of the bytes: claimed before the first chunk is written."""
+    DECLARED_SIZE: Final = "declared_size"
+    """The size the client announced when creating the attachment (two-phase only)."""
+    PENDING_SINCE: Final = "pending_since"
+    """When the attachment started waiting for its bytes, or its upload started; absent once
+    stored. The orphan sweep removes uploads pending for too long."""
+
+
+class GridFSField:
+    """Field names the GridFS specification gives the ``files`` and ``chunks`` documents.
+
+    The bytes' owner and attachment id sit in the file's ``metadata`` under
+    :attr:`Field.OWNER` and :attr:`Field.ATTACHMENT_ID`.
+    """
+
+    ID: Final = "_id"
+    METADATA: Final = "metadata"
+    LENGTH: Final = "length"
+    FILES_ID: Final = "files_id"
+    """In ``<bucket>.chunks``: the ``_id`` of the file a chunk belongs to."""
+    METADATA_OWNER: Final = f"{METADATA}.{Field.OWNER}"
+
+
 @dataclass(frozen=True)
 class CollectionNames:
     """Names of the collections the store uses, one per kind of document."""
@@ -47,11 +83,11 @@ class CollectionNames:
     """GridFS bucket of attachment bytes: collections ``<bucket>.files`` and ``<bucket>.chunks``."""
 
     def __post_init__(self) -> None:
-        names = {**self.by_role(), "bucket": self.bucket}
-        for role, name in names.items():
+        names: list[tuple[str, str]] = [*self.by_role().items(), ("bucket", self.bucket)]
+        for role, name in names:
             if not isinstance(name, str) or not name or "$" in name or "\0" in name:
                 raise ValueError(f"collection name for {role} is not usable: {name!r}")
-        if len(set(names.values())) != len(names):
+        if len({name for _, name in names}) != len(names):
             raise ValueError(f"collection names must differ: {self!r}")
 
     def by_role(self) -> dict[Role, str]:
@@ -113,6 +149,14 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
         "owner_thread",
         ((Field.OWNER, 1), (Field.THREAD_ID, 1)),
         why="delete_thread removes the attachment metadata of the thread",
+    ),
+    IndexSpec(
+        "attachments",
+        "pending_uploads",
+        ((UploadField.PENDING_SINCE, 1),),
+        why="the orphan sweep finds uploads abandoned before a cut-off; partial, so it "
+        "holds only the few attachments still waiting for their bytes",
+        options={"partialFilterExpression": {UploadField.PENDING_SINCE: {"$exists": True}}},
     ),
 )
 
