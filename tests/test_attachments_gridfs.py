@@ -24,11 +24,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import mongomock_motor
 import pytest
 from bson import ObjectId
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
@@ -55,7 +54,7 @@ from chatkit_mongo import (
 )
 from chatkit_mongo.schema import CollectionNames, Field, GridFSField, UploadField
 
-from .conftest import MONGODB_URI, REAL_SERVER_SKIP, RequestContext, make_client
+from .conftest import RequestContext
 
 CHUNK = 255 * 1024
 PAYLOAD = bytes((i * 7 + i // 251) % 256 for i in range(3 * CHUNK + 12_345))
@@ -74,29 +73,6 @@ def preview_url(attachment_id: str, context: Any) -> str:
 
 def make_attachments(store: MongoStore[Any], **options: Any) -> GridFSAttachmentStore[Any]:
     return GridFSAttachmentStore(store, upload_url=upload_url, preview_url=preview_url, **options)
-
-
-@pytest.fixture(params=["motor-mock", "mongodb"])
-def gridfs_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    name: str = request.param
-    if name == "mongodb" and not MONGODB_URI:
-        pytest.skip(REAL_SERVER_SKIP)
-    if name == "motor-mock":
-        with mongomock_motor.enabled_gridfs_integration():
-            yield name
-    else:
-        yield name
-
-
-@pytest.fixture
-async def gridfs_store(gridfs_backend: str) -> AsyncIterator[MongoStore[Any]]:
-    client = make_client(gridfs_backend)
-    name = f"chatkit_test_{ObjectId()}"
-    store: MongoStore[Any] = MongoStore(client[name])
-    yield store
-    if gridfs_backend == "mongodb":
-        await client.drop_database(name)
-        await client.close()
 
 
 @pytest.fixture
