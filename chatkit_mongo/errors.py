@@ -31,3 +31,25 @@ class UnstorableError(ChatKitMongoError, ValueError):
 
 class IndexConflictError(ChatKitMongoError):
     """An existing index blocks one the store needs (same keys or name, other options)."""
+
+
+class AttachmentTooLargeError(ChatKitMongoError, ValueError):
+    """An attachment's bytes exceed ``max_bytes`` or the size declared at creation.
+
+    Nothing of the upload is kept. HTTP routes answer 413.
+    """
+
+
+class AttachmentTypeError(ChatKitMongoError, ValueError):
+    """An attachment's MIME type is not among the allowed ones. HTTP routes answer 415."""
+
+
+class UploadConflictError(ChatKitMongoError):
+    """The attachment already has its bytes, or another upload of them is under way.
+
+    Bytes are written once: a second upload is refused, never merged. HTTP routes answer 409.
+    """
+
+
+class IncompleteUploadError(ChatKitMongoError, ValueError):
+    """Fewer bytes arrived than the size declared at creation; nothing of them is kept."""

@@ -18,7 +18,7 @@ from typing import Any
 from . import queries
 from ._checks import check_id
 from ._driver import AsyncDatabaseLike, shielded
-from .schema import CollectionNames, Field, FileField, sort_key, utc_naive
+from .schema import CollectionNames, Field, GridFSField, sort_key, utc_naive
 
 Progress = Callable[[int], None]
 """Called with how many more units of work are done, to drive a progress bar."""
@@ -52,7 +52,7 @@ async def purge_owner(
     """Erase every thread, item, attachment and attachment byte of ``owner``."""
     check_id(owner, "owner")
     scope = {Field.OWNER: owner}
-    return await _erase(database, collections, scope, {FileField.OWNER_PATH: owner}, dry_run)
+    return await _erase(database, collections, scope, {GridFSField.METADATA_OWNER: owner}, dry_run)
 
 
 async def purge_inactive(
@@ -89,8 +89,8 @@ async def purge_inactive(
         if recent is None:
             attachment_ids = await _attachment_ids(database, collections, scope)
             files_filter = {
-                FileField.OWNER_PATH: thread[Field.OWNER],
-                FileField.ATTACHMENT_ID_PATH: {"$in": attachment_ids},
+                GridFSField.METADATA_OWNER: thread[Field.OWNER],
+                GridFSField.METADATA_ATTACHMENT_ID: {"$in": attachment_ids},
             }
             counts.add(await _erase(database, collections, scope, files_filter, dry_run))
         if on_progress is not None:
@@ -116,7 +116,7 @@ async def _erase(
     files = database[collections.bucket_files]
     chunks = database[collections.bucket_chunks]
     file_ids = [document["_id"] async for document in files.find(files_filter, {"_id": 1})]
-    chunks_filter = {FileField.FILES_ID: {"$in": file_ids}}
+    chunks_filter = {GridFSField.FILES_ID: {"$in": file_ids}}
     ordered = (
         ("chunks", chunks, chunks_filter),
         ("files", files, {"_id": {"$in": file_ids}}),

@@ -36,27 +36,50 @@ class Field:
     """The pydantic model as a native BSON sub-document (``model_dump(mode="json")``)."""
 
 
-class FileField:
-    """Fields of the GridFS bucket's documents that the CLI reads.
+class UploadField:
+    """Fields the attachment store adds to an attachment document, beside ``DATA``.
 
-    Why the CLI reads GridFS documents directly rather than through an attachment
-    store: export, import and purge then work whatever wrote the bytes, as long as each
-    ``<bucket>.files`` document names its owner and attachment under ``metadata``.
+    Why top-level and not in the model's ``metadata``: they are the server's record of
+    the bytes, which the client must not see or set, and ``save_attachment`` ``$set``s
+    only its own fields, so these survive ChatKit's later saves of the metadata.
     """
 
+    STATE: Final = "upload_state"
+    """:data:`AWAITING` or :data:`RECEIVING` while the bytes are missing; absent once stored."""
+    AWAITING: Final = "awaiting"
+    RECEIVING: Final = "receiving"
+    FILE_ID: Final = "file_id"
+    """The GridFS ``_id`` of the bytes: claimed before the first chunk is written."""
+    DECLARED_SIZE: Final = "declared_size"
+    """The size the client announced when creating the attachment (two-phase only)."""
+    PENDING_SINCE: Final = "pending_since"
+    """When the attachment started waiting for its bytes, or its upload started; absent once
+    stored. The orphan sweep removes uploads pending for too long."""
+
+
+class GridFSField:
+    """Field names the GridFS specification gives the ``files`` and ``chunks`` documents.
+
+    The bytes' owner and attachment id sit in the file's ``metadata`` under
+    :attr:`Field.OWNER` and :attr:`Field.ATTACHMENT_ID`.
+    """
+
+    ID: Final = "_id"
     METADATA: Final = "metadata"
-    OWNER: Final = "owner"
-    """Key inside ``metadata``: the owner of the attachment the bytes belong to."""
-    ATTACHMENT_ID: Final = "attachment_id"
-    """Key inside ``metadata``: the attachment the bytes belong to."""
-    OWNER_PATH: Final = f"{METADATA}.{OWNER}"
-    ATTACHMENT_ID_PATH: Final = f"{METADATA}.{ATTACHMENT_ID}"
+    LENGTH: Final = "length"
     FILES_ID: Final = "files_id"
-    """In ``<bucket>.chunks``: the ``_id`` of the files document the chunk belongs to."""
+    """In ``<bucket>.chunks``: the ``_id`` of the file a chunk belongs to."""
+    METADATA_OWNER: Final = f"{METADATA}.{Field.OWNER}"
+    METADATA_ATTACHMENT_ID: Final = f"{METADATA}.{Field.ATTACHMENT_ID}"
     CHUNK_NUMBER: Final = "n"
     """In ``<bucket>.chunks``: the chunk's position; unique with ``files_id``."""
     CHUNK_DATA: Final = "data"
     """In ``<bucket>.chunks``: the bytes of the chunk."""
+
+
+def bucket_collections(bucket: str) -> tuple[str, str]:
+    """The ``files`` and ``chunks`` collections of a GridFS bucket, as the spec names them."""
+    return f"{bucket}.files", f"{bucket}.chunks"
 
 
 @dataclass(frozen=True)
@@ -82,11 +105,11 @@ class CollectionNames:
 
     @property
     def bucket_files(self) -> str:
-        return f"{self.bucket}.files"
+        return bucket_collections(self.bucket)[0]
 
     @property
     def bucket_chunks(self) -> str:
-        return f"{self.bucket}.chunks"
+        return bucket_collections(self.bucket)[1]
 
 
 @dataclass(frozen=True)
@@ -145,6 +168,16 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
         "owner_thread",
         ((Field.OWNER, 1), (Field.THREAD_ID, 1)),
         why="delete_thread removes the attachment metadata of the thread",
+    ),
+    IndexSpec(
+        "attachments",
+        "pending_uploads",
+        ((UploadField.PENDING_SINCE, 1),),
+        why="the orphan sweep finds uploads abandoned before a cut-off, across owners (an "
+        "operator's task); sparse, so it holds only the few attachments still waiting for "
+        "their bytes (sparse rather than partial: the doubles drop partialFilterExpression "
+        "from listIndexes, which would read as a conflict)",
+        options={"sparse": True},
     ),
 )
 

@@ -7,7 +7,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar, Final, Generic
+from typing import Any, ClassVar, Final, Generic, Protocol
 
 from chatkit.store import NotFoundError, Store, StoreItemType
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
@@ -57,6 +57,12 @@ def new_id(kind: StoreItemType) -> str:
     message. 96 bits push that past 10^14 ids.
     """
     return f"{ID_PREFIXES[kind]}_{secrets.token_hex(_ID_RANDOM_BYTES)}"
+
+
+class ThreadBytesRemover(Protocol):
+    """Removes the stored bytes of a thread's attachments (the GridFS attachment store)."""
+
+    async def delete_thread_bytes(self, owner: str, thread_id: str) -> None: ...
 
 
 class MongoStore(Store[TContext], Generic[TContext]):
@@ -119,6 +125,10 @@ class MongoStore(Store[TContext], Generic[TContext]):
         self._index_key = (database.name, *names.values())
         self._owns_client = False
         self._closed = False
+        # Set by GridFSAttachmentStore. Why a registration and not a constructor argument:
+        # the attachment store is built from this store, knows the bucket and registers
+        # itself; a store without attachment bytes pays nothing in delete_thread.
+        self._thread_bytes: ThreadBytesRemover | None = None
         identify(database.client)
 
     @classmethod
@@ -236,18 +246,23 @@ class MongoStore(Store[TContext], Generic[TContext]):
         )
 
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
-        """Delete the thread, then its items and attachment metadata: three round trips.
+        """Delete the thread, then its items, its attachments' bytes (when a
+        ``GridFSAttachmentStore`` is registered) and their metadata.
 
         Why the thread first: once it is gone ChatKit shows nothing of it, and should
         the process die before the rest is deleted, calling ``delete_thread`` again
         (it is idempotent) finishes the job, as does ``chatkit-mongo`` maintenance.
+        Why the bytes before the metadata: the metadata is what finds the bytes.
         """
         owner = await self._begin(context)
-        scope = queries.thread(owner, check_id(thread_id, "thread_id"))
+        thread_id = check_id(thread_id, "thread_id")
+        scope = queries.thread(owner, thread_id)
 
         async def cascade() -> None:
             await self._collections["threads"].delete_one(scope)
             await self._collections["items"].delete_many(scope)
+            if self._thread_bytes is not None:
+                await self._thread_bytes.delete_thread_bytes(owner, thread_id)
             await self._collections["attachments"].delete_many(scope)
 
         await shielded(cascade())
@@ -319,15 +334,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """Upsert attachment metadata; ``thread_id`` is copied to the top level so that
         ``delete_thread`` can find the thread's attachments through an index."""
         owner = await self._begin(context)
-        attachment_id = check_id(attachment.id, "attachment.id")
-        what = f"attachment {attachment_id}"
-        key = queries.attachment(owner, attachment_id)
-        fields = {
-            **key,
-            Field.THREAD_ID: check_optional_id(attachment.thread_id, "attachment.thread_id"),
-            Field.DATA: dump(attachment, ATTACHMENT_ADAPTER, what),
-        }
-        check_document(fields, what)
+        key, fields = self._attachment_fields(owner, attachment)
         await shielded(
             self._collections["attachments"].update_one(key, {"$set": fields}, upsert=True)
         )
@@ -390,6 +397,21 @@ class MongoStore(Store[TContext], Generic[TContext]):
             **key,
             **_timing(item.created_at, item_id),
             Field.DATA: dump(item, ITEM_ADAPTER, what),
+        }
+        check_document(fields, what)
+        return key, fields
+
+    def _attachment_fields(
+        self, owner: str, attachment: Attachment
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The attachment's key and the fields ``save_attachment`` sets, checked."""
+        attachment_id = check_id(attachment.id, "attachment.id")
+        what = f"attachment {attachment_id}"
+        key = queries.attachment(owner, attachment_id)
+        fields = {
+            **key,
+            Field.THREAD_ID: check_optional_id(attachment.thread_id, "attachment.thread_id"),
+            Field.DATA: dump(attachment, ATTACHMENT_ADAPTER, what),
         }
         check_document(fields, what)
         return key, fields

@@ -30,7 +30,7 @@ from pymongo import ReplaceOne
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
 from ._driver import AsyncDatabaseLike, shielded
-from .schema import CollectionNames, Field, FileField
+from .schema import CollectionNames, Field, GridFSField
 
 Kind = Literal["thread", "item", "attachment", "file", "chunk"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
@@ -44,8 +44,8 @@ _KEYS: Final[dict[Kind, tuple[str, ...]]] = {
     "thread": (Field.OWNER, Field.THREAD_ID),
     "item": (Field.OWNER, Field.THREAD_ID, Field.ITEM_ID),
     "attachment": (Field.OWNER, Field.ATTACHMENT_ID),
-    "file": ("_id", FileField.OWNER_PATH),
-    "chunk": (FileField.FILES_ID, FileField.CHUNK_NUMBER),
+    "file": ("_id", GridFSField.METADATA_OWNER),
+    "chunk": (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER),
 }
 """The unique key each kind is upserted by."""
 _ADAPTERS: Final[dict[Kind, TypeAdapter[Any]]] = {
@@ -95,8 +95,8 @@ def _collection(collections: CollectionNames, kind: Kind) -> str:
 
 def _scope(kind: Kind, owner: str | None) -> dict[str, Any]:
     if owner is None:
-        return {FileField.OWNER_PATH: {"$exists": True}} if kind == "file" else {}
-    return {FileField.OWNER_PATH if kind == "file" else Field.OWNER: owner}
+        return {GridFSField.METADATA_OWNER: {"$exists": True}} if kind == "file" else {}
+    return {GridFSField.METADATA_OWNER if kind == "file" else Field.OWNER: owner}
 
 
 async def count_export(
@@ -132,8 +132,8 @@ async def export_data(
             _write_line(out, kind, document)
             counts[kind] += 1
             if kind == "file":
-                chunk_cursor = chunks.find({FileField.FILES_ID: document["_id"]})
-                async for chunk in chunk_cursor.sort(FileField.CHUNK_NUMBER, 1):
+                chunk_cursor = chunks.find({GridFSField.FILES_ID: document["_id"]})
+                async for chunk in chunk_cursor.sort(GridFSField.CHUNK_NUMBER, 1):
                     _write_line(out, "chunk", chunk)
                     counts["chunk"] += 1
             if on_progress is not None:
@@ -237,7 +237,7 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
     """Refuse a document the store could not read back, or one that names no owner."""
     for name in _KEYS[kind]:
         value = _get(document, name)
-        if name in (Field.OWNER, FileField.OWNER_PATH, Field.THREAD_ID, Field.ITEM_ID):
+        if name in (Field.OWNER, GridFSField.METADATA_OWNER, Field.THREAD_ID, Field.ITEM_ID):
             check_id(value, name)
         if name == Field.ATTACHMENT_ID:
             check_id(value, name)
@@ -262,10 +262,10 @@ def _check_file(path: Path) -> dict[Any, str]:
     file_owners: dict[Any, str] = {}
     for number, kind, document in _read_lines(path):
         if kind == "file":
-            file_owners[document["_id"]] = _get(document, FileField.OWNER_PATH)
-        elif kind == "chunk" and document[FileField.FILES_ID] not in file_owners:
+            file_owners[document["_id"]] = _get(document, GridFSField.METADATA_OWNER)
+        elif kind == "chunk" and document[GridFSField.FILES_ID] not in file_owners:
             raise ImportFileError(
-                f"line {number}: chunk of file {document[FileField.FILES_ID]!r}, "
+                f"line {number}: chunk of file {document[GridFSField.FILES_ID]!r}, "
                 "whose files document does not come before it in this file"
             )
     return file_owners
@@ -280,10 +280,10 @@ async def _check_file_ids_free(
     files = database[collections.bucket_files]
     for start in range(0, len(ids), _BATCH_SIZE):
         found = files.find(
-            {"_id": {"$in": ids[start : start + _BATCH_SIZE]}}, {FileField.METADATA: 1}
+            {"_id": {"$in": ids[start : start + _BATCH_SIZE]}}, {GridFSField.METADATA: 1}
         )
         async for existing in found:
-            owner = existing.get(FileField.METADATA, {}).get(FileField.OWNER)
+            owner = existing.get(GridFSField.METADATA, {}).get(Field.OWNER)
             if owner != file_owners[existing["_id"]]:
                 raise ImportFileError(
                     f"file {existing['_id']!r} already exists and belongs to another owner"

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from chatkit_mongo import MongoStore
 from chatkit_mongo._driver import AsyncDatabaseLike
 from chatkit_mongo.cli import Connection, cli
-from chatkit_mongo.schema import CollectionNames, Field, FileField
+from chatkit_mongo.schema import CollectionNames, Field, GridFSField
 
 from .conftest import MONGODB_URI, RequestContext
 from .samples import assistant_message, every_item, file_attachment, image_attachment, thread
@@ -83,15 +83,15 @@ async def store_bytes(database: Any, owner: str, attachment_id: str, data: bytes
             "chunkSize": CHUNK_SIZE,
             "uploadDate": datetime(2026, 1, 2, 3, 4, 5, 678000),
             "filename": attachment_id,
-            FileField.METADATA: {FileField.OWNER: owner, FileField.ATTACHMENT_ID: attachment_id},
+            GridFSField.METADATA: {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment_id},
         }
     )
     await database[COLLECTIONS.bucket_chunks].insert_many(
         [
             {
-                FileField.FILES_ID: file_id,
-                FileField.CHUNK_NUMBER: n,
-                FileField.CHUNK_DATA: Binary(data[at : at + CHUNK_SIZE]),
+                GridFSField.FILES_ID: file_id,
+                GridFSField.CHUNK_NUMBER: n,
+                GridFSField.CHUNK_DATA: Binary(data[at : at + CHUNK_SIZE]),
             }
             for n, at in enumerate(range(0, len(data), CHUNK_SIZE))
         ]
@@ -104,11 +104,11 @@ async def owner_documents(database: Any, owner: str) -> dict[str, list[dict[str,
     found: dict[str, list[dict[str, Any]]] = {}
     for name in COLLECTIONS.by_role().values():
         found[name] = await _all(database[name], {Field.OWNER: owner})
-    files = await _all(database[COLLECTIONS.bucket_files], {FileField.OWNER_PATH: owner})
+    files = await _all(database[COLLECTIONS.bucket_files], {GridFSField.METADATA_OWNER: owner})
     found[COLLECTIONS.bucket_files] = files
     found[COLLECTIONS.bucket_chunks] = await _all(
         database[COLLECTIONS.bucket_chunks],
-        {FileField.FILES_ID: {"$in": [file["_id"] for file in files]}},
+        {GridFSField.FILES_ID: {"$in": [file["_id"] for file in files]}},
     )
     return found
 

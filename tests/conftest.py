@@ -18,6 +18,7 @@ import mongomock.collection
 import mongomock_motor
 import pymongo_async_mock
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from chatkit_mongo import MongoStore
@@ -109,3 +110,30 @@ def alice() -> RequestContext:
 @pytest.fixture
 def bob() -> RequestContext:
     return RequestContext(user_id="bob")
+
+
+@pytest.fixture(params=["motor-mock", "mongodb"])
+def gridfs_backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Backends whose GridFS bucket moves bytes: mongomock-motor (Motor's bucket, inside
+    ``enabled_gridfs_integration``) and the real server. PyMongo's bucket refuses
+    pymongo-async-mock's collections, so that double is not among them."""
+    name: str = request.param
+    if name == "mongodb" and not MONGODB_URI:
+        pytest.skip(REAL_SERVER_SKIP)
+    if name == "motor-mock":
+        with mongomock_motor.enabled_gridfs_integration():
+            yield name
+    else:
+        yield name
+
+
+@pytest.fixture
+async def gridfs_store(gridfs_backend: str) -> AsyncIterator[MongoStore[Any]]:
+    """A MongoStore on a fresh database of a GridFS-capable backend."""
+    client = make_client(gridfs_backend)
+    name = f"chatkit_test_{ObjectId()}"
+    store: MongoStore[Any] = MongoStore(client[name])
+    yield store
+    if gridfs_backend == "mongodb":
+        await client.drop_database(name)
+        await client.close()

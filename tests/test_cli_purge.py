@@ -9,7 +9,7 @@ import bson
 import pytest
 
 from chatkit_mongo.maintenance import purge_inactive
-from chatkit_mongo.schema import Field, FileField
+from chatkit_mongo.schema import Field, GridFSField
 
 from .cli_support import COLLECTIONS, add_reply, all_documents, owner_documents, run, seed
 
@@ -70,7 +70,7 @@ async def test_purge_older_than_erases_only_threads_inactive_that_long(
     assert len(after[COLLECTIONS.bucket_files]) == len(before[COLLECTIONS.bucket_files]) - 2
     assert len(after[COLLECTIONS.bucket_chunks]) == len(before[COLLECTIONS.bucket_chunks]) - 6
     assert {f["_id"] for f in after[COLLECTIONS.bucket_files]} == {
-        c[FileField.FILES_ID] for c in after[COLLECTIONS.bucket_chunks]
+        c[GridFSField.FILES_ID] for c in after[COLLECTIONS.bucket_chunks]
     }
 
 

@@ -13,7 +13,7 @@ import pytest
 from bson import Int64
 
 from chatkit_mongo import MongoStore
-from chatkit_mongo.schema import Field, FileField
+from chatkit_mongo.schema import Field, GridFSField
 
 from .cli_support import COLLECTIONS, all_documents, owner_documents, run, seed
 from .conftest import RequestContext
@@ -139,7 +139,7 @@ def _line(kind: str, document: dict[str, Any]) -> str:
             "data is not a ChatKit item",
         ),
         (
-            _line("chunk", {FileField.FILES_ID: 1, FileField.CHUNK_NUMBER: 0}),
+            _line("chunk", {GridFSField.FILES_ID: 1, GridFSField.CHUNK_NUMBER: 0}),
             "line 2: chunk of file 1, whose files document does not come before it",
         ),
         (_line("thread", {Field.OWNER: {"$ne": None}, Field.THREAD_ID: "t"}), "owner must be"),
@@ -169,9 +169,13 @@ async def test_import_cannot_write_over_another_owners_bytes(
     before = _encoded(await all_documents(database))
     forged = {
         "_id": file_id,
-        FileField.METADATA: {FileField.OWNER: "mallory", FileField.ATTACHMENT_ID: "x"},
+        GridFSField.METADATA: {Field.OWNER: "mallory", Field.ATTACHMENT_ID: "x"},
     }
-    chunk = {FileField.FILES_ID: file_id, FileField.CHUNK_NUMBER: 0, FileField.CHUNK_DATA: b"evil"}
+    chunk = {
+        GridFSField.FILES_ID: file_id,
+        GridFSField.CHUNK_NUMBER: 0,
+        GridFSField.CHUNK_DATA: b"evil",
+    }
     out = tmp_path / "forged.jsonl"
     out.write_text(_line("file", forged) + _line("chunk", chunk))
 

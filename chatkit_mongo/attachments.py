@@ -1,0 +1,566 @@
+"""``GridFSAttachmentStore``: attachment bytes in GridFS, beside the conversation.
+
+Why GridFS: the bytes then live in the same database, backups and access rules as the
+threads that mention them, and travel in 255 KiB chunks, so neither an upload nor a
+download holds a whole file in memory.
+
+How an upload stays all-or-nothing: the attachment document is *claimed* first (its
+state goes from awaiting to receiving, and it records the GridFS id of this attempt)
+before a single chunk is written. The bytes are streamed under that fresh id, then the
+state is cleared. Any failure or cancellation deletes the chunks of that id and hands
+the attachment back to awaiting; a process that dies mid-way leaves a record the orphan
+sweep finds. Downloads only ever follow a completed attachment's id.
+
+Why ownership lives in the attachment document: every lookup starts from it with the
+owner in the filter (through the store's unique ``owner, attachment_id`` index), and the
+GridFS file also carries its owner in ``metadata``, checked again on download.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Generic, Protocol, cast
+
+from bson import ObjectId
+from chatkit.store import AttachmentStore, NotFoundError
+from chatkit.types import (
+    Attachment,
+    AttachmentCreateParams,
+    AttachmentUploadDescriptor,
+    FileAttachment,
+    ImageAttachment,
+)
+from gridfs import DEFAULT_CHUNK_SIZE, AsyncGridFSBucket
+from gridfs.errors import NoFile
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from . import queries
+from ._checks import check_id
+from ._codec import ATTACHMENT_ADAPTER
+from ._driver import resolve, shielded
+from .errors import (
+    AttachmentTooLargeError,
+    AttachmentTypeError,
+    IncompleteUploadError,
+    UploadConflictError,
+)
+from .schema import Field, GridFSField, UploadField, bucket_collections
+from .store import MongoStore, TContext, new_id
+
+DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
+"""Large enough for documents and photos a model reads; raise it for bigger files."""
+DEFAULT_ABANDONED_AFTER: Final = timedelta(hours=24)
+"""Longer than any honest upload takes, short enough that dead uploads do not pile up."""
+_READ_SIZE: Final = DEFAULT_CHUNK_SIZE
+"""Read file-like sources one GridFS chunk at a time: the bucket writes whole chunks."""
+_MIME_TYPE: Final = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+
+UrlFor = Callable[[str, Any], str]
+"""``(attachment_id, context) -> absolute URL``."""
+
+
+class Readable(Protocol):
+    """A file-like source: ``read(size)`` returning bytes, or awaitable bytes."""
+
+    def read(self, size: int, /) -> bytes | Awaitable[bytes]: ...
+
+
+UploadData = bytes | bytearray | memoryview | AsyncIterable[bytes] | Readable
+"""What :meth:`GridFSAttachmentStore.upload` streams: bytes, chunks, or a file-like."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """An attachment's metadata, its length in bytes and its bytes as chunks."""
+
+    attachment: Attachment
+    length: int
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    """What :meth:`GridFSAttachmentStore.sweep_orphans` removed."""
+
+    abandoned_uploads: int
+    """Attachments that waited for their bytes too long: metadata and partial bytes."""
+    orphaned_files: int
+    """GridFS files no attachment refers to any more."""
+    orphaned_chunk_sets: int
+    """Chunks of files whose ``files`` document is gone (an interrupted write or delete)."""
+
+
+class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
+    """ChatKit's :class:`~chatkit.store.AttachmentStore` with the bytes in GridFS.
+
+    The metadata goes through ``store`` (a :class:`~chatkit_mongo.MongoStore`), owned by
+    the context's owner like everything else; the bytes go to the GridFS bucket
+    ``bucket_name`` (default: the store's ``collections.bucket``). The bucket is
+    PyMongo's ``AsyncGridFSBucket`` for a PyMongo Async database, Motor's otherwise.
+    Building it registers it with ``store``, so ``store.delete_thread`` removes the bytes
+    of the thread's attachments as well.
+    """
+
+    def __init__(
+        self,
+        store: MongoStore[TContext],
+        *,
+        upload_url: UrlFor,
+        preview_url: UrlFor | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        allowed_mime_types: Iterable[str] | None = None,
+        bucket_name: str | None = None,
+    ) -> None:
+        """Args:
+        store: the MongoStore that holds the attachment metadata.
+        upload_url: where the client sends the bytes of a two-phase upload.
+        preview_url: where an image is shown from. Without it, images are stored as
+            ``FileAttachment``: ChatKit's ``ImageAttachment`` requires a preview URL.
+        max_bytes: the largest attachment accepted, counted while streaming.
+        allowed_mime_types: e.g. ``["image/*", "application/pdf"]``; None allows any.
+        bucket_name: the GridFS bucket; defaults to ``store.collections.bucket``.
+        """
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        self.store: Final = store
+        self.max_bytes: Final = max_bytes
+        self.allowed_mime_types: Final = (
+            None
+            if allowed_mime_types is None
+            else frozenset(_allowed_pattern(p) for p in allowed_mime_types)
+        )
+        self.bucket_name: Final = bucket_name or store.collections.bucket
+        self._upload_url = upload_url
+        self._preview_url = preview_url
+        database = store.database
+        files, chunks = bucket_collections(self.bucket_name)
+        self._files = database[files]
+        self._chunks = database[chunks]
+        self._attachments = database[store.collections.attachments]
+        self._gridfs: Any = None
+        store._thread_bytes = self
+
+    # ------------------------------------------------------------------ ChatKit API
+
+    def generate_attachment_id(self, mime_type: str, context: TContext) -> str:
+        return new_id("attachment")
+
+    async def create_attachment(
+        self, input: AttachmentCreateParams, context: TContext
+    ) -> Attachment:
+        """Two-phase upload, phase one: save the metadata, awaiting its bytes.
+
+        The MIME type and declared size are checked here, so a refused file is never
+        sent at all; the upload checks them again against the bytes that arrive.
+        """
+        owner = await self.store._begin(context)
+        mime_type = self._check_mime_type(input.mime_type)
+        size = input.size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"size must be a non-negative int, got {size!r}")
+        if size > self.max_bytes:
+            raise AttachmentTooLargeError(
+                f"{input.name!r} is {size} bytes; attachments may hold at most {self.max_bytes}"
+            )
+        attachment_id = self.generate_attachment_id(mime_type, context)
+        descriptor = AttachmentUploadDescriptor.model_validate(
+            {"url": self._upload_url(attachment_id, context), "method": "POST"}
+        )
+        attachment = self._new(attachment_id, input.name, mime_type, descriptor, context)
+        await self._insert_pending(owner, attachment, size)
+        return attachment
+
+    async def upload(self, attachment_id: str, data: UploadData, context: TContext) -> Attachment:
+        """Two-phase upload, phase two: stream ``data`` into GridFS; return the metadata.
+
+        Refused (and nothing kept) when the bytes pass ``max_bytes`` or the declared
+        size, fall short of the declared size, the MIME type is not allowed, the
+        attachment already has its bytes or is receiving them, or it is not the
+        caller's (:class:`~chatkit.store.NotFoundError`).
+        """
+        owner = await self.store._begin(context)
+        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        claimed = await self._claim(key, attachment_id)
+        file_id: ObjectId = claimed[UploadField.FILE_ID]
+        try:
+            attachment = ATTACHMENT_ADAPTER.validate_python(claimed[Field.DATA])
+            self._check_mime_type(attachment.mime_type)
+            await self._write(owner, attachment, file_id, data, claimed[UploadField.DECLARED_SIZE])
+            return await self._complete(key, attachment_id, file_id)
+        except BaseException:
+            await shielded(self._release(key, file_id))
+            raise
+
+    async def create_and_upload(
+        self, name: str, mime_type: str, data: UploadData, context: TContext
+    ) -> Attachment:
+        """Direct upload: create the attachment and store its bytes in one call.
+
+        On any refusal or failure neither the metadata nor any byte is left behind.
+        """
+        owner = await self.store._begin(context)
+        mime_type = self._check_mime_type(mime_type)
+        attachment_id = self.generate_attachment_id(mime_type, context)
+        attachment = self._new(attachment_id, name, mime_type, None, context)
+        await self._insert_pending(owner, attachment, None)
+        try:
+            return await self.upload(attachment_id, data, context)
+        except BaseException:
+            pending = {
+                **queries.attachment(owner, attachment_id),
+                UploadField.STATE: {"$exists": True},
+            }
+            await shielded(self._attachments.delete_one(pending))
+            raise
+
+    async def open_download(self, attachment_id: str, context: TContext) -> Download:
+        """The caller's attachment with its length and chunks, or ``NotFoundError``.
+
+        Attachments still waiting for their bytes, and other owners' ones, are not found.
+        """
+        owner = await self.store._begin(context)
+        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        complete = {
+            **key,
+            UploadField.STATE: {"$exists": False},
+            UploadField.FILE_ID: {"$ne": None},
+        }
+        document = await self._attachments.find_one(complete)
+        not_found = NotFoundError(f"Attachment {attachment_id} not found")
+        if document is None:
+            raise not_found
+        try:
+            grid_out = await self._bucket().open_download_stream(document[UploadField.FILE_ID])
+        except NoFile:
+            raise not_found from None
+        if (grid_out.metadata or {}).get(Field.OWNER) != owner:
+            raise not_found
+        attachment = ATTACHMENT_ADAPTER.validate_python(document[Field.DATA])
+        return Download(attachment, int(grid_out.length), _chunks_of(grid_out))
+
+    async def read_bytes(self, attachment_id: str, context: TContext) -> bytes:
+        """The whole attachment in memory: for small files fed to a model."""
+        download = await self.open_download(attachment_id, context)
+        return b"".join([chunk async for chunk in download.chunks])
+
+    async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
+        """Remove the attachment's bytes; idempotent. The metadata stays for the store.
+
+        Another owner's attachment is left alone without saying whether it exists.
+        """
+        owner = await self.store._begin(context)
+        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+
+        async def unlink_then_delete() -> None:
+            # The reference goes first: a process dying in between leaves bytes that no
+            # attachment refers to, which the orphan sweep removes.
+            previous = await self._attachments.find_one_and_update(
+                {**key, UploadField.FILE_ID: {"$ne": None}},
+                {"$unset": {UploadField.FILE_ID: ""}},
+                projection={UploadField.FILE_ID: 1},
+            )
+            if previous is not None:
+                await self._delete_files([previous[UploadField.FILE_ID]])
+
+        await shielded(unlink_then_delete())
+
+    # ------------------------------------------------------------------ maintenance
+
+    async def delete_thread_bytes(self, owner: str, thread_id: str) -> None:
+        """The bytes of every attachment of the thread; called by ``store.delete_thread``."""
+        scope = {**queries.thread(owner, thread_id), UploadField.FILE_ID: {"$ne": None}}
+        cursor = self._attachments.find(scope, {UploadField.FILE_ID: 1})
+        documents = await cursor.to_list(None)
+        await self._delete_files([document[UploadField.FILE_ID] for document in documents])
+
+    async def sweep_orphans(
+        self, *, abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER, now: datetime | None = None
+    ) -> SweepReport:
+        """Remove, across all owners, what no finished attachment needs any more.
+
+        1. attachments pending (awaiting or receiving bytes) since before
+           ``now - abandoned_after``, with whatever bytes they had received;
+        2. GridFS files that no attachment refers to (its metadata was deleted by a
+           store that knew no bucket, or a delete was interrupted);
+        3. chunks whose file document is gone and whose id is older than the cut-off.
+
+        Safe while uploads run: an upload's attachment refers to its file id from before
+        its first chunk, and one younger than the cut-off is never touched.
+        """
+        cutoff = (now or datetime.now(UTC)) - abandoned_after
+        return SweepReport(
+            abandoned_uploads=await self._sweep_abandoned(cutoff),
+            orphaned_files=await self._sweep_unreferenced_files(),
+            orphaned_chunk_sets=await self._sweep_chunks_without_file(cutoff),
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _bucket(self) -> Any:
+        """The driver's bucket, made on first use: PyMongo's for a PyMongo Async
+        database, Motor's otherwise (Motor's module is imported only then)."""
+        if self._gridfs is None:
+            database = self.store.database
+            if isinstance(database, AsyncDatabase):
+                self._gridfs = AsyncGridFSBucket(database, bucket_name=self.bucket_name)
+            else:
+                from motor.motor_asyncio import AsyncIOMotorGridFSBucket  # noqa: PLC0415
+
+                self._gridfs = AsyncIOMotorGridFSBucket(
+                    cast(Any, database), bucket_name=self.bucket_name
+                )
+        return self._gridfs
+
+    def _check_mime_type(self, mime_type: object) -> str:
+        """The bare, lower-case MIME type (parameters dropped), if it is allowed."""
+        if not isinstance(mime_type, str):
+            raise AttachmentTypeError(f"mime_type must be a str, not {type(mime_type).__name__}")
+        bare = mime_type.split(";", 1)[0].strip().lower()
+        if not _MIME_TYPE.fullmatch(bare):
+            raise AttachmentTypeError(f"{mime_type!r:.80} is not a MIME type (type/subtype)")
+        allowed = self.allowed_mime_types
+        if allowed is not None and not {bare, bare.split("/")[0] + "/*", "*/*"} & allowed:
+            raise AttachmentTypeError(
+                f"attachments of type {bare} are not accepted; allowed: {sorted(allowed)}"
+            )
+        return bare
+
+    def _new(
+        self,
+        attachment_id: str,
+        name: str,
+        mime_type: str,
+        descriptor: AttachmentUploadDescriptor | None,
+        context: TContext,
+    ) -> Attachment:
+        if mime_type.startswith("image/") and self._preview_url is not None:
+            return ImageAttachment.model_validate(
+                {
+                    "id": attachment_id,
+                    "name": name,
+                    "mime_type": mime_type,
+                    "upload_descriptor": descriptor,
+                    "preview_url": self._preview_url(attachment_id, context),
+                }
+            )
+        return FileAttachment(
+            id=attachment_id, name=name, mime_type=mime_type, upload_descriptor=descriptor
+        )
+
+    async def _insert_pending(
+        self, owner: str, attachment: Attachment, declared_size: int | None
+    ) -> None:
+        """Metadata and the awaiting marker in one insert: never a half-made attachment.
+
+        Insert, not upsert: a fresh 96-bit id, so nothing stored can be overwritten.
+        """
+        _, fields = self.store._attachment_fields(owner, attachment)
+        pending = {
+            UploadField.STATE: UploadField.AWAITING,
+            UploadField.DECLARED_SIZE: declared_size,
+            UploadField.PENDING_SINCE: datetime.now(UTC),
+        }
+        await shielded(self._attachments.insert_one({**fields, **pending}))
+
+    async def _claim(self, key: dict[str, Any], attachment_id: str) -> dict[str, Any]:
+        """Awaiting -> receiving, with a fresh file id, in one atomic update.
+
+        Why: two uploads to one attachment can then never both write, and the file id is
+        on record before any chunk exists, so nothing written can go unaccounted for.
+        """
+        claimed: dict[str, Any] | None = await self._attachments.find_one_and_update(
+            {**key, UploadField.STATE: UploadField.AWAITING},
+            {
+                "$set": {
+                    UploadField.STATE: UploadField.RECEIVING,
+                    UploadField.FILE_ID: ObjectId(),
+                    UploadField.PENDING_SINCE: datetime.now(UTC),
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if claimed is not None:
+            return claimed
+        current = await self._attachments.find_one(key, {UploadField.STATE: 1})
+        if current is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        if current.get(UploadField.STATE) == UploadField.RECEIVING:
+            raise UploadConflictError(f"an upload to attachment {attachment_id} is under way")
+        raise UploadConflictError(f"attachment {attachment_id} already has its bytes")
+
+    async def _write(
+        self,
+        owner: str,
+        attachment: Attachment,
+        file_id: ObjectId,
+        data: UploadData,
+        declared_size: int | None,
+    ) -> None:
+        """Stream ``data`` into the file ``file_id``, counting bytes as they arrive.
+
+        Each write is shielded so that a cancelled request never leaves a chunk insert
+        in flight behind the cleanup that follows.
+        """
+        limit = self.max_bytes if declared_size is None else min(self.max_bytes, declared_size)
+        metadata = {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment.id}
+        grid_in = self._bucket().open_upload_stream_with_id(
+            file_id, attachment.name, metadata=metadata
+        )
+        received = 0
+        async for piece in _pieces(data):
+            received += len(piece)
+            if received > limit:
+                raise AttachmentTooLargeError(
+                    f"{attachment.name!r} passed {limit} bytes, the most allowed "
+                    + ("(max_bytes)" if limit == self.max_bytes else "(its declared size)")
+                )
+            await shielded(grid_in.write(piece))
+        if declared_size is not None and received != declared_size:
+            raise IncompleteUploadError(
+                f"{attachment.name!r}: {received} bytes arrived, {declared_size} were declared"
+            )
+        await shielded(grid_in.close())
+
+    async def _complete(
+        self, key: dict[str, Any], attachment_id: str, file_id: ObjectId
+    ) -> Attachment:
+        """Receiving -> complete, only if this upload still holds the claim; clears the
+        upload descriptor inside the metadata and nothing else there."""
+        completed: dict[str, Any] | None = await shielded(
+            self._attachments.find_one_and_update(
+                {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
+                {
+                    "$set": {f"{Field.DATA}.upload_descriptor": None},
+                    "$unset": {UploadField.STATE: "", UploadField.PENDING_SINCE: ""},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        if completed is None:  # deleted, or swept as abandoned, while the bytes arrived
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
+
+    async def _release(self, key: dict[str, Any], file_id: ObjectId) -> None:
+        """After a failed upload: delete what it wrote and let the attachment await again."""
+        await self._delete_files([file_id])
+        await self._attachments.update_one(
+            {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
+            {
+                "$set": {
+                    UploadField.STATE: UploadField.AWAITING,
+                    UploadField.PENDING_SINCE: datetime.now(UTC),
+                },
+                "$unset": {UploadField.FILE_ID: ""},
+            },
+        )
+
+    async def _delete_files(self, file_ids: list[Any]) -> None:
+        """GridFS files by id: the ``files`` documents, then the chunks, as the GridFS
+        spec orders it. Why plain deletes and not ``bucket.delete``: they take many ids
+        in one round trip, never raise for a file already gone, and also remove chunks
+        of a write that never reached its ``files`` document."""
+        if not file_ids:
+            return
+        await self._files.delete_many({GridFSField.ID: {"$in": file_ids}})
+        await self._chunks.delete_many({GridFSField.FILES_ID: {"$in": file_ids}})
+
+    async def _sweep_abandoned(self, cutoff: datetime) -> int:
+        stale = self._attachments.find(
+            {UploadField.PENDING_SINCE: {"$lt": cutoff}},
+            {UploadField.PENDING_SINCE: 1},
+        )
+        removed = 0
+        for candidate in await stale.to_list(None):
+            # Deleted only if still pending since the same moment: an upload that began
+            # or finished meanwhile keeps its attachment.
+            taken = await shielded(self._attachments.find_one_and_delete(candidate))
+            if taken is None:
+                continue
+            removed += 1
+            if taken.get(UploadField.FILE_ID) is not None:
+                await shielded(self._delete_files([taken[UploadField.FILE_ID]]))
+        return removed
+
+    async def _sweep_unreferenced_files(self) -> int:
+        files = self._files.find({}, {GridFSField.ID: 1, GridFSField.METADATA: 1})
+        orphans = []
+        for file in await files.to_list(None):
+            metadata = file.get(GridFSField.METADATA) or {}
+            owner, attachment_id = metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)
+            referenced = None
+            if isinstance(owner, str) and isinstance(attachment_id, str):
+                referenced = await self._attachments.find_one(
+                    {
+                        **queries.attachment(owner, attachment_id),
+                        UploadField.FILE_ID: file[GridFSField.ID],
+                    },
+                    {GridFSField.ID: 1},
+                )
+            if referenced is None:
+                orphans.append(file[GridFSField.ID])
+        await shielded(self._delete_files(orphans))
+        return len(orphans)
+
+    async def _sweep_chunks_without_file(self, cutoff: datetime) -> int:
+        grouped = await resolve(
+            self._chunks.aggregate([{"$group": {GridFSField.ID: f"${GridFSField.FILES_ID}"}}])
+        )
+        file_ids = [group[GridFSField.ID] for group in await grouped.to_list(None)]
+        present = await self._files.find(
+            {GridFSField.ID: {"$in": file_ids}}, {GridFSField.ID: 1}
+        ).to_list(None)
+        existing = {file[GridFSField.ID] for file in present}
+        orphans = [
+            file_id
+            for file_id in file_ids
+            if file_id not in existing
+            and not (isinstance(file_id, ObjectId) and file_id.generation_time >= cutoff)
+        ]
+        await shielded(self._delete_files(orphans))
+        return len(orphans)
+
+
+def _allowed_pattern(pattern: object) -> str:
+    if not isinstance(pattern, str) or not (
+        pattern == "*/*"
+        or _MIME_TYPE.fullmatch(pattern.lower())
+        or (pattern.endswith("/*") and _MIME_TYPE.fullmatch(pattern.lower()[:-1] + "x"))
+    ):
+        raise ValueError(f"allowed_mime_types entry {pattern!r} is not type/subtype or type/*")
+    return pattern.lower()
+
+
+async def _pieces(data: UploadData) -> AsyncIterator[bytes]:
+    """``data`` as a stream of byte strings, at most one chunk held at a time."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), _READ_SIZE):
+            yield bytes(view[start : start + _READ_SIZE])
+    elif isinstance(data, AsyncIterable):
+        async for piece in data:
+            if not isinstance(piece, bytes | bytearray | memoryview):
+                raise TypeError(f"upload chunks must be bytes, not {type(piece).__name__}")
+            yield bytes(piece)
+    elif callable(getattr(data, "read", None)):
+        while piece := await resolve(data.read(_READ_SIZE)):
+            if not isinstance(piece, bytes | bytearray | memoryview):
+                raise TypeError(f"read() must return bytes, not {type(piece).__name__}")
+            yield bytes(piece)
+    else:
+        raise TypeError(
+            "upload data must be bytes, an async iterable of bytes or a file-like object "
+            f"with read(size), not {type(data).__name__}"
+        )
+
+
+async def _chunks_of(grid_out: Any) -> AsyncIterator[bytes]:
+    """The file's chunks one by one; the download stream is closed however it ends."""
+    try:
+        while chunk := await grid_out.readchunk():
+            yield chunk
+    finally:
+        await resolve(grid_out.close())

@@ -1,0 +1,159 @@
+"""The HTTP routes, through an ASGI client, on the GridFS-capable backends.
+
+Runs on mongomock-motor and on the real server when ``MONGODB_URI`` is set (see the
+``gridfs_backend`` fixture for why not on pymongo-async-mock). The caller's identity
+comes from an ``x-user`` header, as an application's auth middleware would set it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from chatkit.types import AttachmentCreateParams
+from starlette.applications import Starlette
+from starlette.requests import Request
+
+from chatkit_mongo import GridFSAttachmentStore, MongoStore
+from chatkit_mongo.asgi import attachment_routes
+
+PAYLOAD = bytes(range(256)) * 2100
+"""537,600 bytes: three GridFS chunks."""
+
+
+def context_of(request: Request) -> dict[str, str]:
+    return {"user_id": request.headers.get("x-user", "")}
+
+
+@pytest.fixture
+def attachments(gridfs_store: MongoStore[Any]) -> GridFSAttachmentStore[Any]:
+    return GridFSAttachmentStore(
+        gridfs_store,
+        upload_url=lambda i, c: f"https://chat.example/attachments/{i}/upload",
+        preview_url=lambda i, c: f"https://chat.example/attachments/{i}",
+        max_bytes=len(PAYLOAD),
+        allowed_mime_types=["image/*", "text/*", "application/pdf"],
+    )
+
+
+@pytest.fixture
+async def http(attachments: GridFSAttachmentStore[Any]) -> AsyncIterator[httpx.AsyncClient]:
+    app = Starlette(routes=attachment_routes(attachments, context=context_of))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://chat.example") as client:
+        yield client
+
+
+def as_user(user: str) -> dict[str, str]:
+    return {"x-user": user}
+
+
+async def test_direct_upload_then_download_streams_the_exact_bytes(
+    http: httpx.AsyncClient,
+) -> None:
+    created = await http.post(
+        "/attachments",
+        files={"file": ("report.pdf", PAYLOAD, "application/pdf")},
+        headers=as_user("alice"),
+    )
+    assert created.status_code == 200, created.text
+    body = created.json()
+    assert (body["type"], body["name"], body["upload_descriptor"]) == ("file", "report.pdf", None)
+
+    got = await http.get(f"/attachments/{body['id']}", headers=as_user("alice"))
+
+    assert got.status_code == 200
+    assert got.content == PAYLOAD
+    assert got.headers["content-type"] == "application/pdf"
+    assert got.headers["content-length"] == str(len(PAYLOAD))
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["content-disposition"].startswith('attachment; filename="report.pdf"')
+
+
+@pytest.mark.parametrize("multipart", [True, False], ids=["multipart", "raw-body"])
+async def test_two_phase_upload_target_accepts_the_bytes_and_images_show_inline(
+    http: httpx.AsyncClient, attachments: GridFSAttachmentStore[Any], multipart: bool
+) -> None:
+    context = {"user_id": "alice"}
+    created = await attachments.create_attachment(
+        AttachmentCreateParams(name='evil"\r\nname.png', size=len(PAYLOAD), mime_type="image/png"),
+        context,
+    )
+    url = f"/attachments/{created.id}/upload"
+    if multipart:
+        sent = await http.post(
+            url, files={"file": ("x.png", PAYLOAD, "image/png")}, headers=as_user("alice")
+        )
+    else:
+        sent = await http.post(url, content=PAYLOAD, headers=as_user("alice"))
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["upload_descriptor"] is None
+
+    got = await http.get(f"/attachments/{created.id}", headers=as_user("alice"))
+
+    assert got.content == PAYLOAD
+    disposition = got.headers["content-disposition"]
+    assert disposition.startswith('inline; filename="evil___name.png"')
+    assert "\r" not in disposition
+    assert "\n" not in disposition
+
+
+async def test_oversized_and_disallowed_uploads_get_413_and_415(
+    http: httpx.AsyncClient,
+) -> None:
+    too_big = await http.post(
+        "/attachments",
+        files={"file": ("a.txt", PAYLOAD + b"!", "text/plain")},
+        headers=as_user("alice"),
+    )
+    declared_too_big = await http.post(
+        "/attachments",
+        content=b"x" * (len(PAYLOAD) + 70_000),
+        headers={**as_user("alice"), "content-type": "multipart/form-data; boundary=b"},
+    )
+    disallowed = await http.post(
+        "/attachments",
+        files={"file": ("a.exe", b"MZ", "application/x-msdownload")},
+        headers=as_user("alice"),
+    )
+
+    assert too_big.status_code == 413
+    assert "max_bytes" in too_big.json()["error"]
+    assert declared_too_big.status_code == 413
+    assert disallowed.status_code == 415
+    assert "not accepted" in disallowed.json()["error"]
+
+
+async def test_foreign_and_missing_ids_get_the_same_404(http: httpx.AsyncClient) -> None:
+    created = await http.post(
+        "/attachments", files={"file": ("a.txt", b"secret", "text/plain")}, headers=as_user("alice")
+    )
+    attachment_id = created.json()["id"]
+
+    foreign = await http.get(f"/attachments/{attachment_id}", headers=as_user("bob"))
+    missing = await http.get("/attachments/atc_missing", headers=as_user("bob"))
+    overwrite = await http.post(
+        f"/attachments/{attachment_id}/upload", content=b"x", headers=as_user("bob")
+    )
+
+    assert foreign.status_code == missing.status_code == overwrite.status_code == 404
+    assert foreign.json() == missing.json() == overwrite.json()
+    second = await http.post(
+        f"/attachments/{attachment_id}/upload", content=b"x", headers=as_user("alice")
+    )
+    assert second.status_code == 409
+
+
+async def test_a_request_without_an_owner_is_refused(http: httpx.AsyncClient) -> None:
+    response = await http.post("/attachments", files={"file": ("a.txt", b"x", "text/plain")})
+
+    assert response.status_code == 403
+
+
+async def test_a_form_without_a_file_field_is_a_400(http: httpx.AsyncClient) -> None:
+    response = await http.post("/attachments", data={"other": "x"}, headers=as_user("alice"))
+
+    assert response.status_code == 400
+    assert "file" in response.json()["error"]
