@@ -29,8 +29,7 @@ Echo = Callable[[str], None]
 
 def planned(collections: CollectionNames) -> list[str]:
     """The index specs, one line each, as ``--dry-run`` prints them without connecting."""
-    names = collections.by_role()
-    return [f"{spec.describe(names[spec.role])}  # {spec.why}" for spec in INDEXES]
+    return [f"{spec.describe(collections.name_of(spec.role))}  # {spec.why}" for spec in INDEXES]
 
 
 async def create_indexes(

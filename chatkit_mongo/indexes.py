@@ -47,12 +47,11 @@ async def plan_indexes(
     specs: Sequence[IndexSpec] = INDEXES,
 ) -> list[IndexStatus]:
     """Compare the needed indexes with what the database has; changes nothing."""
-    names = collections.by_role()
     existing: dict[str, list[dict[str, Any]]] = {}
-    for role in {spec.role for spec in specs}:
-        cursor = await resolve(database[names[role]].list_indexes())
+    for role in dict.fromkeys(spec.role for spec in specs):
+        cursor = await resolve(database[collections.name_of(role)].list_indexes())
         existing[role] = await cursor.to_list(None)
-    return [_status(spec, names[spec.role], existing[spec.role]) for spec in specs]
+    return [_status(spec, collections.name_of(spec.role), existing[spec.role]) for spec in specs]
 
 
 async def ensure_indexes(

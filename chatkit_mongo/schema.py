@@ -13,6 +13,9 @@ from typing import Any, Final, Literal
 
 Direction = Literal[1, -1]
 Role = Literal["threads", "items", "attachments"]
+"""The store's own collections."""
+IndexedRole = Role | Literal["files", "chunks"]
+"""Every collection that has indexes: the store's and the GridFS bucket's two."""
 
 
 class Field:
@@ -67,6 +70,8 @@ class GridFSField:
     ID: Final = "_id"
     METADATA: Final = "metadata"
     LENGTH: Final = "length"
+    FILENAME: Final = "filename"
+    UPLOAD_DATE: Final = "uploadDate"
     FILES_ID: Final = "files_id"
     """In ``<bucket>.chunks``: the ``_id`` of the file a chunk belongs to."""
     METADATA_OWNER: Final = f"{METADATA}.{Field.OWNER}"
@@ -103,6 +108,13 @@ class CollectionNames:
     def by_role(self) -> dict[Role, str]:
         return {"threads": self.threads, "items": self.items, "attachments": self.attachments}
 
+    def name_of(self, role: IndexedRole) -> str:
+        if role == "files":
+            return self.bucket_files
+        if role == "chunks":
+            return self.bucket_chunks
+        return self.by_role()[role]
+
     @property
     def bucket_files(self) -> str:
         return bucket_collections(self.bucket)[0]
@@ -116,7 +128,7 @@ class CollectionNames:
 class IndexSpec:
     """One index the store needs, with the query it exists for."""
 
-    role: Role
+    role: IndexedRole
     name: str
     keys: tuple[tuple[str, Direction], ...]
     unique: bool = False
@@ -178,6 +190,26 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
         "their bytes (sparse rather than partial: the doubles drop partialFilterExpression "
         "from listIndexes, which would read as a conflict)",
         options={"sparse": True},
+    ),
+    IndexSpec(
+        "files",
+        "owner_attachment",
+        ((GridFSField.METADATA_OWNER, 1), (GridFSField.METADATA_ATTACHMENT_ID, 1)),
+        why="export and purge find one owner's bytes; the orphan sweep finds a file's attachment",
+    ),
+    IndexSpec(
+        "files",
+        "filename_1_uploadDate_1",
+        ((GridFSField.FILENAME, 1), (GridFSField.UPLOAD_DATE, 1)),
+        why="the index the GridFS specification gives every bucket (the driver creates it "
+        "on first upload; listed here so init creates it up front and doctor checks it)",
+    ),
+    IndexSpec(
+        "chunks",
+        "files_id_1_n_1",
+        ((GridFSField.FILES_ID, 1), (GridFSField.CHUNK_NUMBER, 1)),
+        unique=True,
+        why="reading a file's chunks in order; the GridFS specification's unique index",
     ),
 )
 

@@ -37,20 +37,23 @@ async def test_ensure_indexes_creates_every_spec_and_is_idempotent(database: Any
     assert [s.detail for s in first] == ["created"] * len(INDEXES)
     second = await store.ensure_indexes()
     assert [(s.state, s.detail) for s in second] == [("present", "")] * len(INDEXES)
-    names = store.collections.by_role()
+    names = store.collections
     for spec in INDEXES:
-        indexes = await _index_keys(database, names[spec.role])
+        indexes = await _index_keys(database, names.name_of(spec.role))
         assert indexes[spec.name] == list(spec.keys)
-    for collection in names.values():  # no duplicates: _id plus ours
-        expected = 1 + sum(1 for s in INDEXES if names[s.role] == collection)
-        assert len(await _index_keys(database, collection)) == expected
+    for role in ("threads", "items", "attachments", "files", "chunks"):  # _id plus ours, once
+        expected = 1 + sum(1 for s in INDEXES if s.role == role)
+        assert len(await _index_keys(database, names.name_of(role))) == expected
 
 
 async def test_every_tenant_index_starts_with_the_owner() -> None:
-    # The one exception serves the operator's orphan sweep, which looks across owners.
-    tenant_indexes = [spec for spec in INDEXES if spec.name != "pending_uploads"]
-    assert len(tenant_indexes) == len(INDEXES) - 1
-    assert all(spec.keys[0][0] == Field.OWNER for spec in tenant_indexes)
+    # The exceptions: the operator's orphan sweep looks across owners, and GridFS's own
+    # two indexes serve reads by file id; owned bytes are found by their metadata owner.
+    operator_or_gridfs = {"pending_uploads", "filename_1_uploadDate_1", "files_id_1_n_1"}
+    tenant_indexes = [spec for spec in INDEXES if spec.name not in operator_or_gridfs]
+    assert len(tenant_indexes) == len(INDEXES) - len(operator_or_gridfs)
+    owner_fields = (Field.OWNER, GridFSField.METADATA_OWNER)
+    assert all(spec.keys[0][0] in owner_fields for spec in tenant_indexes)
 
 
 async def test_same_keys_with_other_options_is_a_clear_conflict(database: Any) -> None:
