@@ -11,6 +11,7 @@ from chatkit_mongo import (
     INDEXES,
     CollectionNames,
     Field,
+    GridFSField,
     IndexConflictError,
     MongoStore,
     plan_indexes,
