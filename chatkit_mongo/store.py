@@ -205,10 +205,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         owner = await self._begin(context)
         key = queries.thread(owner, check_id(thread_id, "thread_id"))
-        document = await self._find_one(Find("threads", key))
-        if document is None:
-            raise NotFoundError(f"Thread {thread_id} not found")
-        return THREAD_ADAPTER.validate_python(document[Field.DATA])
+        return await self._load(
+            Find("threads", key), THREAD_ADAPTER.validate_python, f"Thread {thread_id} not found"
+        )
 
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
         """Upsert the thread's metadata; a ``Thread``'s items are never stored here."""
@@ -318,10 +317,11 @@ class MongoStore(Store[TContext], Generic[TContext]):
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         owner = await self._begin(context)
         key = queries.item(owner, check_id(thread_id, "thread_id"), check_id(item_id, "item_id"))
-        document = await self._find_one(Find("items", key))
-        if document is None:
-            raise NotFoundError(f"Item {item_id} not found in thread {thread_id}")
-        return ITEM_ADAPTER.validate_python(document[Field.DATA])
+        return await self._load(
+            Find("items", key),
+            ITEM_ADAPTER.validate_python,
+            f"Item {item_id} not found in thread {thread_id}",
+        )
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         owner = await self._begin(context)
@@ -342,10 +342,11 @@ class MongoStore(Store[TContext], Generic[TContext]):
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         owner = await self._begin(context)
         key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
-        document = await self._find_one(Find("attachments", key))
-        if document is None:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
-        return ATTACHMENT_ADAPTER.validate_python(document[Field.DATA])
+        return await self._load(
+            Find("attachments", key),
+            ATTACHMENT_ADAPTER.validate_python,
+            f"Attachment {attachment_id} not found",
+        )
 
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         owner = await self._begin(context)
@@ -421,6 +422,13 @@ class MongoStore(Store[TContext], Generic[TContext]):
             find.filter, find.projection
         )
         return document
+
+    async def _load(self, find: Find, parse: Callable[[Any], _T], not_found: str) -> _T:
+        """The model of the one document ``find`` names, or ChatKit's ``NotFoundError``."""
+        document = await self._find_one(find)
+        if document is None:
+            raise NotFoundError(not_found)
+        return parse(document[Field.DATA])
 
     async def _anchor(self, find: Find, not_found: str) -> str:
         document = await self._find_one(find)

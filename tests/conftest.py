@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,12 +88,19 @@ async def client(backend: str) -> AsyncIterator[Any]:
         await client.close()
 
 
-@pytest.fixture
-async def database(client: Any, backend: str) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def scratch_database(client: Any, backend: str) -> AsyncIterator[Any]:
+    """A database of a fresh name, dropped afterwards on a real server."""
     name = f"chatkit_test_{uuid.uuid4().hex[:12]}"
     yield client[name]
     if backend == "mongodb":
         await client.drop_database(name)
+
+
+@pytest.fixture
+async def database(client: Any, backend: str) -> AsyncIterator[Any]:
+    async with scratch_database(client, backend) as database:
+        yield database
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,16 +15,14 @@ from chatkit_mongo import MongoStore
 from chatkit_mongo.schema import Field, GridFSField
 
 from .cli_support import COLLECTIONS, all_documents, owner_documents, run, seed
-from .conftest import RequestContext
+from .conftest import RequestContext, scratch_database
 from .samples import BASE_TIME, NESTED_METADATA, thread
 
 
 @pytest.fixture
 async def empty_database(client: Any, backend: str) -> AsyncIterator[Any]:
-    name = f"chatkit_test_{uuid.uuid4().hex[:12]}"
-    yield client[name]
-    if backend == "mongodb":
-        await client.drop_database(name)
+    async with scratch_database(client, backend) as database:
+        yield database
 
 
 def _encoded(documents: dict[str, list[dict[str, Any]]]) -> dict[str, list[bytes]]:
