@@ -37,9 +37,7 @@ class IndexStatus:
     detail: str = ""
 
     def describe(self) -> str:
-        keys = ", ".join(f"{name}: {direction}" for name, direction in self.spec.keys)
-        unique = " unique" if self.spec.unique else ""
-        text = f"{self.collection}.{self.spec.name} {{{keys}}}{unique}: {self.state}"
+        text = f"{self.spec.describe(self.collection)}: {self.state}"
         return f"{text} ({self.detail})" if self.detail else text
 
 

@@ -47,11 +47,11 @@ class CollectionNames:
     """GridFS bucket of attachment bytes: collections ``<bucket>.files`` and ``<bucket>.chunks``."""
 
     def __post_init__(self) -> None:
-        names = {**self.by_role(), "bucket": self.bucket}
-        for role, name in names.items():
+        names: list[tuple[str, str]] = [*self.by_role().items(), ("bucket", self.bucket)]
+        for role, name in names:
             if not isinstance(name, str) or not name or "$" in name or "\0" in name:
                 raise ValueError(f"collection name for {role} is not usable: {name!r}")
-        if len(set(names.values())) != len(names):
+        if len({name for _, name in names}) != len(names):
             raise ValueError(f"collection names must differ: {self!r}")
 
     def by_role(self) -> dict[Role, str]:
@@ -69,8 +69,9 @@ class IndexSpec:
     why: str = ""
     options: dict[str, Any] = field(default_factory=dict)
 
-    def key_document(self) -> dict[str, int]:
-        return dict(self.keys)
+    def describe(self, collection: str) -> str:
+        keys = ", ".join(f"{name}: {direction}" for name, direction in self.keys)
+        return f"{collection}.{self.name} {{{keys}}}{' unique' if self.unique else ''}"
 
 
 INDEXES: Final[tuple[IndexSpec, ...]] = (

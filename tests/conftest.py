@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import mongomock
+import mongomock.collection
 import mongomock_motor
 import pymongo_async_mock
 import pytest
@@ -32,6 +32,12 @@ class RequestContext:
     """A request context as an application would pass it: one with a ``user_id``."""
 
     user_id: str
+
+
+def pytest_report_header() -> str:
+    if MONGODB_URI:
+        return "real MongoDB: MONGODB_URI is set; every behavioural test also runs against it"
+    return "real MongoDB: MONGODB_URI is not set, so the 'mongodb' runs are skipped"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,0 +1,157 @@
+"""Index creation: complete, idempotent, automatic once per client, loud on conflicts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo import IndexModel
+
+from chatkit_mongo import INDEXES, CollectionNames, IndexConflictError, MongoStore, plan_indexes
+from chatkit_mongo.create_indexes import create_indexes, main, planned
+
+from .conftest import RequestContext
+from .samples import thread
+
+
+async def _index_keys(database: Any, collection: str) -> dict[str, list[tuple[str, int]]]:
+    cursor = database[collection].list_indexes()
+    if not hasattr(cursor, "to_list"):
+        cursor = await cursor
+    return {
+        index["name"]: [(k, int(v)) for k, v in index["key"].items()]
+        for index in await cursor.to_list(None)
+    }
+
+
+async def test_ensure_indexes_creates_every_spec_and_is_idempotent(database: Any) -> None:
+    store: MongoStore[Any] = MongoStore(database)
+    first = await store.ensure_indexes()
+    assert [s.detail for s in first] == ["created"] * len(INDEXES)
+    second = await store.ensure_indexes()
+    assert [(s.state, s.detail) for s in second] == [("present", "")] * len(INDEXES)
+    names = store.collections.by_role()
+    for spec in INDEXES:
+        indexes = await _index_keys(database, names[spec.role])
+        assert indexes[spec.name] == list(spec.keys)
+    for collection in names.values():  # no duplicates: _id plus ours
+        expected = 1 + sum(1 for s in INDEXES if names[s.role] == collection)
+        assert len(await _index_keys(database, collection)) == expected
+
+
+async def test_every_index_starts_with_the_owner() -> None:
+    assert all(spec.keys[0][0] == "owner" for spec in INDEXES)
+
+
+async def test_same_keys_with_other_options_is_a_clear_conflict(database: Any) -> None:
+    names = CollectionNames()
+    await database[names.threads].create_indexes(
+        [IndexModel([("owner", 1), ("thread_id", 1)], name="legacy_not_unique")]
+    )
+    with pytest.raises(IndexConflictError, match=r"legacy_not_unique.*unique"):
+        await MongoStore(database).ensure_indexes()
+    plan = await plan_indexes(database, names)
+    assert [s.state for s in plan].count("conflict") == 1
+    # Nothing was created while the conflict stands.
+    assert set(await _index_keys(database, names.items)) <= {"_id_"}
+
+
+async def test_our_name_on_other_keys_is_a_clear_conflict(database: Any) -> None:
+    names = CollectionNames()
+    await database[names.items].create_indexes(
+        [IndexModel([("owner", 1)], name="owner_thread_sort")]
+    )
+    with pytest.raises(IndexConflictError, match="an index named owner_thread_sort has keys"):
+        await MongoStore(database).ensure_indexes()
+
+
+async def test_same_keys_and_options_under_another_name_count_as_present(database: Any) -> None:
+    names = CollectionNames()
+    await database[names.threads].create_indexes(
+        [IndexModel([("owner", 1), ("sk", 1)], name="dba_named_it")]
+    )
+    report = await MongoStore(database).ensure_indexes()
+    by_name = {s.spec.name: s for s in report}
+    assert (by_name["owner_sort"].state, by_name["owner_sort"].detail) == (
+        "present",
+        "as dba_named_it",
+    )
+    assert "owner_sort" not in await _index_keys(database, names.threads)
+
+
+async def test_indexes_are_created_automatically_once_per_client(
+    database: Any, alice: RequestContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    original = MongoStore.ensure_indexes
+
+    async def counting(self: MongoStore[Any]) -> Any:
+        calls.append("ensure")
+        return await original(self)
+
+    monkeypatch.setattr(MongoStore, "ensure_indexes", counting)
+    first: MongoStore[Any] = MongoStore(database)
+    await first.save_thread(thread(), alice)
+    await first.load_thread("thr_1", alice)
+    second: MongoStore[Any] = MongoStore(database)  # same client: already done
+    await second.load_thread("thr_1", alice)
+    assert calls == ["ensure"]
+    assert "owner_thread_unique" in await _index_keys(database, first.collections.threads)
+
+
+async def test_auto_creation_can_be_turned_off(database: Any, alice: RequestContext) -> None:
+    store: MongoStore[Any] = MongoStore(database, auto_create_indexes=False)
+    await store.save_thread(thread(), alice)
+    assert set(await _index_keys(database, store.collections.threads)) == {"_id_"}
+
+
+async def test_script_function_creates_then_reports_present(database: Any) -> None:
+    lines: list[str] = []
+    assert await create_indexes(database, CollectionNames(), dry_run=True, echo=lines.append) == 0
+    assert all(line.endswith(": missing") for line in lines)
+    assert len(lines) == len(INDEXES)
+    lines.clear()
+    assert await create_indexes(database, CollectionNames(), dry_run=False, echo=lines.append) == 0
+    assert all(line.endswith("(created)") for line in lines)
+    lines.clear()
+    assert await create_indexes(database, CollectionNames(), dry_run=False, echo=lines.append) == 0
+    assert all(line.endswith(": present") for line in lines)
+
+
+async def test_script_function_exits_1_naming_the_conflict(database: Any) -> None:
+    await database["chatkit_items"].create_indexes(
+        [IndexModel([("owner", 1)], name="owner_thread_sort")]
+    )
+    lines: list[str] = []
+    code = await create_indexes(database, CollectionNames(), dry_run=False, echo=lines.append)
+    assert code == 1
+    assert "owner_thread_sort" in lines[-1]
+    lines.clear()
+    assert await create_indexes(database, CollectionNames(), dry_run=True, echo=lines.append) == 1
+    assert any(
+        line.startswith("chatkit_items.owner_thread_sort") and "conflict" in line for line in lines
+    )
+
+
+def test_script_dry_run_without_a_server_prints_the_plan(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    assert main(["--dry-run", "--threads-collection", "t"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == planned(CollectionNames(threads="t"))
+    assert out[0].startswith("t.owner_thread_unique {owner: 1, thread_id: 1} unique")
+
+
+def test_script_without_uri_explains_and_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MONGODB_URI", raising=False)
+    assert main([]) == 2
+    assert "pass --uri or set MONGODB_URI" in capsys.readouterr().err
+
+
+def test_script_with_unreachable_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["--uri", "mongodb://127.0.0.1:1", "--timeout-ms", "200"])
+    assert code == 2
+    assert "ServerSelectionTimeoutError" in capsys.readouterr().err
