@@ -1,0 +1,399 @@
+"""A demo ChatKit server on MongoStore that needs no model, no key and no database.
+
+``POST /chatkit`` takes ChatKit's requests and answers as ChatKit's docs show: streaming
+requests as server-sent events, the others as JSON. The responder echoes each message
+word by word and names its attachments, so streaming, persistence and attachments can
+all be watched with curl. Each request acts for the user named by the ``X-User-Id``
+header (a fixed demo user when absent), so two users can be shown to be kept apart.
+Every write the store makes is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Generic
+
+import click
+import uvicorn
+from chatkit.errors import ErrorCode
+from chatkit.server import ChatKitServer, StreamingResult
+from chatkit.store import AttachmentStore, NotFoundError, Store, StoreItemType
+from chatkit.types import (
+    AssistantMessageContent,
+    AssistantMessageContentPartAdded,
+    AssistantMessageContentPartDone,
+    AssistantMessageContentPartTextDelta,
+    AssistantMessageItem,
+    Attachment,
+    ErrorEvent,
+    Page,
+    ThreadItem,
+    ThreadItemAddedEvent,
+    ThreadItemDoneEvent,
+    ThreadItemUpdatedEvent,
+    ThreadMetadata,
+    ThreadStreamEvent,
+    UserMessageItem,
+    UserMessageTextContent,
+)
+from pydantic import ValidationError
+from pymongo.errors import ConfigurationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from typing_extensions import TypeVar
+
+from .embedded import embedded_database
+from .owner import MAX_OWNER_LENGTH, default_owner
+from .store import MongoStore
+
+TContext = TypeVar("TContext", default=Any)
+
+DEMO_USER: Final = "demo-user"
+"""Who a request acts for when it names no user."""
+USER_HEADER: Final = "X-User-Id"
+CHATKIT_PATH: Final = "/chatkit"
+DEFAULT_WORD_DELAY: Final = 0.05
+"""Seconds between streamed words when serving, slow enough to watch the stream."""
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoContext:
+    """The request context ChatKit passes to every Store call; MongoStore reads ``user_id``."""
+
+    user_id: str
+
+
+def context_from_headers(headers: Mapping[str, str]) -> DemoContext:
+    """The user named by ``X-User-Id``, or the demo user; ``ValueError`` for an unusable one.
+
+    Why refuse a blank or huge header rather than fall back to the demo user: a client
+    that meant to name a user would otherwise silently read and write the demo user's data.
+    """
+    value = headers.get(USER_HEADER)
+    if value is None:
+        return DemoContext(DEMO_USER)
+    user_id = value.strip()
+    if not user_id:
+        raise ValueError(f"the {USER_HEADER} header is blank; leave it out to act as {DEMO_USER}")
+    if len(user_id) > MAX_OWNER_LENGTH:
+        raise ValueError(
+            f"the {USER_HEADER} header is {len(user_id)} characters long; "
+            f"at most {MAX_OWNER_LENGTH}"
+        )
+    return DemoContext(user_id)
+
+
+class LoggedStore(Store[TContext], Generic[TContext]):
+    """Any Store, with each write logged at INFO: what was stored, where, and for whom.
+
+    Why a wrapper and not a MongoStore subclass: the demo shows what ChatKit asks of a
+    store, whichever store it is given, and the store itself stays free of demo logging.
+    """
+
+    def __init__(self, store: Store[TContext]) -> None:
+        self.inner: Final = store
+
+    def generate_thread_id(self, context: TContext) -> str:
+        return self.inner.generate_thread_id(context)
+
+    def generate_item_id(
+        self, item_type: StoreItemType, thread: ThreadMetadata, context: TContext
+    ) -> str:
+        return self.inner.generate_item_id(item_type, thread, context)
+
+    async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
+        return await self.inner.load_thread(thread_id, context)
+
+    async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
+        await self.inner.save_thread(thread, context)
+        _log(context, "saved thread %s (title %r)", thread.id, thread.title)
+
+    async def load_thread_items(
+        self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
+    ) -> Page[ThreadItem]:
+        return await self.inner.load_thread_items(thread_id, after, limit, order, context)
+
+    async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
+        await self.inner.save_attachment(attachment, context)
+        _log(
+            context,
+            "saved attachment %s %r (thread %s)",
+            attachment.id,
+            attachment.name,
+            attachment.thread_id,
+        )
+
+    async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
+        return await self.inner.load_attachment(attachment_id, context)
+
+    async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
+        await self.inner.delete_attachment(attachment_id, context)
+        _log(context, "deleted attachment %s", attachment_id)
+
+    async def load_threads(
+        self, limit: int, after: str | None, order: str, context: TContext
+    ) -> Page[ThreadMetadata]:
+        return await self.inner.load_threads(limit, after, order, context)
+
+    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        await self.inner.add_thread_item(thread_id, item, context)
+        _log(context, "added %s %s to thread %s", item.type, item.id, thread_id)
+
+    async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
+        await self.inner.save_item(thread_id, item, context)
+        _log(context, "saved %s %s in thread %s", item.type, item.id, thread_id)
+
+    async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
+        return await self.inner.load_item(thread_id, item_id, context)
+
+    async def delete_thread(self, thread_id: str, context: TContext) -> None:
+        await self.inner.delete_thread(thread_id, context)
+        _log(context, "deleted thread %s with its items and attachment metadata", thread_id)
+
+    async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
+        await self.inner.delete_thread_item(thread_id, item_id, context)
+        _log(context, "deleted item %s of thread %s", item_id, thread_id)
+
+
+def _log(context: Any, message: str, *args: object) -> None:
+    logger.info("[user %s] " + message, default_owner(context), *args)
+
+
+def echo_reply(message: UserMessageItem) -> str:
+    """What the demo answers: the message's text, and the names of its attachments."""
+    text = " ".join(
+        part.text.strip() for part in message.content if isinstance(part, UserMessageTextContent)
+    ).strip()
+    reply = f"You said: {text}" if text else "You sent no text."
+    if message.attachments:
+        names = ", ".join(repr(attachment.name) for attachment in message.attachments)
+        count = len(message.attachments)
+        reply += f" You attached {count} file{'s' if count > 1 else ''}: {names}."
+    return reply
+
+
+class EchoServer(ChatKitServer[DemoContext]):
+    """A ChatKit server whose responder streams :func:`echo_reply`, one word per event."""
+
+    def __init__(
+        self,
+        store: Store[DemoContext],
+        attachment_store: AttachmentStore[DemoContext] | None = None,
+        *,
+        word_delay: float = 0.0,
+    ) -> None:
+        super().__init__(store, attachment_store)
+        self.word_delay = word_delay
+
+    async def respond(
+        self,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: DemoContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        if input_user_message is None:
+            return
+        words = echo_reply(input_user_message).split(" ")
+        item = AssistantMessageItem(
+            id=self.store.generate_item_id("message", thread, context),
+            thread_id=thread.id,
+            created_at=datetime.now(),
+            content=[],
+        )
+        yield ThreadItemAddedEvent(item=item)
+        yield ThreadItemUpdatedEvent(
+            item_id=item.id,
+            update=AssistantMessageContentPartAdded(
+                content_index=0, content=AssistantMessageContent(text="")
+            ),
+        )
+        for index, word in enumerate(words):
+            if self.word_delay:
+                await asyncio.sleep(self.word_delay)
+            yield ThreadItemUpdatedEvent(
+                item_id=item.id,
+                update=AssistantMessageContentPartTextDelta(
+                    content_index=0, delta=word if index == 0 else f" {word}"
+                ),
+            )
+        content = AssistantMessageContent(text=" ".join(words))
+        yield ThreadItemUpdatedEvent(
+            item_id=item.id,
+            update=AssistantMessageContentPartDone(content_index=0, content=content),
+        )
+        yield ThreadItemDoneEvent(item=item.model_copy(update={"content": [content]}))
+
+
+def create_app(
+    store: Store[DemoContext],
+    attachment_store: AttachmentStore[DemoContext] | None = None,
+    *,
+    routes: Sequence[BaseRoute] = (),
+    word_delay: float = 0.0,
+) -> Starlette:
+    """The demo's ASGI app: ``POST /chatkit`` on an :class:`EchoServer` over ``store``.
+
+    ``attachment_store`` and ``routes`` (its upload and download routes) are the one
+    place where attachment support is plugged in; without them ChatKit's
+    ``attachments.*`` requests fail, everything else works.
+    """
+    server = EchoServer(LoggedStore(store), attachment_store, word_delay=word_delay)
+
+    async def chatkit_endpoint(request: Request) -> Response:
+        try:
+            context = context_from_headers(request.headers)
+            result = await server.process(await request.body(), context)
+            if isinstance(result, StreamingResult):
+                return await _event_stream(result)
+            return Response(result.json, media_type="application/json")
+        except ValidationError as exc:
+            return _error(400, f"not a valid ChatKit request: {_first_error(exc)}")
+        except NotFoundError as exc:
+            return _error(404, str(exc))
+        except ValueError as exc:  # OwnerError, UnstorableError, bad ids and limits
+            return _error(400, str(exc))
+
+    return Starlette(routes=[Route(CHATKIT_PATH, chatkit_endpoint, methods=["POST"]), *routes])
+
+
+async def _event_stream(result: StreamingResult) -> StreamingResponse:
+    """The stream as ``text/event-stream``, its first event read before answering.
+
+    Why read ahead: ChatKit loads the thread before its first event, so a missing thread
+    or a bad argument is still answered with a plain HTTP error. A failure after that
+    point ends the stream with ChatKit's error event instead of a cut connection.
+    """
+    events = aiter(result)
+    first = await anext(events, b"")
+
+    async def body() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        try:
+            async for event in events:
+                yield event
+        except Exception as exc:  # the response has started: report in-band, then stop
+            logger.exception("stream failed")
+            error = ErrorEvent(code=ErrorCode.STREAM_ERROR, message=str(exc), allow_retry=False)
+            yield b"data: " + error.model_dump_json(exclude_none=True).encode() + b"\n\n"
+
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+)
+@click.option(
+    "--uri",
+    envvar="MONGODB_URI",
+    default=None,
+    help="MongoDB connection string [default: env MONGODB_URI; when unset, the embedded "
+    "in-memory backend, whose data is gone when the server stops].",
+)
+@click.option("--database", default="chatkit", show_default=True, help="Database name.")
+@click.option(
+    "--word-delay",
+    default=DEFAULT_WORD_DELAY,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds between streamed words.",
+)
+@click.option(
+    "--connect-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to wait for the MongoDB server before giving up.",
+)
+def serve_command(
+    *,
+    host: str,
+    port: int,
+    uri: str | None,
+    database: str,
+    word_delay: float,
+    connect_timeout: float,
+) -> None:
+    """Run the demo ChatKit server: POST /chatkit, replies streamed word by word.
+
+    Set-up is done on start: indexes are created, and without --uri an in-memory
+    database is used, so no MongoDB is needed to try it. The X-User-Id header names
+    the user each request acts for.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(
+        _serve(
+            host=host,
+            port=port,
+            uri=uri,
+            database=database,
+            word_delay=word_delay,
+            connect_timeout=connect_timeout,
+        )
+    )
+
+
+async def _serve(
+    *,
+    host: str,
+    port: int,
+    uri: str | None,
+    database: str,
+    word_delay: float,
+    connect_timeout: float,
+) -> None:
+    """Everything on one event loop: a PyMongo async client belongs to the loop it runs on."""
+    if uri is None:
+        with embedded_database(database) as embedded:
+            logger.info("backend: embedded in-memory database %r (gone when stopped)", database)
+            await _run(MongoStore(embedded), host, port, word_delay)
+        return
+    store = _open_store(uri, database, connect_timeout)
+    try:
+        if not await store.ping():
+            raise click.ClickException(
+                f"cannot reach the MongoDB server named by --uri within {connect_timeout:g} s"
+            )
+        logger.info("backend: MongoDB database %r", database)
+        await _run(store, host, port, word_delay)
+    finally:
+        await store.close()
+
+
+def _open_store(uri: str, database: str, connect_timeout: float) -> MongoStore[Any]:
+    try:
+        return MongoStore.from_uri(
+            uri, database=database, serverSelectionTimeoutMS=round(connect_timeout * 1000)
+        )
+    except (ConfigurationError, ValueError) as exc:
+        raise click.BadParameter(f"not a usable MongoDB URI: {exc}", param_hint="--uri") from exc
+
+
+async def _run(store: MongoStore[Any], host: str, port: int, word_delay: float) -> None:
+    for status in await store.ensure_indexes():
+        logger.info("index %s", status.describe())
+    app = create_app(store, word_delay=word_delay)
+    logger.info("ChatKit endpoint: POST http://%s:%d%s", host, port, CHATKIT_PATH)
+    await uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).serve()

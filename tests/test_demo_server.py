@@ -1,0 +1,313 @@
+"""The demo ChatKit server, spoken to over HTTP in ChatKit's own request format."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from chatkit.types import FileAttachment, ThreadMetadata
+from click.testing import CliRunner
+
+from chatkit_mongo import MongoStore
+from chatkit_mongo.demo import (
+    CHATKIT_PATH,
+    DEMO_USER,
+    USER_HEADER,
+    DemoContext,
+    create_app,
+    serve_command,
+)
+
+NO_OPTIONS: dict[str, Any] = {}
+
+
+def user_input(text: str, attachments: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "content": [{"type": "input_text", "text": text}],
+        "attachments": list(attachments),
+        "inference_options": NO_OPTIONS,
+    }
+
+
+class ChatKitClient:
+    """Sends ChatKit requests as a ChatKit front end would, as one user."""
+
+    def __init__(self, http: httpx.AsyncClient, user: str | None) -> None:
+        self.http = http
+        self.headers = {} if user is None else {USER_HEADER: user}
+
+    async def send(self, kind: str, **params: Any) -> httpx.Response:
+        body = {"type": kind, "params": params}
+        return await self.http.post(CHATKIT_PATH, json=body, headers=self.headers)
+
+    async def call(self, kind: str, **params: Any) -> Any:
+        response = await self.send(kind, **params)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        return response.json()
+
+    async def stream(self, kind: str, **params: Any) -> list[dict[str, Any]]:
+        response = await self.send(kind, **params)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return parse_sse(response.text)
+
+
+def parse_sse(text: str) -> list[dict[str, Any]]:
+    events = []
+    for block in text.split("\n\n"):
+        if block.strip():
+            assert block.startswith("data: "), block
+            events.append(json.loads(block.removeprefix("data: ")))
+    return events
+
+
+def streamed_reply(events: list[dict[str, Any]]) -> str:
+    deltas = [
+        event["update"]["delta"]
+        for event in events
+        if event["type"] == "thread.item.updated"
+        and event["update"]["type"] == "assistant_message.content_part.text_delta"
+    ]
+    assert len(deltas) > 1, "the reply must arrive word by word"
+    return "".join(deltas)
+
+
+def done_items(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [event["item"] for event in events if event["type"] == "thread.item.done"]
+
+
+@pytest.fixture
+async def http(store: MongoStore[Any]) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+        yield client
+
+
+async def test_a_conversation_streams_word_by_word_and_is_stored(
+    http: httpx.AsyncClient, store: MongoStore[Any]
+) -> None:
+    alice = ChatKitClient(http, "alice")
+
+    events = await alice.stream("threads.create", input=user_input("hello there"))
+
+    assert [events[0]["type"], events[1]["type"]] == ["thread.created", "thread.item.done"]
+    thread_id = events[0]["thread"]["id"]
+    assert streamed_reply(events) == "You said: hello there"
+    user_message, reply = done_items(events)
+    assert user_message["type"] == "user_message"
+    assert reply["type"] == "assistant_message"
+    assert reply["content"][0]["text"] == "You said: hello there"
+
+    events = await alice.stream(
+        "threads.add_user_message", thread_id=thread_id, input=user_input("and again")
+    )
+    assert streamed_reply(events) == "You said: and again"
+
+    stored = await store.load_thread_items(thread_id, None, 10, "asc", DemoContext("alice"))
+    assert [item.type for item in stored.data] == [
+        "user_message",
+        "assistant_message",
+        "user_message",
+        "assistant_message",
+    ]
+    assert stored.data[3].model_dump()["content"][0]["text"] == "You said: and again"
+
+    listed = await alice.call("items.list", thread_id=thread_id, order="asc", limit=3)
+    assert [item["id"] for item in listed["data"]] == [item.id for item in stored.data[:3]]
+    assert listed["has_more"] is True
+    rest = await alice.call("items.list", thread_id=thread_id, order="asc", after=listed["after"])
+    assert [item["id"] for item in rest["data"]] == [stored.data[3].id]
+
+    renamed = await alice.call("threads.update", thread_id=thread_id, title="Greetings")
+    assert renamed["title"] == "Greetings"
+    fetched = await alice.call("threads.get_by_id", thread_id=thread_id)
+    assert fetched["title"] == "Greetings"
+    assert len(fetched["items"]["data"]) == 4
+    threads = await alice.call("threads.list")
+    assert [thread["id"] for thread in threads["data"]] == [thread_id]
+
+    assert await alice.call("threads.delete", thread_id=thread_id) == {}
+    assert (await alice.send("threads.get_by_id", thread_id=thread_id)).status_code == 404
+    assert (await alice.call("threads.list"))["data"] == []
+
+
+async def test_two_users_are_kept_apart(http: httpx.AsyncClient) -> None:
+    alice, bob = ChatKitClient(http, "alice"), ChatKitClient(http, "bob")
+    events = await alice.stream("threads.create", input=user_input("secret plans"))
+    thread_id = events[0]["thread"]["id"]
+
+    assert (await bob.call("threads.list"))["data"] == []
+    assert (await bob.call("items.list", thread_id=thread_id))["data"] == []
+    for response in (
+        await bob.send("threads.get_by_id", thread_id=thread_id),
+        await bob.send("threads.update", thread_id=thread_id, title="mine now"),
+        await bob.send("threads.add_user_message", thread_id=thread_id, input=user_input("hi")),
+    ):
+        assert response.status_code == 404, response.text
+        assert thread_id in response.json()["error"]
+    assert await bob.call("threads.delete", thread_id=thread_id) == {}
+
+    fetched = await alice.call("threads.get_by_id", thread_id=thread_id)
+    assert "title" not in fetched, "bob's update must not rename it"
+    assert len(fetched["items"]["data"]) == 2
+
+
+async def test_without_a_user_header_requests_act_for_the_demo_user(
+    http: httpx.AsyncClient, store: MongoStore[Any]
+) -> None:
+    anonymous = ChatKitClient(http, None)
+    events = await anonymous.stream("threads.create", input=user_input("hi"))
+    thread_id = events[0]["thread"]["id"]
+
+    thread = await store.load_thread(thread_id, DemoContext(DEMO_USER))
+    assert thread.id == thread_id
+    demo_user = ChatKitClient(http, DEMO_USER)
+    assert [t["id"] for t in (await demo_user.call("threads.list"))["data"]] == [thread_id]
+
+
+async def test_the_reply_names_the_attachments(
+    http: httpx.AsyncClient, store: MongoStore[Any]
+) -> None:
+    alice = DemoContext("alice")
+    for attachment_id, name in (("atc_1", "notes.pdf"), ("atc_2", "plan.txt")):
+        attachment = FileAttachment(id=attachment_id, name=name, mime_type="text/plain")
+        await store.save_attachment(attachment, alice)
+
+    events = await ChatKitClient(http, "alice").stream(
+        "threads.create", input=user_input("see files", ("atc_1", "atc_2"))
+    )
+
+    thread_id = events[0]["thread"]["id"]
+    assert streamed_reply(events) == (
+        "You said: see files You attached 2 files: 'notes.pdf', 'plan.txt'."
+    )
+    stored = await store.load_attachment("atc_1", alice)
+    assert stored.thread_id == thread_id, "ChatKit links the attachment to its thread"
+
+
+async def test_each_write_is_logged(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.demo")
+    events = await ChatKitClient(http, "carol").stream("threads.create", input=user_input("hi"))
+    thread_id = events[0]["thread"]["id"]
+    user_message, reply = done_items(events)
+    await ChatKitClient(http, "carol").call("threads.delete", thread_id=thread_id)
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "chatkit_mongo.demo"]
+    assert logged == [
+        f"[user carol] saved thread {thread_id} (title None)",
+        f"[user carol] added user_message {user_message['id']} to thread {thread_id}",
+        f"[user carol] added assistant_message {reply['id']} to thread {thread_id}",
+        f"[user carol] deleted thread {thread_id} with its items and attachment metadata",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"not json", 400, "not a valid ChatKit request"),
+        (b'{"type": "threads.nuke", "params": {}}', 400, "not a valid ChatKit request"),
+        (b'{"type": "threads.list", "params": {"limit": 5000}}', 400, "limit must be between"),
+        (
+            b'{"type": "threads.add_user_message", "params": {"thread_id": "thr_missing", '
+            b'"input": {"content": [], "attachments": [], "inference_options": {}}}}',
+            404,
+            "Thread thr_missing not found",
+        ),
+        (b'{"type": "threads.get_by_id", "params": {"thread_id": "x"}}', 404, "Thread x not found"),
+    ],
+)
+async def test_bad_requests_get_a_clear_error(
+    http: httpx.AsyncClient, body: bytes, status: int, message: str
+) -> None:
+    response = await http.post(CHATKIT_PATH, content=body)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+@pytest.mark.parametrize(("header", "message"), [("  ", "blank"), ("u" * 513, "at most 512")])
+async def test_an_unusable_user_header_is_refused(
+    http: httpx.AsyncClient, store: MongoStore[Any], header: str, message: str
+) -> None:
+    response = await ChatKitClient(http, header).send("threads.create", input=user_input("hi"))
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+    assert (await store.load_threads(10, None, "desc", DemoContext(DEMO_USER))).data == []
+
+
+async def test_a_failure_after_the_stream_started_ends_it_with_an_error_event(
+    http: httpx.AsyncClient, store: MongoStore[Any]
+) -> None:
+    events = await ChatKitClient(http, "alice").stream(
+        "threads.create", input=user_input("hi", ("atc_missing",))
+    )
+    assert events[0]["type"] == "thread.created"
+    assert events[-1]["type"] == "error"
+    assert "atc_missing" in events[-1]["message"]
+
+
+async def test_a_real_http_server_answers_one_request(store: MongoStore[Any]) -> None:
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    config = uvicorn.Config(create_app(store), log_level="warning")
+    server = uvicorn.Server(config)
+    # The socket listens before uvicorn starts, so the request simply waits to be accepted.
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        async with (
+            asyncio.timeout(10),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
+        ):
+            alice = ChatKitClient(client, "alice")
+            events = await alice.stream("threads.create", input=user_input("over the wire"))
+        assert streamed_reply(events) == "You said: over the wire"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+        listening.close()
+
+
+def test_serve_refuses_a_bad_uri_with_a_clear_message() -> None:
+    result = CliRunner().invoke(serve_command, ["--uri", "http://not-mongodb"])
+    assert result.exit_code == 2
+    assert "--uri" in result.output
+    assert "not a usable MongoDB URI" in result.output
+
+
+def test_serve_reports_an_unreachable_server() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    result = CliRunner().invoke(serve_command, ["--uri", uri, "--connect-timeout", "0.3"])
+    assert result.exit_code == 1
+    assert "cannot reach the MongoDB server named by --uri within 0.3 s" in result.output
+
+
+def test_serve_help_names_its_options() -> None:
+    result = CliRunner().invoke(serve_command, ["--help"])
+    assert result.exit_code == 0
+    for option in ("--host", "--port", "--uri", "MONGODB_URI", "embedded"):
+        assert option in result.output
+
+
+async def test_stored_threads_are_listed_newest_first(
+    http: httpx.AsyncClient, store: MongoStore[Any]
+) -> None:
+    alice = DemoContext("alice")
+    for index in range(3):
+        thread = ThreadMetadata(id=f"thr_{index}", created_at=datetime(2026, 1, 1, 0, index))
+        await store.save_thread(thread, alice)
+    threads = await ChatKitClient(http, "alice").call("threads.list", limit=2)
+    assert [thread["id"] for thread in threads["data"]] == ["thr_2", "thr_1"]
+    assert threads["has_more"] is True
