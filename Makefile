@@ -7,11 +7,17 @@ PYTHON ?= python3
 
 .PHONY: demo test lint typecheck pytest clean
 
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/chatkit-mongo serve --host $(HOST) --port $(PORT)
 
 test: lint typecheck pytest
 

@@ -38,12 +38,12 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 from pymongo import AsyncMongoClient, monitoring
-from pymongo.errors import ConfigurationError
+from pymongo.errors import ConfigurationError, PyMongoError
 
 from . import queries
 from .embedded import embedded_database
-from .queries import Find
-from .schema import Role
+from .explain import PlanSummary, explain, hot_queries
+from .schema import Field
 from .store import MongoStore
 
 _T = TypeVar("_T")
@@ -320,67 +320,36 @@ def _growth_ratio(growth: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def _hot_queries(owner: str, thread_id: str, page_size: int) -> dict[str, Find]:
-    """The finds the store sends for each read, built by the store's own query module."""
-    return {
-        "load_thread": Find("threads", queries.thread(owner, thread_id)),
-        "load_thread_items": queries.items_page(owner, thread_id, None, "desc", page_size),
-        "load_threads": queries.threads_page(owner, None, "desc", page_size),
-    }
-
-
 async def _explain_hot_queries(
     store: MongoStore[Any], thread_id: str, page_size: int
 ) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
-    names: dict[Role, str] = store.collections.by_role()
+    """The explain figures of a turn's queries on the grown thread, or why there are none."""
+    items = store.database[store.collections.items]
+    item = await items.find_one(queries.thread(_GROWER, thread_id), {Field.DATA: 0}) or {}
     explained = {}
-    for operation, find in _hot_queries(_GROWER, thread_id, page_size).items():
-        command = {
-            "explain": {
-                "find": names[find.role],
-                "filter": find.filter,
-                "projection": find.projection,
-                "sort": dict(find.sort),
-                "limit": find.limit,
-            },
-            "verbosity": "executionStats",
-        }
+    for operation, find in hot_queries(
+        _GROWER, thread_id, item.get(Field.ITEM_ID, ""), item.get(Field.SORT_KEY), page_size
+    ):
         try:
-            output = await store.database.command(command)  # type: ignore[arg-type]
-        except NotImplementedError:
+            summary = await explain(store.database, store.collections, find)
+        except (NotImplementedError, PyMongoError):
             return None, "this backend cannot explain() queries (the embedded in-memory one)"
-        explained[operation] = explain_figures(output)
+        explained[operation] = explain_figures(summary)
     return explained, None
 
 
-def explain_figures(output: dict[str, Any]) -> dict[str, Any]:
-    """What an ``explain`` in executionStats verbosity says about the plan's cost."""
-    stats = output["executionStats"]
-    returned = stats["nReturned"]
-    stages = set(_stages(output["queryPlanner"]["winningPlan"]))
+def explain_figures(summary: PlanSummary) -> dict[str, Any]:
+    """What an explain says about a query's cost, as the report's JSON gives it."""
+    returned = summary.returned or 0
+    examined = summary.documents_examined or 0
     return {
         "returned": returned,
-        "keys_examined": stats["totalKeysExamined"],
-        "docs_examined": stats["totalDocsExamined"],
-        "docs_examined_per_returned": round(stats["totalDocsExamined"] / max(returned, 1), 3),
-        "index_scan": "IXSCAN" in stages and "COLLSCAN" not in stages,
-        "in_memory_sort": "SORT" in stages,
+        "keys_examined": summary.keys_examined,
+        "docs_examined": examined,
+        "docs_examined_per_returned": round(examined / max(returned, 1), 3),
+        "index_scan": summary.uses_index,
+        "in_memory_sort": summary.sorts_in_memory,
     }
-
-
-def _stages(plan: Any) -> list[str]:
-    """Every stage name in a plan tree, whatever its shape (sharded plans nest deeper)."""
-    found = []
-    pending = [plan]
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            if isinstance(node.get("stage"), str):
-                found.append(node["stage"])
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    return found
 
 
 def format_report(report: dict[str, Any]) -> str:

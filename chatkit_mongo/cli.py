@@ -11,6 +11,7 @@ at once, with a message saying which.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -88,7 +89,38 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in stubs 
         return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The command group, with ``serve`` and ``bench`` loaded only when asked for.
+
+    Why lazily: they need the ``demo`` and ``bench`` extras (uvicorn, starlette,
+    matplotlib, the embedded backend), which the operator commands do not; a plain
+    install must still be able to run ``init`` or ``purge``.
+    """
+
+    _LAZY: Final = {
+        "serve": ("chatkit_mongo.demo", "serve_command", "demo"),
+        "bench": ("chatkit_mongo.bench", "bench_command", "bench"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self._LAZY:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute, extra = self._LAZY[cmd_name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise click.ClickException(
+                f"'{cmd_name}' needs the {extra} extra: pip install 'chatkit-mongo[{extra}]' "
+                f"({exc})"
+            ) from exc
+        command: click.Command = getattr(module, attribute)
+        return command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--uri",
     envvar="MONGODB_URI",

@@ -48,6 +48,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from typing_extensions import TypeVar
 
+from .asgi import attachment_routes
+from .attachments import GridFSAttachmentStore
 from .embedded import embedded_database
 from .owner import MAX_OWNER_LENGTH, default_owner
 from .store import MongoStore
@@ -58,6 +60,8 @@ DEMO_USER: Final = "demo-user"
 """Who a request acts for when it names no user."""
 USER_HEADER: Final = "X-User-Id"
 CHATKIT_PATH: Final = "/chatkit"
+ATTACHMENTS_PATH: Final = "/attachments"
+DEMO_MAX_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_WORD_DELAY: Final = 0.05
 """Seconds between streamed words when serving, slow enough to watch the stream."""
 
@@ -232,6 +236,16 @@ class EchoServer(ChatKitServer[DemoContext]):
         yield ThreadItemDoneEvent(item=item.model_copy(update={"content": [content]}))
 
 
+def demo_attachment_store(store: MongoStore[Any], base_url: str) -> GridFSAttachmentStore[Any]:
+    """Attachment bytes in the store's GridFS bucket, served by the demo's own routes."""
+    return GridFSAttachmentStore(
+        store,
+        upload_url=lambda attachment_id, _: f"{base_url}{ATTACHMENTS_PATH}/{attachment_id}/upload",
+        preview_url=lambda attachment_id, _: f"{base_url}{ATTACHMENTS_PATH}/{attachment_id}",
+        max_bytes=DEMO_MAX_BYTES,
+    )
+
+
 def create_app(
     store: Store[DemoContext],
     attachment_store: AttachmentStore[DemoContext] | None = None,
@@ -394,6 +408,18 @@ def _open_store(uri: str, database: str, connect_timeout: float) -> MongoStore[A
 async def _run(store: MongoStore[Any], host: str, port: int, word_delay: float) -> None:
     for status in await store.ensure_indexes():
         logger.info("index %s", status.describe())
-    app = create_app(store, word_delay=word_delay)
-    logger.info("ChatKit endpoint: POST http://%s:%d%s", host, port, CHATKIT_PATH)
+    base = f"http://{host}:{port}"
+    attachments = demo_attachment_store(store, base)
+    routes = attachment_routes(
+        attachments, context=lambda request: context_from_headers(request.headers)
+    )
+    app = create_app(store, attachments, routes=routes, word_delay=word_delay)
+    logger.info("ChatKit endpoint: POST %s%s", base, CHATKIT_PATH)
+    logger.info(
+        "attachments: POST %s%s (multipart 'file'), GET %s%s/{id}",
+        base,
+        ATTACHMENTS_PATH,
+        base,
+        ATTACHMENTS_PATH,
+    )
     await uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).serve()

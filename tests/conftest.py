@@ -19,7 +19,6 @@ import mongomock.collection
 import mongomock_motor
 import pymongo_async_mock
 import pytest
-from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from chatkit_mongo import MongoStore
@@ -139,9 +138,7 @@ def gridfs_backend(request: pytest.FixtureRequest) -> Iterator[str]:
 async def gridfs_store(gridfs_backend: str) -> AsyncIterator[MongoStore[Any]]:
     """A MongoStore on a fresh database of a GridFS-capable backend."""
     client = make_client(gridfs_backend)
-    name = f"chatkit_test_{ObjectId()}"
-    store: MongoStore[Any] = MongoStore(client[name])
-    yield store
+    async with scratch_database(client, gridfs_backend) as database:
+        yield MongoStore(database)
     if gridfs_backend == "mongodb":
-        await client.drop_database(name)
         await client.close()

@@ -17,12 +17,17 @@ from chatkit.types import FileAttachment, ThreadMetadata
 from click.testing import CliRunner
 
 from chatkit_mongo import MongoStore
+from chatkit_mongo.asgi import attachment_routes
+from chatkit_mongo.cli import cli
 from chatkit_mongo.demo import (
+    ATTACHMENTS_PATH,
     CHATKIT_PATH,
     DEMO_USER,
     USER_HEADER,
     DemoContext,
+    context_from_headers,
     create_app,
+    demo_attachment_store,
     serve_command,
 )
 
@@ -311,3 +316,63 @@ async def test_stored_threads_are_listed_newest_first(
     threads = await ChatKitClient(http, "alice").call("threads.list", limit=2)
     assert [thread["id"] for thread in threads["data"]] == ["thr_2", "thr_1"]
     assert threads["has_more"] is True
+
+
+@pytest.fixture
+async def http_with_attachments(
+    gridfs_store: MongoStore[Any],
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app as ``serve`` builds it: GridFS attachments and their routes mounted."""
+    attachments = demo_attachment_store(gridfs_store, "http://demo")
+    routes = attachment_routes(
+        attachments, context=lambda request: context_from_headers(request.headers)
+    )
+    app = create_app(gridfs_store, attachments, routes=routes)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+        yield client
+
+
+async def test_attachments_flow_through_the_demo_both_ways(
+    http_with_attachments: httpx.AsyncClient,
+) -> None:
+    http = http_with_attachments
+    alice = ChatKitClient(http, "alice")
+    # Direct upload: one multipart POST.
+    direct = await http.post(
+        ATTACHMENTS_PATH,
+        files={"file": ("notes.txt", b"first file", "text/plain")},
+        headers=alice.headers,
+    )
+    assert direct.status_code == 200, direct.text
+    direct_id = direct.json()["id"]
+    # Two-phase: ChatKit's attachments.create, then the bytes to the descriptor's URL.
+    created = await alice.call(
+        "attachments.create", name="photo.png", size=9, mime_type="image/png"
+    )
+    upload_url = created["upload_descriptor"]["url"]
+    uploaded = await http.post(upload_url, content=b"png bytes", headers=alice.headers)
+    assert uploaded.status_code == 200, uploaded.text
+
+    events = await alice.stream(
+        "threads.create", input=user_input("look", (direct_id, created["id"]))
+    )
+    assert "'notes.txt', 'photo.png'" in streamed_reply(events)
+
+    download = await http.get(f"{ATTACHMENTS_PATH}/{direct_id}", headers=alice.headers)
+    assert (download.status_code, download.content) == (200, b"first file")
+    image = await http.get(f"{ATTACHMENTS_PATH}/{created['id']}", headers=alice.headers)
+    assert (image.content, image.headers["content-type"]) == (b"png bytes", "image/png")
+    foreign = await http.get(f"{ATTACHMENTS_PATH}/{direct_id}", headers={USER_HEADER: "bob"})
+    assert foreign.status_code == 404
+
+
+def test_the_cli_lists_and_loads_serve_and_bench() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line]
+    assert listed == ["bench", "doctor", "export", "import", "init", "purge", "serve"]
+    for name in ("serve", "bench"):
+        sub = CliRunner().invoke(cli, [name, "--help"])
+        assert sub.exit_code == 0, sub.output
+        assert f"{name} [OPTIONS]" in sub.output
