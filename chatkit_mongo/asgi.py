@@ -18,6 +18,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from chatkit.store import NotFoundError
+from chatkit.types import Attachment
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -76,7 +77,7 @@ def attachment_routes(
                 file,
                 owner_context,
             )
-        return JSONResponse(attachment.model_dump(mode="json"))
+        return _attachment_response(attachment)
 
     async def upload(request: Request) -> Response:
         too_large = _refuse_oversized(request, attachments.max_bytes)
@@ -93,7 +94,7 @@ def attachment_routes(
         else:
             body: UploadData = request.stream()
             attachment = await attachments.upload(attachment_id, body, owner_context)
-        return JSONResponse(attachment.model_dump(mode="json"))
+        return _attachment_response(attachment)
 
     async def download(request: Request) -> Response:
         owner_context = await resolve(context(request))
@@ -158,6 +159,15 @@ def _disposition(kind: str, name: str) -> str:
     """An ASCII fallback and the exact UTF-8 name (RFC 6266), neither able to break out."""
     fallback = _UNSAFE_NAME.sub("_", name).strip(" .") or "attachment"
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _attachment_response(attachment: Attachment) -> Response:
+    """The Attachment as ChatKit's server serialises it: integration-only ``metadata``
+    and unset fields left out, so nothing meant for the server reaches the client."""
+    body = attachment.model_dump_json(
+        by_alias=True, exclude_none=True, context={"exclude_metadata": True}
+    )
+    return Response(body, media_type="application/json")
 
 
 def _error(status: int, message: str) -> JSONResponse:
