@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from chatkit.store import NotFoundError
+from chatkit.types import AttachmentCreateParams
 from pymongo import IndexModel
 
 from chatkit_mongo import (
@@ -21,6 +22,7 @@ from chatkit_mongo import (
     RETENTION_INDEXES,
     CollectionNames,
     Field,
+    GridFSAttachmentStore,
     IndexConflictError,
     MongoStore,
     Retention,
@@ -436,3 +438,56 @@ async def test_expiry_is_per_owner(
     with pytest.raises(NotFoundError):
         await kept.load_thread("thr_1", alice)
     assert (await kept.load_thread("thr_1", bob)).id == "thr_1"
+
+
+# ------------------------------------------------------------------ attachment bytes
+
+
+async def test_expired_attachment_bytes_cannot_be_read_and_the_sweep_removes_them(
+    gridfs_store: MongoStore[Any], alice: RequestContext, clock: Clock
+) -> None:
+    database = gridfs_store.database
+    kept: MongoStore[Any] = MongoStore(
+        database, retention=RETENTION, retention_refresh=REFRESH, clock=clock
+    )
+    attachments = GridFSAttachmentStore(
+        kept, upload_url=lambda attachment_id, context: "https://chat.example/upload"
+    )
+    await kept.save_thread(thread(), alice)
+    old = await attachments.create_and_upload("old.txt", "text/plain", b"old bytes", alice)
+    pending = await attachments.create_attachment(
+        AttachmentCreateParams(name="p.txt", size=1, mime_type="text/plain"), alice
+    )
+    await kept.save_attachment(old.model_copy(update={"thread_id": "thr_1"}), alice)
+    clock.advance(RETENTION / 2)
+    await kept.save_thread(thread("thr_2"), alice)
+    new = await attachments.create_and_upload("new.txt", "text/plain", b"new bytes", alice)
+    await kept.save_attachment(new.model_copy(update={"thread_id": "thr_2"}), alice)
+    clock.advance(RETENTION / 2)
+
+    for call in (
+        attachments.read_bytes(old.id, alice),
+        attachments.upload(pending.id, b"x", alice),
+        kept.load_attachment(pending.id, alice),
+    ):
+        with pytest.raises(NotFoundError, match="not found"):
+            await call
+    report = await attachments.sweep_orphans(now=clock.now.replace(tzinfo=UTC))
+    assert report.orphaned_files == 1
+    files = database[NAMES.bucket_files]
+    assert await files.count_documents({}) == 1
+    assert await database[NAMES.bucket_chunks].count_documents({}) == 1
+    assert await attachments.read_bytes(new.id, alice) == b"new bytes"
+
+
+async def test_a_pending_attachment_expires_on_its_own(
+    kept: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
+) -> None:
+    attachments = GridFSAttachmentStore(
+        kept, upload_url=lambda attachment_id, context: "https://chat.example/upload"
+    )
+    pending = await attachments.create_attachment(
+        AttachmentCreateParams(name="p.txt", size=1, mime_type="text/plain"), alice
+    )
+    stored = await database[NAMES.attachments].find_one({Field.ATTACHMENT_ID: pending.id})
+    assert stored[Field.EXPIRES_AT] == clock.now + RETENTION
