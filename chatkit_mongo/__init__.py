@@ -15,12 +15,23 @@ from .errors import (
 from .indexes import IndexStatus, ensure_indexes, plan_indexes
 from .maintenance import PurgeCounts, purge_inactive, purge_owner
 from .owner import OwnerResolver, default_owner
-from .schema import INDEXES, CollectionNames, Field, GridFSField, IndexSpec, UploadField
+from .retention import Retention
+from .schema import (
+    INDEXES,
+    RETENTION_INDEXES,
+    CollectionNames,
+    Field,
+    GridFSField,
+    IndexSpec,
+    UploadField,
+    index_specs,
+)
 from .store import MongoStore
 from .transfer import ImportCounts, ImportFileError, export_data, import_data
 
 __all__ = [
     "INDEXES",
+    "RETENTION_INDEXES",
     "AttachmentTooLargeError",
     "AttachmentTypeError",
     "ChatKitMongoError",
@@ -40,6 +51,7 @@ __all__ = [
     "OwnerError",
     "OwnerResolver",
     "PurgeCounts",
+    "Retention",
     "SweepReport",
     "UnstorableError",
     "UploadConflictError",
@@ -49,6 +61,7 @@ __all__ = [
     "ensure_indexes",
     "export_data",
     "import_data",
+    "index_specs",
     "plan_indexes",
     "purge_inactive",
     "purge_owner",

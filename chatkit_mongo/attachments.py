@@ -228,6 +228,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             **key,
             UploadField.STATE: {"$exists": False},
             UploadField.FILE_ID: {"$ne": None},
+            **self.store._alive(),
         }
         document = await self._attachments.find_one(complete)
         not_found = NotFoundError(f"Attachment {attachment_id} not found")
@@ -285,7 +286,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         1. attachments pending (awaiting or receiving bytes) since before
            ``now - abandoned_after``, with whatever bytes they had received;
         2. GridFS files that no attachment refers to (its metadata was deleted by a
-           store that knew no bucket, or a delete was interrupted);
+           store that knew no bucket, a delete was interrupted, or, with retention on,
+           it expired: the bytes of an expired attachment go at the next sweep, even
+           before the server's TTL pass has deleted its metadata);
         3. chunks whose file document is gone and whose id is older than the cut-off.
 
         Safe while uploads run: an upload's attachment refers to its file id from before
@@ -359,6 +362,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         Insert, not upsert: a fresh 96-bit id, so nothing stored can be overwritten.
         """
         _, fields = self.store._attachment_fields(owner, attachment)
+        fields |= await self.store._expiry(owner, attachment.thread_id)
         pending = {
             UploadField.STATE: UploadField.AWAITING,
             UploadField.DECLARED_SIZE: declared_size,
@@ -372,8 +376,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         Why: two uploads to one attachment can then never both write, and the file id is
         on record before any chunk exists, so nothing written can go unaccounted for.
         """
+        alive = self.store._alive()
         claimed: dict[str, Any] | None = await self._attachments.find_one_and_update(
-            {**key, UploadField.STATE: UploadField.AWAITING},
+            {**key, UploadField.STATE: UploadField.AWAITING, **alive},
             {
                 "$set": {
                     UploadField.STATE: UploadField.RECEIVING,
@@ -385,7 +390,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         )
         if claimed is not None:
             return claimed
-        current = await self._attachments.find_one(key, {UploadField.STATE: 1})
+        current = await self._attachments.find_one({**key, **alive}, {UploadField.STATE: 1})
         if current is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
         if current.get(UploadField.STATE) == UploadField.RECEIVING:
@@ -497,6 +502,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                     {
                         **queries.attachment(owner, attachment_id),
                         UploadField.FILE_ID: file[GridFSField.ID],
+                        **self.store._alive(),
                     },
                     {GridFSField.ID: 1},
                 )

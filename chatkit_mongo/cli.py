@@ -172,12 +172,17 @@ def _progress(length: int, label: str, stream: TextIO | None = None) -> Iterator
 
 @cli.command()
 @click.option("--dry-run", is_flag=True, help="Show what would be created; create nothing.")
+@click.option(
+    "--retention", is_flag=True, help="Also the TTL indexes of a store with retention set."
+)
 @click.pass_obj
-def init(connection: Connection, dry_run: bool) -> None:
+def init(connection: Connection, dry_run: bool, retention: bool) -> None:
     """Create the indexes the store needs (idempotent)."""
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> int:
-        return await create_indexes(database, collections, dry_run=dry_run, echo=click.echo)
+        return await create_indexes(
+            database, collections, dry_run=dry_run, echo=click.echo, retention=retention
+        )
 
     if _run(connection, work) != 0:
         raise click.ClickException("existing indexes conflict; see above")

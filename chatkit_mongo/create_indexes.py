@@ -4,7 +4,7 @@ For deployments whose application user may not create indexes
 (``MongoStore(..., auto_create_indexes=False)``): an operator with the right role runs
 this once per release. Idempotent; a clashing index exits 1 and names it.
 
-    chatkit-mongo-create-indexes --uri mongodb://... --database chatkit [--dry-run]
+    chatkit-mongo-create-indexes --uri mongodb://... --database chatkit [--dry-run] [--retention]
 """
 
 from __future__ import annotations
@@ -22,30 +22,40 @@ from pymongo.errors import PyMongoError
 from ._driver import DRIVER_INFO, AsyncDatabaseLike
 from .errors import IndexConflictError
 from .indexes import ensure_indexes, plan_indexes
-from .schema import INDEXES, CollectionNames
+from .schema import CollectionNames, index_specs
 
 Echo = Callable[[str], None]
 
 
-def planned(collections: CollectionNames) -> list[str]:
+def planned(collections: CollectionNames, *, retention: bool = False) -> list[str]:
     """The index specs, one line each, as ``--dry-run`` prints them without connecting."""
-    return [f"{spec.describe(collections.name_of(spec.role))}  # {spec.why}" for spec in INDEXES]
+    return [
+        f"{spec.describe(collections.name_of(spec.role))}  # {spec.why}"
+        for spec in index_specs(retention)
+    ]
 
 
 async def create_indexes(
-    database: AsyncDatabaseLike, collections: CollectionNames, *, dry_run: bool, echo: Echo
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    *,
+    dry_run: bool,
+    echo: Echo,
+    retention: bool = False,
 ) -> int:
     """Check (``dry_run``) or create the indexes; print each one's state; return an exit code.
 
+    ``retention``: also the TTL indexes a store with ``retention`` set needs.
     0: every index is present (or would be created); 1: an existing index clashes.
     """
+    specs = index_specs(retention)
     if dry_run:
-        plan = await plan_indexes(database, collections)
+        plan = await plan_indexes(database, collections, specs)
         for status in plan:
             echo(status.describe())
         return 1 if any(status.state == "conflict" for status in plan) else 0
     try:
-        report = await ensure_indexes(database, collections)
+        report = await ensure_indexes(database, collections, specs)
     except IndexConflictError as exc:
         echo(f"error: {exc}")
         return 1
@@ -71,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         help="print the planned indexes and their state; change nothing",
     )
     parser.add_argument(
+        "--retention",
+        action="store_true",
+        help="also the TTL indexes of a store with retention set",
+    )
+    parser.add_argument(
         "--timeout-ms",
         type=int,
         default=10_000,
@@ -92,7 +107,11 @@ async def _run(args: argparse.Namespace, collections: CollectionNames) -> int:
     )
     try:
         return await create_indexes(
-            client[args.database], collections, dry_run=args.dry_run, echo=print
+            client[args.database],
+            collections,
+            dry_run=args.dry_run,
+            echo=print,
+            retention=args.retention,
         )
     finally:
         await client.close()
@@ -105,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.uri:
         if args.dry_run:  # nothing to compare with: show what would be created
-            print("\n".join(planned(collections)))
+            print("\n".join(planned(collections, retention=args.retention)))
             return 0
         print("error: no MongoDB to connect to; pass --uri or set MONGODB_URI", file=sys.stderr)
         return 2

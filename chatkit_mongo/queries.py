@@ -7,7 +7,8 @@ hot queries are served by an index checks the queries that actually run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from ._checks import Order
@@ -39,6 +40,23 @@ def item(owner: str, thread_id: str, item_id: str) -> dict[str, Any]:
 
 def attachment(owner: str, attachment_id: str) -> dict[str, Any]:
     return {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment_id}
+
+
+def alive(now: datetime) -> dict[str, Any]:
+    """Documents whose thread has not expired at ``now``: with retention on, every read
+    adds this, so expired data is gone before the server's TTL pass deletes it.
+
+    Why ``$not: {$lte}`` rather than ``$gt``: documents written while retention was off
+    carry no expiry and must stay visible. Why it costs nothing extra: it filters the
+    documents the equality prefix of the index already selected, and all documents of
+    a thread share one expiry, so none is examined that the page would not return.
+    """
+    return {Field.EXPIRES_AT: {"$not": {"$lte": now}}}
+
+
+def visible(find: Find, now: datetime) -> Find:
+    """``find`` restricted to documents that have not expired at ``now``."""
+    return replace(find, filter={**find.filter, **alive(now)})
 
 
 def anchor(role: Role, key: dict[str, Any]) -> Find:

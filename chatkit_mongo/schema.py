@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 Direction = Literal[1, -1]
 Role = Literal["threads", "items", "attachments"]
 """The store's own collections."""
+ROLES: Final[tuple[Role, ...]] = ("threads", "items", "attachments")
 IndexedRole = Role | Literal["files", "chunks"]
 """Every collection that has indexes: the store's and the GridFS bucket's two."""
 
@@ -37,6 +38,9 @@ class Field:
     """A BSON date (milliseconds, UTC) for people querying in mongosh; never read back."""
     DATA: Final = "data"
     """The pydantic model as a native BSON sub-document (``model_dump(mode="json")``)."""
+    EXPIRES_AT: Final = "expires_at"
+    """With retention on: when the document's thread expires, one BSON date shared by the
+    thread, its items and its attachments. Absent with retention off."""
 
 
 class UploadField:
@@ -212,6 +216,29 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
         why="reading a file's chunks in order; the GridFS specification's unique index",
     ),
 )
+
+RETENTION_INDEXES: Final[tuple[IndexSpec, ...]] = tuple(
+    IndexSpec(
+        role,
+        "expires_at_ttl",
+        ((Field.EXPIRES_AT, 1),),
+        why="retention: the server deletes a document once its thread's expiry has passed "
+        "(a TTL index; expireAfterSeconds 0 because each document carries its own date)",
+        options={"expireAfterSeconds": 0},
+    )
+    for role in ROLES
+)
+"""Why no TTL index on the GridFS bucket: the chunks (the bytes) carry no date, so they
+need the orphan sweep whatever happens to their ``files`` document; once an attachment's
+metadata is gone, the sweep removes its ``files`` document and chunks together, in the
+order the GridFS spec requires, and a download never reaches bytes of an expired
+attachment, because it starts from the metadata."""
+
+
+def index_specs(retention: bool) -> tuple[IndexSpec, ...]:
+    """The indexes a store needs: :data:`INDEXES`, plus the TTL indexes with retention on."""
+    return INDEXES + RETENTION_INDEXES if retention else INDEXES
+
 
 _EPOCH: Final = datetime(1, 1, 1)
 _SORT_DIGITS: Final = 18

@@ -6,7 +6,7 @@ import secrets
 import threading
 import weakref
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Generic, Protocol
 
 from chatkit.store import NotFoundError, Store, StoreItemType
@@ -29,7 +29,8 @@ from .errors import ItemConflictError
 from .indexes import IndexStatus, ensure_indexes
 from .owner import OwnerResolver, default_owner, resolve_owner
 from .queries import Find
-from .schema import CollectionNames, Field, Role, sort_key, utc_naive
+from .retention import Clock, Retention
+from .schema import CollectionNames, Field, Role, index_specs, sort_key, utc_naive
 
 TContext = TypeVar("TContext", default=Any)
 _T = TypeVar("_T")
@@ -97,6 +98,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
         collections: CollectionNames | None = None,
         auto_create_indexes: bool = True,
         max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
+        retention: timedelta | None = None,
+        retention_refresh: timedelta | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """Build a store over ``database``.
 
@@ -110,6 +114,12 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 Turn off where the database user may not create indexes, and run
                 ``chatkit-mongo-create-indexes`` at deploy time instead.
             max_page_size: the largest ``limit`` a page may ask for.
+            retention: delete a thread, its items and its attachments this long after
+                the thread's last activity (TTL indexes; see :mod:`chatkit_mongo.retention`).
+                None (the default) keeps everything and adds nothing to any document.
+            retention_refresh: how often at most a busy thread's documents are re-stamped
+                with a later expiry; default a tenth of ``retention``, at most one day.
+            clock: ``() -> datetime`` that retention reads the time from; for tests.
         """
         if isinstance(max_page_size, bool) or not isinstance(max_page_size, int):
             raise TypeError(f"max_page_size must be an int, not {type(max_page_size).__name__}")
@@ -118,11 +128,12 @@ class MongoStore(Store[TContext], Generic[TContext]):
         self.database: Final = database
         self.collections: Final = collections or CollectionNames()
         self.max_page_size: Final = max_page_size
+        self.retention: Final = Retention.of(retention, retention_refresh, clock)
         self._owner_of: OwnerResolver = owner or default_owner
         self._auto_create_indexes = auto_create_indexes
         names = self.collections.by_role()
         self._collections: dict[Role, Any] = {role: database[name] for role, name in names.items()}
-        self._index_key = (database.name, *names.values())
+        self._index_key = (database.name, *names.values(), str(self.retention is not None))
         self._owns_client = False
         self._closed = False
         # Set by GridFSAttachmentStore. Why a registration and not a constructor argument:
@@ -141,6 +152,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         collections: CollectionNames | None = None,
         auto_create_indexes: bool = True,
         max_page_size: int = DEFAULT_MAX_PAGE_SIZE,
+        retention: timedelta | None = None,
+        retention_refresh: timedelta | None = None,
         **client_kwargs: Any,
     ) -> MongoStore[Any]:
         """A store with its own PyMongo ``AsyncMongoClient``; :meth:`close` closes it.
@@ -154,6 +167,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
             collections=collections,
             auto_create_indexes=auto_create_indexes,
             max_page_size=max_page_size,
+            retention=retention,
+            retention_refresh=retention_refresh,
         )
         store._owns_client = True
         return store
@@ -186,7 +201,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
         :class:`~chatkit_mongo.IndexConflictError` naming it; nothing is created then.
         """
         self._check_open()
-        report = await ensure_indexes(self.database, self.collections)
+        report = await ensure_indexes(
+            self.database, self.collections, index_specs(self.retention is not None)
+        )
         self._mark_indexed()
         return report
 
@@ -221,6 +238,11 @@ class MongoStore(Store[TContext], Generic[TContext]):
             Field.DATA: dump(metadata, THREAD_ADAPTER, what),
         }
         check_document(fields, what)
+        if self.retention is not None:
+            await self.retention.save_thread(
+                self._collections, queries.thread(owner, thread_id), fields, self.retention.now()
+            )
+            return
         await shielded(
             self._collections["threads"].update_one(
                 queries.thread(owner, thread_id), {"$set": fields}, upsert=True
@@ -297,6 +319,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """
         owner = await self._begin(context)
         key, fields = self._item_fields(owner, thread_id, item)
+        fields |= await self._expiry(owner, thread_id)
         try:
             await shielded(self._collections["items"].insert_one(fields))
         except DuplicateKeyError:
@@ -312,6 +335,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """Insert or replace the item with this id in this thread."""
         owner = await self._begin(context)
         key, fields = self._item_fields(owner, thread_id, item)
+        fields |= await self._expiry(owner, thread_id)
         await shielded(self._collections["items"].update_one(key, {"$set": fields}, upsert=True))
 
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
@@ -335,6 +359,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         ``delete_thread`` can find the thread's attachments through an index."""
         owner = await self._begin(context)
         key, fields = self._attachment_fields(owner, attachment)
+        fields |= await self._expiry(owner, fields[Field.THREAD_ID])
         await shielded(
             self._collections["attachments"].update_one(key, {"$set": fields}, upsert=True)
         )
@@ -417,7 +442,24 @@ class MongoStore(Store[TContext], Generic[TContext]):
         check_document(fields, what)
         return key, fields
 
+    async def _expiry(self, owner: str, thread_id: str | None) -> dict[str, Any]:
+        """With retention on, the expiry field a document of ``thread_id`` is written with
+        (its thread's, extended if due); a document of no thread lives ``retention`` from
+        now. With retention off, nothing: no field, no round trip."""
+        if self.retention is None:
+            return {}
+        now = self.retention.now()
+        if thread_id is None:
+            return {Field.EXPIRES_AT: self.retention.deadline(now)}
+        expiry = await self.retention.thread_expiry(self._collections, owner, thread_id, now)
+        return {Field.EXPIRES_AT: expiry}
+
+    def _alive(self) -> dict[str, Any]:
+        """The filter every read adds so expired documents are gone: none without retention."""
+        return {} if self.retention is None else queries.alive(self.retention.now())
+
     async def _find_one(self, find: Find) -> dict[str, Any] | None:
+        find = self._visible(find)
         document: dict[str, Any] | None = await self._collections[find.role].find_one(
             find.filter, find.projection
         )
@@ -437,7 +479,11 @@ class MongoStore(Store[TContext], Generic[TContext]):
         anchor: str = document[Field.SORT_KEY]
         return anchor
 
+    def _visible(self, find: Find) -> Find:
+        return find if self.retention is None else queries.visible(find, self.retention.now())
+
     async def _page(self, find: Find, parse: Callable[[Any], _T]) -> Page[_T]:
+        find = self._visible(find)
         cursor = self._collections[find.role].find(find.filter, find.projection)
         documents = await cursor.sort(list(find.sort)).limit(find.limit).to_list(None)
         has_more = len(documents) >= find.limit
