@@ -357,43 +357,26 @@ def serve_command(
     the user each request acts for.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(
-        _serve(
-            host=host,
-            port=port,
-            uri=uri,
-            database=database,
-            word_delay=word_delay,
-            connect_timeout=connect_timeout,
-        )
-    )
 
+    async def serve() -> None:
+        """Everything on one event loop: a PyMongo async client belongs to its loop."""
+        if uri is None:
+            with embedded_database(database) as embedded:
+                logger.info("backend: embedded in-memory database %r (gone when stopped)", database)
+                await _run(MongoStore(embedded), host, port, word_delay)
+            return
+        store = _open_store(uri, database, connect_timeout)
+        try:
+            if not await store.ping():
+                raise click.ClickException(
+                    f"cannot reach the MongoDB server named by --uri within {connect_timeout:g} s"
+                )
+            logger.info("backend: MongoDB database %r", database)
+            await _run(store, host, port, word_delay)
+        finally:
+            await store.close()
 
-async def _serve(
-    *,
-    host: str,
-    port: int,
-    uri: str | None,
-    database: str,
-    word_delay: float,
-    connect_timeout: float,
-) -> None:
-    """Everything on one event loop: a PyMongo async client belongs to the loop it runs on."""
-    if uri is None:
-        with embedded_database(database) as embedded:
-            logger.info("backend: embedded in-memory database %r (gone when stopped)", database)
-            await _run(MongoStore(embedded), host, port, word_delay)
-        return
-    store = _open_store(uri, database, connect_timeout)
-    try:
-        if not await store.ping():
-            raise click.ClickException(
-                f"cannot reach the MongoDB server named by --uri within {connect_timeout:g} s"
-            )
-        logger.info("backend: MongoDB database %r", database)
-        await _run(store, host, port, word_delay)
-    finally:
-        await store.close()
+    asyncio.run(serve())
 
 
 def _open_store(uri: str, database: str, connect_timeout: float) -> MongoStore[Any]:
