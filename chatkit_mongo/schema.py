@@ -47,7 +47,8 @@ class CollectionNames:
     """GridFS bucket of attachment bytes: collections ``<bucket>.files`` and ``<bucket>.chunks``."""
 
     def __post_init__(self) -> None:
-        names = {**self.by_role(), "bucket": self.bucket}
+        names: dict[str, str] = dict(self.by_role().items())
+        names["bucket"] = self.bucket
         for role, name in names.items():
             if not isinstance(name, str) or not name or "$" in name or "\0" in name:
                 raise ValueError(f"collection name for {role} is not usable: {name!r}")

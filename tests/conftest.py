@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import mongomock
+import mongomock.collection
 import mongomock_motor
 import pymongo_async_mock
 import pytest

@@ -54,7 +54,9 @@ NESTED_METADATA: dict[str, Any] = {
 }
 
 
-def thread(thread_id: str = "thr_1", created_at: datetime = BASE_TIME, **fields: Any) -> ThreadMetadata:
+def thread(
+    thread_id: str = "thr_1", created_at: datetime = BASE_TIME, **fields: Any
+) -> ThreadMetadata:
     return ThreadMetadata(id=thread_id, created_at=created_at, **fields)
 
 
@@ -108,7 +110,10 @@ def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
                 UserMessageTextContent(text="Hi, ça va? 你好"),
                 UserMessageTagContent(id="tag1", text="@doc", data={"k": [1, {"x": None}]}),
             ],
-            attachments=[file_attachment(thread_id=thread_id), image_attachment(thread_id=thread_id)],
+            attachments=[
+                file_attachment(thread_id=thread_id),
+                image_attachment(thread_id=thread_id),
+            ],
             quoted_text="quoted",
             inference_options=InferenceOptions(model="gpt-test"),
         ),
@@ -132,7 +137,9 @@ def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
             status="completed",
         ),
         WidgetItem(**base("wd_1"), widget=Card(children=[Text(value="Hello")]), copy_text="Hello"),
-        GeneratedImageItem(**base("img_1"), image=GeneratedImage(id="gi", url="https://img.test/1")),
+        GeneratedImageItem(
+            **base("img_1"), image=GeneratedImage(id="gi", url="https://img.test/1")
+        ),
         StructuredInputItem(
             **base("si_1"),
             inputs=[
