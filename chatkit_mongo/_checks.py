@@ -19,6 +19,23 @@ def check_id(value: object, what: str) -> str:
         raise ValueError(f"{what} must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise ValueError(f"{what} is {len(value)} characters long; at most {MAX_ID_LENGTH}")
+    return check_encodable(value, what)
+
+
+def check_encodable(value: str, what: str) -> str:
+    """Refuse a str that UTF-8 cannot encode (a lone surrogate such as ``"\\ud800"``).
+
+    Why: BSON strings are UTF-8. The driver would fail with a bare ``UnicodeEncodeError``
+    deep in the encoder (and the test doubles, which never encode, would accept it), so
+    the caller would learn neither which argument was wrong nor that nothing was stored.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} is not valid Unicode text: it holds the lone surrogate "
+            f"{value[exc.start]!r} at position {exc.start}, which UTF-8 cannot encode"
+        ) from None
     return value
 
 

@@ -19,6 +19,7 @@ import bson
 from bson.errors import InvalidDocument
 from chatkit.types import Attachment, ThreadItem, ThreadMetadata
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from .errors import UnstorableError
 
@@ -36,7 +37,12 @@ THREAD_ADAPTER: Final[TypeAdapter[ThreadMetadata]] = TypeAdapter(ThreadMetadata)
 
 def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, Any]:
     """The model as a BSON-ready dict, or :class:`UnstorableError` naming ``what``."""
-    data = model.model_dump(mode="json")
+    try:
+        data = model.model_dump(mode="json")
+    except (PydanticSerializationError, UnicodeDecodeError) as exc:  # bytes not UTF-8, objects
+        raise UnstorableError(
+            f"{what} holds a value that cannot be written as JSON: {exc}. Store it as a JSON value."
+        ) from exc
     try:
         loaded = adapter.validate_python(data)
     except ValidationError as exc:  # a custom serializer that does not validate back
@@ -63,6 +69,11 @@ def check_document(document: dict[str, Any], what: str) -> None:
         ) from exc
     except InvalidDocument as exc:
         raise UnstorableError(f"{what} cannot be encoded as BSON: {exc}") from exc
+    except UnicodeEncodeError as exc:
+        raise UnstorableError(
+            f"{what} holds a string with a lone surrogate ({exc.object[exc.start : exc.end]!r}), "
+            "which BSON's UTF-8 cannot encode"
+        ) from exc
     if size > MAX_DOCUMENT_BYTES - _SIZE_HEADROOM:
         raise UnstorableError(
             f"{what} is {size} bytes as BSON; a MongoDB document holds at most "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from ._checks import check_encodable
 from .errors import OwnerError
 
 OwnerResolver = Callable[[Any], object]
@@ -38,4 +39,7 @@ def resolve_owner(resolver: OwnerResolver, context: Any) -> str:
         )
     if len(owner) > MAX_OWNER_LENGTH:
         raise OwnerError(f"owner is {len(owner)} characters long; at most {MAX_OWNER_LENGTH}")
-    return owner
+    try:
+        return check_encodable(owner, "owner")
+    except ValueError as exc:
+        raise OwnerError(str(exc)) from None

@@ -322,9 +322,17 @@ class MongoStore(Store[TContext], Generic[TContext]):
         fields |= await self._expiry(owner, thread_id)
         try:
             await shielded(self._collections["items"].insert_one(fields))
-        except DuplicateKeyError:
+        except DuplicateKeyError as exc:
             stored = await self._find_one(Find("items", key))
-            if stored is not None and stored[Field.DATA] == fields[Field.DATA]:
+            if stored is None:
+                # Why not "other content": nothing is stored under this id, so either a
+                # racing writer removed it meanwhile or another unique index refused it.
+                raise ItemConflictError(
+                    f"Item {item.id} was refused as a duplicate in thread {thread_id}, yet no "
+                    "item with this id is stored there now (removed by a concurrent writer, "
+                    f"or refused by another unique index: {exc}); nothing was written"
+                ) from exc
+            if stored[Field.DATA] == fields[Field.DATA]:
                 return
             raise ItemConflictError(
                 f"Item {item.id} already exists in thread {thread_id} with other content; "

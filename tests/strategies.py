@@ -1,0 +1,215 @@
+"""Hypothesis budgets and strategies shared by the property, fault and hostile-input suites.
+
+Budgets: the default ``ci`` profile is derandomized (the same examples on every run, no
+example database), so CI is deterministic and bounded. ``CHATKIT_MONGO_EXAMPLES=N`` loads
+the ``long`` profile instead: N examples per property and random seeds, for soak runs.
+``pytest --hypothesis-show-statistics`` prints how many examples each property ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from datetime import datetime, timedelta, timezone
+from typing import Any, Final, TypeVar
+
+from chatkit.types import (
+    ActiveStatus,
+    Attachment,
+    ClosedStatus,
+    FileAttachment,
+    ImageAttachment,
+    LockedStatus,
+    ThreadItem,
+    ThreadMetadata,
+    UserMessageItem,
+    UserMessageTagContent,
+)
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+from chatkit_mongo import MongoStore
+from tests.conftest import make_client
+from tests.samples import every_item
+
+_T = TypeVar("_T")
+
+EXAMPLES_VARIABLE: Final = "CHATKIT_MONGO_EXAMPLES"
+CI_EXAMPLES: Final = 60
+_LONG_EXAMPLES = int(os.environ.get(EXAMPLES_VARIABLE) or 0)
+
+settings.register_profile(
+    "ci",
+    max_examples=CI_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    stateful_step_count=30,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "long",
+    max_examples=max(_LONG_EXAMPLES, 1),
+    deadline=None,
+    stateful_step_count=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("long" if _LONG_EXAMPLES else "ci")
+
+DOUBLES: Final = ("motor-mock", "pymongo-mock")
+"""Backends a property runs on by default; ``MONGODB_URI`` adds the real server."""
+BACKENDS: Final = (*DOUBLES, "mongodb") if os.environ.get("MONGODB_URI") else DOUBLES
+
+
+class StoreRunner:
+    """An event loop and a fresh store on a fresh database, for one hypothesis example.
+
+    Why not pytest-asyncio: hypothesis calls the test body (and each state machine step)
+    synchronously, so each example drives its own loop. A fresh client per example keeps
+    examples independent; on the real server the database is dropped afterwards.
+    """
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self._runner = asyncio.Runner()
+        self._database_name = f"chatkit_prop_{os.urandom(6).hex()}"
+        self.client = self.run(_make_client(backend))
+        self.database = self.client[self._database_name]
+        self.store: MongoStore[Any] = MongoStore(self.database)
+
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return self._runner.run(coroutine)
+
+    def close(self) -> None:
+        if self.backend == "mongodb":
+            self.run(self.client.drop_database(self._database_name))
+            self.run(self.client.close())
+        self._runner.close()
+
+
+async def _make_client(backend: str) -> Any:
+    """Made inside the runner's loop: an ``AsyncMongoClient`` belongs to one event loop."""
+    return make_client(backend)
+
+
+# ---------------------------------------------------------------- values
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+utf8_text = st.text(st.characters(codec="utf-8"), max_size=20)
+"""Any text BSON can hold: every code point except lone surrogates."""
+
+hostile_keys = st.one_of(
+    st.sampled_from(["", ".", "$", "$gt", "$where", "a.b", "$set", "_id", "owner", "data"]),
+    st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12),
+)
+"""Mapping keys users put in metadata: empty, dotted, dollar-led, our own field names."""
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(INT64_MIN, INT64_MAX),
+    st.sampled_from([INT64_MIN, INT64_MAX, 0, -1]),
+    st.floats(allow_nan=False, allow_infinity=False),
+    utf8_text,
+    st.integers(1, 20_000).map(lambda n: "λ🦊" * n),
+)
+
+json_values: st.SearchStrategy[Any] = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(hostile_keys, children, max_size=4)
+    ),
+    max_leaves=20,
+)
+"""JSON values with the shapes that break stores: deep, unicode, odd keys, int64 edges."""
+
+metadata = st.dictionaries(hostile_keys, json_values, max_size=5)
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A dict nested ``depth`` levels deep (the dict itself counts as one)."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"n": value}
+    return value
+
+
+# ---------------------------------------------------------------- models
+
+_offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+datetimes = st.datetimes(
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.one_of(st.none(), _offsets),
+)
+"""Naive (as ChatKit stamps) and aware times; a day inside the range so UTC still fits."""
+
+ids = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
+
+statuses = st.one_of(
+    st.builds(ActiveStatus),
+    st.builds(LockedStatus, reason=st.none() | utf8_text),
+    st.builds(ClosedStatus, reason=st.none() | utf8_text),
+)
+
+
+@st.composite
+def threads(draw: st.DrawFn, thread_id: st.SearchStrategy[str] = ids) -> ThreadMetadata:
+    return ThreadMetadata(
+        id=draw(thread_id),
+        created_at=draw(datetimes),
+        title=draw(st.none() | utf8_text),
+        status=draw(statuses),
+        allowed_image_domains=draw(st.none() | st.lists(utf8_text, max_size=3)),
+        metadata=draw(metadata),
+    )
+
+
+@st.composite
+def attachments(draw: st.DrawFn, thread_id: str | None = None) -> Attachment:
+    fields: dict[str, Any] = {
+        "id": draw(ids),
+        "name": draw(utf8_text),
+        "mime_type": draw(st.sampled_from(["image/png", "application/pdf", "", "x/ü;q=1"])),
+        "thread_id": thread_id,
+        "metadata": draw(st.none() | metadata),
+    }
+    if draw(st.booleans()):
+        return ImageAttachment(preview_url="https://files.example.test/p", **fields)  # type: ignore[arg-type]
+    return FileAttachment(**fields)
+
+
+_TEMPLATES: Final = {type(item).__name__: item for item in every_item()}
+ITEM_VARIANTS: Final = tuple(_TEMPLATES)
+"""Every ThreadItem variant, by class name."""
+any_variant = st.sampled_from(ITEM_VARIANTS)
+
+
+@st.composite
+def items(
+    draw: st.DrawFn,
+    thread_id: str = "thr_1",
+    item_id: st.SearchStrategy[str] = ids,
+    variant: st.SearchStrategy[str] = any_variant,
+) -> ThreadItem:
+    """An item of any variant, with hostile values in every field typed ``Any``."""
+    template = _TEMPLATES[draw(variant)]
+    update: dict[str, Any] = {
+        "id": draw(item_id),
+        "thread_id": thread_id,
+        "created_at": draw(datetimes),
+    }
+    if hasattr(template, "arguments"):
+        update["arguments"] = draw(metadata)
+        update["output"] = draw(json_values)
+    if type(template).__name__ == "HiddenContextItem":
+        update["content"] = draw(json_values)
+    if isinstance(template, UserMessageItem):
+        tag = UserMessageTagContent(id="tag", text=draw(utf8_text), data=draw(metadata))
+        update["content"] = [*template.content, tag]
+        update["attachments"] = [draw(attachments(thread_id=thread_id))]
+    item: ThreadItem = template.model_copy(update=update)
+    return item

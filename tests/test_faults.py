@@ -1,0 +1,250 @@
+"""Faults: driver errors injected mid-write, and cancellation at every await of every write.
+
+Afterwards a write is either fully applied or not at all (``delete_thread``, which spans
+three collections, is the documented exception: the thread goes first and a retry
+finishes the cascade); the error that reaches the caller is the driver's own, so retry
+policies keyed on its type keep working; a retry gives exactly the state of a fault-free
+run, with nothing duplicated; and the other owner's data never changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, Literal
+
+import pytest
+from pymongo.errors import AutoReconnect, DuplicateKeyError, NetworkTimeout, NotPrimaryError
+
+from chatkit_mongo import ItemConflictError, MongoStore
+from chatkit_mongo.schema import Role
+from tests.conftest import RequestContext
+from tests.samples import assistant_message, file_attachment, thread
+
+ALICE: Final = RequestContext("alice")
+BOB: Final = RequestContext("bob")
+
+Write = Callable[[MongoStore[Any]], Awaitable[None]]
+WRITES: Final[dict[str, tuple[Write, tuple[tuple[Role, str], ...]]]] = {
+    "save_thread": (
+        lambda s: s.save_thread(thread("thr_1", title="renamed"), ALICE),
+        (("threads", "update_one"),),
+    ),
+    "delete_thread": (
+        lambda s: s.delete_thread("thr_1", ALICE),
+        (
+            ("threads", "delete_one"),
+            ("items", "delete_many"),
+            ("attachments", "delete_many"),
+        ),
+    ),
+    "add_thread_item": (
+        lambda s: s.add_thread_item("thr_1", assistant_message("msg_new"), ALICE),
+        (("items", "insert_one"),),
+    ),
+    "save_item": (
+        lambda s: s.save_item("thr_1", assistant_message("msg_1", text="edited"), ALICE),
+        (("items", "update_one"),),
+    ),
+    "delete_thread_item": (
+        lambda s: s.delete_thread_item("thr_1", "msg_1", ALICE),
+        (("items", "delete_one"),),
+    ),
+    "save_attachment": (
+        lambda s: s.save_attachment(file_attachment("atc_2", thread_id="thr_1"), ALICE),
+        (("attachments", "update_one"),),
+    ),
+    "delete_attachment": (
+        lambda s: s.delete_attachment("atc_1", ALICE),
+        (("attachments", "delete_one"),),
+    ),
+}
+"""Every write, with the driver calls it makes, in order."""
+
+FAULTS: Final[dict[str, Exception]] = {
+    "connection reset": AutoReconnect("connection reset by peer"),
+    "timeout": NetworkTimeout("timed out waiting for the reply"),
+    "not primary": NotPrimaryError("not primary", {"code": 10107}),
+}
+Timing = Literal["request lost", "reply lost"]
+"""Whether the server never saw the write, or applied it and the reply was lost."""
+
+FAULT_POINTS: Final[list[tuple[str, Role, str]]] = [
+    (name, role, method) for name, (_, calls) in WRITES.items() for role, method in calls
+]
+
+
+class _Faulty:
+    """A collection whose ``method`` fails once with ``error``; everything else passes."""
+
+    def __init__(self, inner: Any, method: str, error: Exception, timing: Timing) -> None:
+        self._inner = inner
+        self._method = method
+        self._error: Exception | None = error
+        self._timing = timing
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if name != self._method or self._error is None:
+            return target
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            error, self._error = self._error, None
+            assert error is not None
+            if self._timing == "reply lost":
+                await target(*args, **kwargs)
+            raise error
+
+        return failing
+
+
+@pytest.fixture
+async def databases(client: Any, backend: str) -> AsyncIterator[Callable[[], Any]]:
+    """Fresh databases on one client, dropped afterwards on the real server."""
+    names: list[str] = []
+
+    def fresh() -> Any:
+        names.append(f"chatkit_fault_{uuid.uuid4().hex[:12]}")
+        return client[names[-1]]
+
+    yield fresh
+    if backend == "mongodb":
+        for name in names:
+            await client.drop_database(name)
+
+
+async def _seeded(database: Any) -> MongoStore[Any]:
+    store: MongoStore[Any] = MongoStore(database)
+    for context in (ALICE, BOB):
+        await store.save_thread(thread("thr_1"), context)
+        await store.add_thread_item("thr_1", assistant_message("msg_1"), context)
+        await store.save_attachment(file_attachment("atc_1", thread_id="thr_1"), context)
+    return store
+
+
+async def _snapshot(store: MongoStore[Any], owner: str) -> list[str]:
+    """Every stored document of ``owner``, raw: duplicates and stray fields would show."""
+    documents: list[str] = []
+    for role, collection in store._collections.items():
+        found = await collection.find({"owner": owner}, {"_id": 0}).to_list(None)
+        documents.extend(f"{role} {sorted(document.items())!r}" for document in found)
+    return sorted(documents)
+
+
+async def _expected_after(database: Any, write: Write) -> list[str]:
+    reference = await _seeded(database)
+    await write(reference)
+    return await _snapshot(reference, "alice")
+
+
+@pytest.mark.parametrize("timing", ["request lost", "reply lost"])
+@pytest.mark.parametrize("fault", FAULTS)
+@pytest.mark.parametrize("point", FAULT_POINTS, ids=" ".join)
+async def test_driver_fault_mid_write_leaves_all_or_nothing_and_a_retry_completes(
+    databases: Callable[[], Any], point: tuple[str, Role, str], fault: str, timing: Timing
+) -> None:
+    write_name, role, method = point
+    write, calls = WRITES[write_name]
+    after = await _expected_after(databases(), write)
+    store = await _seeded(databases())
+    before, bob_before = await _snapshot(store, "alice"), await _snapshot(store, "bob")
+    assert before != after
+
+    error = FAULTS[fault]
+    store._collections[role] = _Faulty(store._collections[role], method, error, timing)
+    with pytest.raises(type(error)) as raised:
+        await write(store)
+    assert raised.value is error
+
+    state = await _snapshot(store, "alice")
+    if len(calls) == 1 or (timing == "request lost" and (role, method) == calls[0]):
+        assert state in (before, after)
+    else:  # delete_thread once its first call ran: the thread is gone, ChatKit shows nothing
+        assert not any(document.startswith("threads ") for document in state)
+
+    await write(store)  # the retry
+    assert await _snapshot(store, "alice") == after
+    assert await _snapshot(store, "bob") == bob_before
+
+
+@pytest.mark.parametrize("same_content", [True, False])
+async def test_add_after_another_writer_added_the_same_id(
+    databases: Callable[[], Any], same_content: bool
+) -> None:
+    """The same content is a retry (no-op); other content is a conflict, nothing changes."""
+    store = await _seeded(databases())
+    racing = assistant_message("msg_new", text="hello" if same_content else "other")
+    await store.add_thread_item("thr_1", racing, ALICE)
+    state = await _snapshot(store, "alice")
+    ours = assistant_message("msg_new")
+    if same_content:
+        await store.add_thread_item("thr_1", ours, ALICE)
+    else:
+        with pytest.raises(ItemConflictError, match="Item msg_new already exists in thread thr_1"):
+            await store.add_thread_item("thr_1", ours, ALICE)
+    assert await _snapshot(store, "alice") == state
+
+
+async def test_duplicate_key_from_a_racing_upsert_reaches_the_caller_and_a_retry_succeeds(
+    databases: Callable[[], Any],
+) -> None:
+    """Two upserts of one new key can race on a server; the loser gets E11000."""
+    write, _ = WRITES["save_thread"]
+    store = await _seeded(databases())
+    after = await _expected_after(databases(), write)
+    error = DuplicateKeyError("E11000 duplicate key error", 11000)
+    store._collections["threads"] = _Faulty(
+        store._collections["threads"], "update_one", error, "request lost"
+    )
+    with pytest.raises(DuplicateKeyError):
+        await write(store)
+    await write(store)
+    assert await _snapshot(store, "alice") == after
+
+
+@pytest.mark.parametrize("write_name", WRITES)
+async def test_cancellation_at_every_await_leaves_all_or_nothing(
+    databases: Callable[[], Any], write_name: str
+) -> None:
+    """Cancel the write after 0, 1, 2... loop steps, until it finishes uncancelled."""
+    write, _ = WRITES[write_name]
+    after = await _expected_after(databases(), write)
+    points = 0
+    while True:
+        store = await _seeded(databases())
+        before = await _snapshot(store, "alice")
+        task = asyncio.ensure_future(write(store))
+        for _ in range(points):
+            await asyncio.sleep(0)
+        if task.done():
+            await task
+            break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _snapshot(store, "alice") in (before, after), f"cancelled at step {points}"
+        await write(store)
+        assert await _snapshot(store, "alice") == after
+        points += 1
+    assert points >= 1
+
+
+async def test_duplicate_key_with_nothing_stored_is_not_called_other_content(
+    databases: Callable[[], Any],
+) -> None:
+    """Regression: E11000 on insert with no item under the id (a racing writer deleted it,
+    or another unique index refused it) was reported as "already exists ... with other
+    content", which sent the caller looking for an item that is not there."""
+    store = await _seeded(databases())
+    before = await _snapshot(store, "alice")
+    error = DuplicateKeyError("E11000 duplicate key error", 11000)
+    store._collections["items"] = _Faulty(
+        store._collections["items"], "insert_one", error, "request lost"
+    )
+    with pytest.raises(ItemConflictError, match="yet no item with this id is stored") as raised:
+        await store.add_thread_item("thr_1", assistant_message("msg_new"), ALICE)
+    assert raised.value.__cause__ is error
+    assert await _snapshot(store, "alice") == before
+    await store.add_thread_item("thr_1", assistant_message("msg_new"), ALICE)
+    assert (await store.load_item("thr_1", "msg_new", ALICE)) == assistant_message("msg_new")
