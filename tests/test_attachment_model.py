@@ -14,11 +14,11 @@ Backends: mongomock-motor's GridFS and the real server when ``MONGODB_URI`` is s
 from __future__ import annotations
 
 import os
-from contextlib import ExitStack
 from collections import Counter, defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 import mongomock_motor
 import pytest
@@ -27,7 +27,7 @@ from chatkit.types import AttachmentCreateParams
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from chatkit_mongo import AttachmentTooLargeError, IncompleteUploadError
+from chatkit_mongo import AttachmentTooLargeError, IncompleteUploadError, UploadConflictError
 from chatkit_mongo.schema import CollectionNames
 from tests.conftest import RequestContext
 from tests.strategies import StoreRunner
@@ -116,7 +116,7 @@ class AttachmentMachine(RuleBasedStateMachine):
             with pytest.raises(NotFoundError, match=f"Attachment {target.id} not found"):
                 self.runner.run(call)
         elif target.data is not None:
-            with pytest.raises(Exception, match="already has its bytes"):
+            with pytest.raises(UploadConflictError, match="already has its bytes"):
                 self.runner.run(call)
         elif target.declared is not None and len(data) > target.declared:
             with pytest.raises(AttachmentTooLargeError, match="its declared size"):
