@@ -184,9 +184,11 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         """
         owner = await self.store._begin(context)
         key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
-        claimed = await self._claim(key, attachment_id)
-        file_id: ObjectId = claimed[UploadField.FILE_ID]
+        # Chosen here, not by the claim: should the claim's reply be lost, the release
+        # below still knows which claim to hand back.
+        file_id = ObjectId()
         try:
+            claimed = await self._claim(key, attachment_id, file_id)
             attachment = ATTACHMENT_ADAPTER.validate_python(claimed[Field.DATA])
             self._check_mime_type(attachment.mime_type)
             await self._write(owner, attachment, file_id, data, claimed[UploadField.DECLARED_SIZE])
@@ -206,8 +208,8 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         mime_type = self._check_mime_type(mime_type)
         attachment_id = self.generate_attachment_id(mime_type, context)
         attachment = self._new(attachment_id, name, mime_type, None, context)
-        await self._insert_pending(owner, attachment, None)
         try:
+            await self._insert_pending(owner, attachment, None)
             return await self.upload(attachment_id, data, context)
         except BaseException:
             pending = {
@@ -370,7 +372,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         }
         await shielded(self._attachments.insert_one({**fields, **pending}))
 
-    async def _claim(self, key: dict[str, Any], attachment_id: str) -> dict[str, Any]:
+    async def _claim(
+        self, key: dict[str, Any], attachment_id: str, file_id: ObjectId
+    ) -> dict[str, Any]:
         """Awaiting -> receiving, with a fresh file id, in one atomic update.
 
         Why: two uploads to one attachment can then never both write, and the file id is
@@ -382,7 +386,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             {
                 "$set": {
                     UploadField.STATE: UploadField.RECEIVING,
-                    UploadField.FILE_ID: ObjectId(),
+                    UploadField.FILE_ID: file_id,
                     UploadField.PENDING_SINCE: datetime.now(UTC),
                 }
             },
@@ -450,8 +454,13 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
 
     async def _release(self, key: dict[str, Any], file_id: ObjectId) -> None:
-        """After a failed upload: delete what it wrote and let the attachment await again."""
-        await self._delete_files([file_id])
+        """After a failed upload: let the attachment await again and delete what it wrote.
+
+        Why the bytes go only if no attachment refers to them afterwards: a completion
+        whose reply was lost, or that a cancellation reached just after it was written,
+        has already made them the attachment's. Why the hand-back first: a process dying
+        in between leaves bytes nothing refers to, which the orphan sweep removes.
+        """
         await self._attachments.update_one(
             {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
             {
@@ -462,6 +471,11 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                 "$unset": {UploadField.FILE_ID: ""},
             },
         )
+        kept = await self._attachments.find_one(
+            {**key, UploadField.FILE_ID: file_id}, {GridFSField.ID: 1}
+        )
+        if kept is None:
+            await self._delete_files([file_id])
 
     async def _delete_files(self, file_ids: list[Any]) -> None:
         """GridFS files by id: the ``files`` documents, then the chunks, as the GridFS

@@ -36,7 +36,8 @@ from .transfer import Kind, count_export, count_lines, export_data, import_data
 _T = TypeVar("_T")
 
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
-_DURATION: Final = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION: Final = re.compile(r"^\s*([0-9]+)\s*([smhdw])\s*$")
+r"""ASCII digits only: ``\d`` would also read Arabic-Indic or full-width digits."""
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -86,7 +87,10 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in stubs 
         match = _DURATION.match(str(value))
         if match is None or int(match[1]) == 0:
             self.fail(f"{value!r} is not a duration like 30d, 12h, 90m, 3600s or 2w", param, ctx)
-        return timedelta(**{_UNITS[match[2]]: int(match[1])})
+        try:
+            return timedelta(**{_UNITS[match[2]]: int(match[1])})
+        except OverflowError:
+            self.fail(f"{value!r} is longer than a duration can be", param, ctx)
 
 
 class _Group(click.Group):

@@ -73,7 +73,11 @@ async def purge_inactive(
     """
     if older_than <= timedelta(0):
         raise ValueError(f"older_than must be a positive duration, got {older_than}")
-    cutoff = sort_key(utc_naive(now or datetime.now(UTC)) - older_than, "")
+    try:
+        oldest = utc_naive(now or datetime.now(UTC)) - older_than
+    except OverflowError:
+        raise ValueError(f"older_than ({older_than}) reaches back before the year 1") from None
+    cutoff = sort_key(oldest, "")
     threads = database[collections.threads]
     items = database[collections.items]
     # Why through the sort key: it starts with the creation time in fixed-width

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TextIO, get_args
 
 from bson import json_util
+from bson.errors import BSONError
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from pydantic import TypeAdapter, ValidationError
 from pymongo import ReplaceOne
@@ -217,7 +218,7 @@ def _read_lines(path: Path) -> Iterator[tuple[int, Kind, dict[str, Any]]]:
 def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
     try:
         line = json_util.loads(text, json_options=CANONICAL_JSON_OPTIONS)
-    except ValueError as exc:
+    except (ValueError, BSONError) as exc:  # InvalidId, for one, is no ValueError
         raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from exc
     if not isinstance(line, dict) or set(line) != {_KIND, _DOCUMENT}:
         raise ImportFileError(f'line {number}: expected {{"{_KIND}": ..., "{_DOCUMENT}": ...}}')
@@ -234,7 +235,14 @@ def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
 
 
 def _check_document(kind: Kind, document: dict[str, Any]) -> None:
-    """Refuse a document the store could not read back, or one that names no owner."""
+    """Refuse a document the store could not read back, or one that names no owner.
+
+    Why top-level ``$`` keys are refused here: the server refuses them in a replacement,
+    and only when that batch is written, after earlier batches were.
+    """
+    operators = sorted(name for name in document if name.startswith("$"))
+    if operators:
+        raise ValueError(f"top-level field names cannot start with $: {operators}")
     for name in _KEYS[kind]:
         value = _get(document, name)
         if name in (Field.OWNER, GridFSField.METADATA_OWNER, Field.THREAD_ID, Field.ITEM_ID):

@@ -103,6 +103,13 @@ async def database(client: Any, backend: str) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+async def empty_database(client: Any, backend: str) -> AsyncIterator[Any]:
+    """A second fresh database on the same client, e.g. to import into."""
+    async with scratch_database(client, backend) as database:
+        yield database
+
+
+@pytest.fixture
 async def store(database: Any) -> AsyncIterator[MongoStore[Any]]:
     store: MongoStore[Any] = MongoStore(database)
     yield store

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,8 @@ from chatkit_mongo import MongoStore
 from chatkit_mongo.schema import Field, GridFSField
 
 from .cli_support import COLLECTIONS, all_documents, owner_documents, run, seed
-from .conftest import RequestContext, scratch_database
+from .conftest import RequestContext
 from .samples import BASE_TIME, NESTED_METADATA, thread
-
-
-@pytest.fixture
-async def empty_database(client: Any, backend: str) -> AsyncIterator[Any]:
-    async with scratch_database(client, backend) as database:
-        yield database
 
 
 def _encoded(documents: dict[str, list[dict[str, Any]]]) -> dict[str, list[bytes]]:

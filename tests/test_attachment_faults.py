@@ -1,0 +1,222 @@
+"""Faults and cancellation in GridFSAttachmentStore's writes: upload, create_and_upload and
+delete, at every driver call they make and at every await.
+
+Afterwards an attachment is whole or bytes-less: complete with exactly its bytes, or
+awaiting (or gone) with no file and no chunk of it anywhere; a retry then succeeds; the
+error that reaches the caller is the driver's own; the other owner's attachment is
+untouched. A delete cut short may leave bytes no attachment refers to: they are never
+downloadable, and the orphan sweep removes them (as its docstring promises).
+
+Backends: mongomock-motor's GridFS and the real server (``gridfs_backend``). The double
+keeps an open upload's chunks to itself until the file is closed, so there a cut-off
+upload shows that nothing becomes visible; on the real server that none was written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import pytest
+from chatkit.store import NotFoundError
+from chatkit.types import AttachmentCreateParams
+
+from chatkit_mongo import GridFSAttachmentStore, MongoStore, UploadConflictError
+from chatkit_mongo.schema import CollectionNames, Field, GridFSField, UploadField
+from tests.conftest import RequestContext, make_client, scratch_database
+from tests.test_attachments_gridfs import CHUNK, make_attachments
+from tests.test_faults import FAULTS, Timing, _Faulty
+
+ALICE: Final = RequestContext("alice")
+BOB: Final = RequestContext("bob")
+NAMES: Final = CollectionNames()
+DATA: Final = bytes(range(251)) * (2 * CHUNK // 251 + 7)
+"""Three GridFS chunks, the last one partial."""
+HANDLES: Final = ("_attachments", "_files", "_chunks")
+"""The collections GridFSAttachmentStore writes through (the bucket writes the chunks)."""
+
+Op = Callable[[GridFSAttachmentStore[Any], str], Awaitable[Any]]
+
+
+async def _prepared(attachments: GridFSAttachmentStore[Any], op_name: str) -> str:
+    """Bob's finished attachment, and the id ``op_name`` acts on for alice."""
+    await attachments.create_and_upload("bob.txt", "text/plain", b"bob's bytes", BOB)
+    if op_name == "upload":
+        params = AttachmentCreateParams(name="a.bin", size=len(DATA), mime_type="text/plain")
+        return (await attachments.create_attachment(params, ALICE)).id
+    if op_name == "delete":
+        return (await attachments.create_and_upload("a.bin", "text/plain", DATA, ALICE)).id
+    return ""
+
+
+OPS: Final[dict[str, Op]] = {
+    "upload": lambda a, i: a.upload(i, DATA, ALICE),
+    "create_and_upload": lambda a, i: a.create_and_upload("a.bin", "text/plain", DATA, ALICE),
+    "delete": lambda a, i: a.delete_attachment(i, ALICE),
+}
+
+
+async def _state(attachments: GridFSAttachmentStore[Any]) -> tuple[list[str], int, int]:
+    """Alice's attachment states, and how many GridFS files and chunks exist for her."""
+    database = attachments.store.database
+    documents = await database[NAMES.attachments].find({Field.OWNER: "alice"}).to_list(None)
+    states = sorted(
+        str(d.get(UploadField.STATE, "complete" if d.get(UploadField.FILE_ID) else "no bytes"))
+        for d in documents
+    )
+    files = await database[NAMES.bucket_files].find({}, {"_id": 1}).to_list(None)
+    bobs = [f["_id"] for f in files if f["_id"] in await _bob_file_ids(attachments)]
+    chunks = await database[NAMES.bucket_chunks].count_documents(
+        {GridFSField.FILES_ID: {"$nin": bobs}}
+    )
+    return states, len(files) - len(bobs), chunks
+
+
+async def _bob_file_ids(attachments: GridFSAttachmentStore[Any]) -> list[Any]:
+    files = attachments.store.database[NAMES.bucket_files]
+    return [f["_id"] for f in await files.find({GridFSField.METADATA_OWNER: "bob"}).to_list(None)]
+
+
+async def _check_whole_or_bytes_less(
+    attachments: GridFSAttachmentStore[Any], op_name: str, attachment_id: str
+) -> None:
+    """The all-or-nothing check after a failed or cancelled op, then a retry and a sweep."""
+    states, files, chunks = await _state(attachments)
+    if op_name == "delete":
+        assert states == ["no bytes"] or (states, files, chunks) == (["complete"], 1, 3)
+        if states == ["no bytes"]:
+            with pytest.raises(NotFoundError):
+                await attachments.open_download(attachment_id, ALICE)
+        await OPS[op_name](attachments, attachment_id)
+        await attachments.sweep_orphans(now=datetime.now(UTC) + timedelta(days=2))
+        assert await _state(attachments) == (["no bytes"], 0, 0)
+    else:
+        assert (states, files, chunks) in (
+            (["complete"], 1, 3),
+            ([UploadField.AWAITING] if op_name == "upload" else [], 0, 0),
+        )
+        if states == ["complete"]:
+            [document] = (
+                await attachments.store.database[NAMES.attachments]
+                .find({Field.OWNER: "alice"})
+                .to_list(None)
+            )
+            attachment_id = document[Field.ATTACHMENT_ID]
+            if op_name == "upload":  # the retry learns that the first attempt went through
+                with pytest.raises(UploadConflictError, match="already has its bytes"):
+                    await OPS[op_name](attachments, attachment_id)
+        else:
+            attachment_id = (await OPS[op_name](attachments, attachment_id)).id
+        assert await attachments.read_bytes(attachment_id, ALICE) == DATA
+        assert await _state(attachments) == (["complete"], 1, 3)
+    [bobs] = (
+        await attachments.store.database[NAMES.attachments].find({Field.OWNER: "bob"}).to_list(None)
+    )
+    assert await attachments.read_bytes(bobs[Field.ATTACHMENT_ID], BOB) == b"bob's bytes"
+
+
+@pytest.fixture
+async def fresh(gridfs_backend: str) -> AsyncIterator[Callable[[], Any]]:
+    """Makes attachment stores on fresh databases of the GridFS-capable backend."""
+    client = make_client(gridfs_backend)
+    scratches: list[Any] = []
+
+    async def make() -> GridFSAttachmentStore[Any]:
+        scratch = scratch_database(client, gridfs_backend)
+        scratches.append(scratch)
+        return make_attachments(MongoStore(await scratch.__aenter__()))
+
+    yield make
+    for scratch in scratches:
+        await scratch.__aexit__(None, None, None)
+    if gridfs_backend == "mongodb":
+        await client.close()
+
+
+class _Recording:
+    """A collection that notes each method called on it, in order."""
+
+    def __init__(self, inner: Any, handle: str, calls: list[tuple[str, str]]) -> None:
+        self._inner, self._handle, self._calls = inner, handle, calls
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if name in {"find", "aggregate"} or not callable(target):
+            return target
+
+        def noting(*args: Any, **kwargs: Any) -> Any:
+            self._calls.append((self._handle, name))
+            return target(*args, **kwargs)
+
+        return noting
+
+
+async def _driver_calls(fresh: Callable[[], Any], op_name: str) -> list[tuple[str, str, int]]:
+    """Each ``(handle, method, how many earlier calls of it)`` the op makes, fault-free."""
+    attachments = await fresh()
+    attachment_id = await _prepared(attachments, op_name)
+    calls: list[tuple[str, str]] = []
+    for handle in HANDLES:
+        setattr(attachments, handle, _Recording(getattr(attachments, handle), handle, calls))
+    await OPS[op_name](attachments, attachment_id)
+    return [(h, m, calls[:n].count((h, m))) for n, (h, m) in enumerate(calls)]
+
+
+class _FaultyNth(_Faulty):
+    """Lets ``earlier`` calls of the method through, then fails one."""
+
+    def __init__(self, inner: Any, method: str, error: Exception, timing: Timing, earlier: int):
+        super().__init__(inner, method, error, timing)
+        self._earlier = earlier
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self._method and self._earlier:
+            self._earlier -= 1
+            return getattr(self._inner, name)
+        return super().__getattr__(name)
+
+
+@pytest.mark.parametrize("timing", ["request lost", "reply lost"])
+@pytest.mark.parametrize("op_name", OPS)
+async def test_a_driver_fault_at_every_call_leaves_the_attachment_whole_or_bytes_less(
+    fresh: Callable[[], Any], op_name: str, timing: Timing
+) -> None:
+    points = await _driver_calls(fresh, op_name)
+    assert points
+    for point in points:
+        for error in FAULTS.values():
+            attachments = await fresh()
+            attachment_id = await _prepared(attachments, op_name)
+            handle, method, earlier = point
+            faulty = _FaultyNth(getattr(attachments, handle), method, error, timing, earlier)
+            setattr(attachments, handle, faulty)
+            with pytest.raises(type(error)) as raised:
+                await OPS[op_name](attachments, attachment_id)
+            assert raised.value is error, point
+            setattr(attachments, handle, faulty._inner)
+            await _check_whole_or_bytes_less(attachments, op_name, attachment_id)
+
+
+@pytest.mark.parametrize("op_name", OPS)
+async def test_cancellation_at_every_await_leaves_the_attachment_whole_or_bytes_less(
+    fresh: Callable[[], Any], op_name: str
+) -> None:
+    """Cancel after 0, 1, 2... loop steps, until the op finishes uncancelled."""
+    points = 0
+    while True:
+        attachments = await fresh()
+        attachment_id = await _prepared(attachments, op_name)
+        task = asyncio.ensure_future(OPS[op_name](attachments, attachment_id))
+        for _ in range(points):
+            await asyncio.sleep(0)
+        if task.done():
+            await task
+            break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _check_whole_or_bytes_less(attachments, op_name, attachment_id)
+        points += 1
+    assert points >= 3
