@@ -27,7 +27,7 @@ from pymongo.errors import ConfigurationError, PyMongoError, ServerSelectionTime
 
 from ._driver import DRIVER_INFO, AsyncDatabaseLike
 from .create_indexes import create_indexes
-from .doctor import diagnose
+from .doctor import Finding, diagnose
 from .errors import ChatKitMongoError
 from .maintenance import Progress, purge_inactive, purge_owner
 from .schema import CollectionNames
@@ -193,10 +193,20 @@ def init(connection: Connection, dry_run: bool, retention: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--retention",
+    is_flag=True,
+    help="Check a store with retention set: its TTL indexes, and its queries with their "
+    "expiry filter.",
+)
 @click.pass_obj
-def doctor(connection: Connection) -> None:
+def doctor(connection: Connection, retention: bool) -> None:
     """Check the server, the indexes and the plans of the hot queries."""
-    findings = _run(connection, diagnose)
+
+    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
+        return await diagnose(database, collections, retention=retention)
+
+    findings = _run(connection, work)
     for finding in findings:
         click.echo(finding.describe())
     failed = [finding for finding in findings if finding.verdict == "fail"]

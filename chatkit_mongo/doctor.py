@@ -10,15 +10,17 @@ would claim what nobody measured.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from pymongo.errors import PyMongoError
 
+from . import queries
 from ._driver import AsyncDatabaseLike
 from .explain import explain, hot_queries
 from .indexes import plan_indexes
 from .queries import Find
-from .schema import CollectionNames, Field
+from .schema import CollectionNames, Field, index_specs, utc_naive
 
 Verdict = Literal["ok", "fail", "unavailable"]
 _PROBE_ID: Final = "doctor-probe"
@@ -37,14 +39,22 @@ class Finding:
         return f"{self.verdict:<11} {self.subject}: {self.detail}"
 
 
-async def diagnose(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
-    """Every finding, in the order a person reads them: server, indexes, queries."""
+async def diagnose(
+    database: AsyncDatabaseLike, collections: CollectionNames, *, retention: bool = False
+) -> list[Finding]:
+    """Every finding, in the order a person reads them: server, indexes, queries.
+
+    With ``retention``, the TTL indexes are expected too, and the hot queries are
+    explained with the expiry filter a store with retention adds to every read.
+    """
     findings = await _server_findings(database)
-    for status in await plan_indexes(database, collections):
+    for status in await plan_indexes(database, collections, index_specs(retention)):
         verdict: Verdict = "ok" if status.state == "present" else "fail"
         findings.append(Finding(verdict, "index", status.describe()))
+    now = utc_naive(datetime.now(UTC))
     for label, find in await _hot_queries(database, collections):
-        findings.append(await _explain_finding(database, collections, label, find))
+        sent = queries.visible(find, now) if retention else find
+        findings.append(await _explain_finding(database, collections, label, sent))
     return findings
 
 

@@ -137,6 +137,20 @@ async def test_doctor_fails_while_indexes_are_missing(backend: str, database: An
     assert "check(s) failed" in result.output
 
 
+async def test_doctor_with_retention_expects_the_ttl_indexes(backend: str, database: Any) -> None:
+    await seed(database, "alice", ["thr_1"], BASE_TIME)  # a store without retention
+
+    missing = await run(backend, database, "doctor", "--retention")
+    assert missing.exit_code == 1
+    assert "chatkit_items.expires_at_ttl {expires_at: 1}: missing" in missing.output
+
+    assert (await run(backend, database, "init", "--retention")).exit_code == 0
+    present = await run(backend, database, "doctor", "--retention")
+    assert present.exit_code == 0, present.output
+    assert "chatkit_items.expires_at_ttl {expires_at: 1}: present" in present.output
+    assert "expires_at" not in (await run(backend, database, "doctor")).output
+
+
 async def test_doctor_passes_once_initialised(backend: str, database: Any) -> None:
     await seed(database, "alice", ["thr_1"], BASE_TIME)
 
