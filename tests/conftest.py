@@ -21,11 +21,14 @@ import pymongo_async_mock
 import pytest
 from pymongo import AsyncMongoClient
 
-from chatkit_mongo import MongoStore
+from chatkit_mongo import CollectionNames, MongoStore
 
 MONGODB_URI = os.environ.get("MONGODB_URI")
 BACKENDS = ("motor-mock", "pymongo-mock", "mongodb")
 REAL_SERVER_SKIP = "MONGODB_URI is not set: the real-server run of this test is skipped"
+NAMES = CollectionNames()
+"""The default collection names: every store the tests build uses them, so a test that
+reads the raw documents finds them here."""
 
 
 @dataclass(frozen=True)

@@ -13,26 +13,19 @@ from typing import Any
 import httpx
 import pytest
 from chatkit.types import AttachmentCreateParams
-from starlette.applications import Starlette
-from starlette.requests import Request
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore
-from chatkit_mongo.asgi import attachment_routes
+
+from .attachment_support import as_user, make_attachments, routes_client
 
 PAYLOAD = bytes(range(256)) * 2100
 """537,600 bytes: three GridFS chunks."""
 
 
-def context_of(request: Request) -> dict[str, str]:
-    return {"user_id": request.headers.get("x-user", "")}
-
-
 @pytest.fixture
 def attachments(gridfs_store: MongoStore[Any]) -> GridFSAttachmentStore[Any]:
-    return GridFSAttachmentStore(
+    return make_attachments(
         gridfs_store,
-        upload_url=lambda i, c: f"https://chat.example/attachments/{i}/upload",
-        preview_url=lambda i, c: f"https://chat.example/attachments/{i}",
         max_bytes=len(PAYLOAD),
         allowed_mime_types=["image/*", "text/*", "application/pdf"],
     )
@@ -40,14 +33,8 @@ def attachments(gridfs_store: MongoStore[Any]) -> GridFSAttachmentStore[Any]:
 
 @pytest.fixture
 async def http(attachments: GridFSAttachmentStore[Any]) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=attachment_routes(attachments, context=context_of))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://chat.example") as client:
+    async with routes_client(attachments) as client:
         yield client
-
-
-def as_user(user: str) -> dict[str, str]:
-    return {"x-user": user}
 
 
 async def test_direct_upload_then_download_streams_the_exact_bytes(

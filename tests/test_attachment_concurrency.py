@@ -8,7 +8,6 @@ backend. Runs on mongomock-motor's GridFS and the real server (``gridfs_backend`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,9 +15,9 @@ from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore, UploadConflictError
-from tests.conftest import RequestContext
-from tests.test_attachment_model import NAMES
-from tests.test_attachments_gridfs import CHUNK, make_attachments
+
+from .attachment_support import CHUNK, interleaved, make_attachments
+from .conftest import NAMES, RequestContext
 
 WRITERS = 8
 SIZE = CHUNK + 1000
@@ -26,12 +25,6 @@ SIZE = CHUNK + 1000
 
 def payload(writer: int) -> bytes:
     return bytes([writer]) * SIZE
-
-
-async def interleaved(data: bytes) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), 50_000):
-        await asyncio.sleep(0)
-        yield data[start : start + 50_000]
 
 
 @pytest.fixture

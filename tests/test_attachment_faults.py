@@ -24,14 +24,14 @@ from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore, UploadConflictError
-from chatkit_mongo.schema import CollectionNames, Field, GridFSField, UploadField
-from tests.conftest import RequestContext, make_client, scratch_database
-from tests.test_attachments_gridfs import CHUNK, make_attachments
+from chatkit_mongo.schema import Field, GridFSField, UploadField
 from tests.test_faults import FAULTS, Timing, _Faulty
+
+from .attachment_support import CHUNK, make_attachments
+from .conftest import NAMES, RequestContext, make_client, scratch_database
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
-NAMES: Final = CollectionNames()
 DATA: Final = bytes(range(251)) * (2 * CHUNK // 251 + 7)
 """Three GridFS chunks, the last one partial."""
 HANDLES: Final = ("_attachments", "_files", "_chunks")

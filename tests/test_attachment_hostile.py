@@ -17,7 +17,6 @@ import httpx
 import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams
-from starlette.applications import Starlette
 
 from chatkit_mongo import (
     AttachmentTooLargeError,
@@ -25,13 +24,10 @@ from chatkit_mongo import (
     GridFSAttachmentStore,
     MongoStore,
 )
-from chatkit_mongo.asgi import attachment_routes
-from tests.conftest import RequestContext
-from tests.test_asgi_routes import as_user, context_of
-from tests.test_attachment_concurrency import interleaved
-from tests.test_attachment_model import NAMES
-from tests.test_attachments_gridfs import make_attachments
-from tests.test_hostile_input import BAD_ID_STRINGS, INJECTIONS, ODD_BUT_VALID_IDS
+
+from .attachment_support import as_user, interleaved, make_attachments, routes_client
+from .conftest import NAMES, RequestContext
+from .hostile_values import BAD_ID_STRINGS, INJECTIONS, ODD_BUT_VALID_IDS
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
@@ -83,9 +79,7 @@ async def attachments(gridfs_store: MongoStore[Any]) -> GridFSAttachmentStore[An
 
 @pytest.fixture
 async def http(attachments: GridFSAttachmentStore[Any]) -> AsyncIterator[httpx.AsyncClient]:
-    app = Starlette(routes=attachment_routes(attachments, context=context_of))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://chat.example") as client:
+    async with routes_client(attachments) as client:
         yield client
 
 

@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from chatkit_mongo import AttachmentTooLargeError, IncompleteUploadError, UploadConflictError
-from chatkit_mongo.schema import CollectionNames
-from tests.conftest import RequestContext
-from tests.strategies import StoreRunner
-from tests.test_attachments_gridfs import CHUNK, make_attachments
+
+from .attachment_support import CHUNK, make_attachments
+from .conftest import NAMES, RequestContext
+from .strategies import StoreRunner
 
 GRIDFS_BACKENDS: Final = (
     ("motor-mock", "mongodb") if os.environ.get("MONGODB_URI") else ("motor-mock",)
@@ -45,7 +45,6 @@ PAYLOADS: Final = (
     bytes(range(256)) * (CHUNK // 256 + 3),
 )
 """Empty, one byte, unicode text, and two GridFS chunks."""
-NAMES: Final = CollectionNames()
 RUNS: Final[defaultdict[str, Counter[str]]] = defaultdict(Counter)
 
 owners = st.sampled_from(OWNERS)

@@ -52,27 +52,13 @@ from chatkit_mongo import (
     MongoStore,
     UploadConflictError,
 )
-from chatkit_mongo.schema import CollectionNames, Field, GridFSField, UploadField
+from chatkit_mongo.schema import Field, GridFSField, UploadField
 
-from .conftest import RequestContext
+from .attachment_support import CHUNK, make_attachments, preview_url, upload_url
+from .conftest import NAMES, RequestContext
 
-CHUNK = 255 * 1024
 PAYLOAD = bytes((i * 7 + i // 251) % 256 for i in range(3 * CHUNK + 12_345))
 """Three full GridFS chunks and a partial one, with no repeating period of a chunk."""
-BUCKET = CollectionNames().bucket
-ATTACHMENTS = CollectionNames().attachments
-
-
-def upload_url(attachment_id: str, context: Any) -> str:
-    return f"https://chat.example/attachments/{attachment_id}/upload"
-
-
-def preview_url(attachment_id: str, context: Any) -> str:
-    return f"https://chat.example/attachments/{attachment_id}"
-
-
-def make_attachments(store: MongoStore[Any], **options: Any) -> GridFSAttachmentStore[Any]:
-    return GridFSAttachmentStore(store, upload_url=upload_url, preview_url=preview_url, **options)
 
 
 @pytest.fixture
@@ -88,8 +74,8 @@ def metadata_only(store: MongoStore[Any]) -> GridFSAttachmentStore[Any]:
 async def stored(attachments: GridFSAttachmentStore[Any]) -> tuple[int, int]:
     """How many GridFS files and chunks the bucket holds, for every owner."""
     database = attachments.store.database
-    files = await database[CollectionNames().bucket_files].count_documents({})
-    chunks = await database[CollectionNames().bucket_chunks].count_documents({})
+    files = await database[NAMES.bucket_files].count_documents({})
+    chunks = await database[NAMES.bucket_chunks].count_documents({})
     return files, chunks
 
 
@@ -157,7 +143,7 @@ async def test_upload_past_max_bytes_is_refused_and_leaves_nothing(
         await attachments.create_and_upload("big.bin", "application/octet-stream", PAYLOAD, alice)
 
     assert await stored(attachments) == (0, 0)
-    assert await gridfs_store.database[ATTACHMENTS].count_documents({}) == 0
+    assert await gridfs_store.database[NAMES.attachments].count_documents({}) == 0
 
 
 @pytest.mark.parametrize(
@@ -233,7 +219,7 @@ async def test_an_upload_that_breaks_off_leaves_no_chunks(
     assert await stored(attachments) == (0, 0)
     with pytest.raises(NotFoundError):
         await attachments.open_download(created.id, alice)
-    document = await attachments.store.database[ATTACHMENTS].find_one({})
+    document = await attachments.store.database[NAMES.attachments].find_one({})
     assert document[UploadField.STATE] == UploadField.AWAITING
 
 
@@ -275,7 +261,7 @@ async def test_a_cancelled_upload_leaves_no_chunks(
         await task
 
     assert await stored(attachments) == (0, 0)
-    assert await attachments.store.database[ATTACHMENTS].count_documents({}) == 0
+    assert await attachments.store.database[NAMES.attachments].count_documents({}) == 0
 
 
 async def test_no_owner_can_read_overwrite_or_delete_another_owners_bytes(
@@ -343,7 +329,7 @@ async def test_sweep_removes_orphans_and_abandoned_uploads_but_keeps_live_ones(
     await store.delete_attachment(orphan.id, alice)  # metadata gone, bytes left
     abandoned = await attachments.create_attachment(params("x.txt", 5, "text/plain"), alice)
     old_id = ObjectId.from_datetime(datetime.now(UTC) - timedelta(days=3))
-    chunks = store.database[CollectionNames().bucket_chunks]
+    chunks = store.database[NAMES.bucket_chunks]
     await chunks.insert_one({GridFSField.FILES_ID: old_id, "n": 0, "data": b"left over"})
     # Sweeping "two hours from now" with a one-hour cut-off: an upload that started
     # ninety minutes from now is still young then.
@@ -462,7 +448,7 @@ async def test_create_saves_owned_metadata_awaiting_its_bytes(
     assert await metadata_only.store.load_attachment(created.id, alice) == created
     with pytest.raises(NotFoundError):
         await metadata_only.store.load_attachment(created.id, bob)
-    document = await metadata_only.store.database[ATTACHMENTS].find_one({})
+    document = await metadata_only.store.database[NAMES.attachments].find_one({})
     assert document[Field.OWNER] == "alice"
     assert document[UploadField.STATE] == UploadField.AWAITING
     assert document[UploadField.DECLARED_SIZE] == 10
@@ -501,7 +487,7 @@ async def test_create_refuses_bad_input_and_stores_nothing(
     with pytest.raises(error, match=message):
         await metadata_only.create_attachment(params("x", size, mime_type), alice)
 
-    assert await metadata_only.store.database[ATTACHMENTS].count_documents({}) == 0
+    assert await metadata_only.store.database[NAMES.attachments].count_documents({}) == 0
 
 
 async def test_direct_upload_of_a_disallowed_type_stores_nothing(
@@ -510,7 +496,7 @@ async def test_direct_upload_of_a_disallowed_type_stores_nothing(
     with pytest.raises(AttachmentTypeError, match="not accepted"):
         await metadata_only.create_and_upload("x.pdf", "application/pdf", b"%PDF", alice)
 
-    assert await metadata_only.store.database[ATTACHMENTS].count_documents({}) == 0
+    assert await metadata_only.store.database[NAMES.attachments].count_documents({}) == 0
 
 
 async def test_upload_to_a_missing_or_foreign_attachment_is_not_found(
@@ -525,7 +511,7 @@ async def test_upload_to_a_missing_or_foreign_attachment_is_not_found(
     await metadata_only.delete_attachment(created.id, bob)
     await metadata_only.delete_attachment("atc_missing", alice)
 
-    document = await metadata_only.store.database[ATTACHMENTS].find_one({})
+    document = await metadata_only.store.database[NAMES.attachments].find_one({})
     assert document[UploadField.STATE] == UploadField.AWAITING
 
 

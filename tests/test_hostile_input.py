@@ -14,11 +14,12 @@ from chatkit.store import NotFoundError
 from chatkit.types import ThreadMetadata
 
 from chatkit_mongo import MongoStore, OwnerError, UnstorableError
-from chatkit_mongo._checks import MAX_ID_LENGTH
 from chatkit_mongo._codec import MAX_DOCUMENT_BYTES, MAX_NESTING
-from tests.conftest import RequestContext
-from tests.samples import assistant_message, file_attachment, thread
-from tests.strategies import INT64_MAX, nested
+
+from .conftest import RequestContext
+from .hostile_values import BAD_ID_STRINGS, INJECTIONS, ODD_BUT_VALID_IDS
+from .samples import assistant_message, file_attachment, thread
+from .strategies import INT64_MAX, nested
 
 Call = Callable[[MongoStore[Any], Any, Any], Awaitable[Any]]
 """``(store, value, context) -> awaitable``: one Store call with ``value`` in one argument."""
@@ -63,35 +64,6 @@ EVERY_CALL: Final[dict[str, Call]] = {
     "load_attachment": lambda s, _, c: s.load_attachment("atc_1", c),
     "delete_attachment": lambda s, _, c: s.delete_attachment("atc_1", c),
 }
-
-INJECTIONS: Final[list[Any]] = [
-    {"$ne": None},
-    {"$gt": ""},
-    {"$regex": ".*"},
-    {"$where": "true"},
-    ["thr_1"],
-    42,
-    b"thr_1",
-]
-"""Values that, used as a filter value, would match more than one document."""
-
-BAD_ID_STRINGS: Final[dict[str, str]] = {
-    "": "must not be empty",
-    "x" * (MAX_ID_LENGTH + 1): f"at most {MAX_ID_LENGTH}",
-    "thr_\ud800": "lone surrogate",
-}
-
-ODD_BUT_VALID_IDS: Final[list[str]] = [
-    "../../etc/passwd",
-    "a.b",
-    "$where",
-    " ",
-    "nul\x00inside",
-    "ünï©ødé 🦊 你好",
-    "x" * MAX_ID_LENGTH,
-    "/thr_1",
-    "thr_1 ",
-]
 
 
 def _item(thread_id: Any = "thr_1", item_id: Any = "msg_1") -> Any:
