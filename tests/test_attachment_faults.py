@@ -14,7 +14,6 @@ upload shows that nothing becomes visible; on the real server that none was writ
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -25,10 +24,10 @@ from chatkit.types import AttachmentCreateParams
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore, UploadConflictError
 from chatkit_mongo.schema import Field, GridFSField, UploadField
-from tests.test_faults import FAULTS, Timing, _Faulty
 
 from .attachment_support import CHUNK, make_attachments
 from .conftest import NAMES, RequestContext, make_client, scratch_database
+from .fault_support import FAULTS, Faulty, Timing, cancel_at_every_step
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
@@ -164,7 +163,7 @@ async def _driver_calls(fresh: Callable[[], Any], op_name: str) -> list[tuple[st
     return [(h, m, calls[:n].count((h, m))) for n, (h, m) in enumerate(calls)]
 
 
-class _FaultyNth(_Faulty):
+class FaultyNth(Faulty):
     """Lets ``earlier`` calls of the method through, then fails one."""
 
     def __init__(self, inner: Any, method: str, error: Exception, timing: Timing, earlier: int):
@@ -190,7 +189,7 @@ async def test_a_driver_fault_at_every_call_leaves_the_attachment_whole_or_bytes
             attachments = await fresh()
             attachment_id = await _prepared(attachments, op_name)
             handle, method, earlier = point
-            faulty = _FaultyNth(getattr(attachments, handle), method, error, timing, earlier)
+            faulty = FaultyNth(getattr(attachments, handle), method, error, timing, earlier)
             setattr(attachments, handle, faulty)
             with pytest.raises(type(error)) as raised:
                 await OPS[op_name](attachments, attachment_id)
@@ -204,19 +203,14 @@ async def test_cancellation_at_every_await_leaves_the_attachment_whole_or_bytes_
     fresh: Callable[[], Any], op_name: str
 ) -> None:
     """Cancel after 0, 1, 2... loop steps, until the op finishes uncancelled."""
-    points = 0
-    while True:
+
+    async def prepare() -> tuple[GridFSAttachmentStore[Any], str]:
         attachments = await fresh()
-        attachment_id = await _prepared(attachments, op_name)
-        task = asyncio.ensure_future(OPS[op_name](attachments, attachment_id))
-        for _ in range(points):
-            await asyncio.sleep(0)
-        if task.done():
-            await task
-            break
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        return attachments, await _prepared(attachments, op_name)
+
+    async def check(prepared: tuple[GridFSAttachmentStore[Any], str], points: int) -> None:
+        attachments, attachment_id = prepared
         await _check_whole_or_bytes_less(attachments, op_name, attachment_id)
-        points += 1
+
+    points = await cancel_at_every_step(prepare, lambda prepared: OPS[op_name](*prepared), check)
     assert points >= 3

@@ -9,18 +9,19 @@ run, with nothing duplicated; and the other owner's data never changes.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import pytest
-from pymongo.errors import AutoReconnect, DuplicateKeyError, NetworkTimeout, NotPrimaryError
+from pymongo.errors import DuplicateKeyError
 
 from chatkit_mongo import ItemConflictError, MongoStore
 from chatkit_mongo.schema import Role
-from tests.conftest import RequestContext
-from tests.samples import assistant_message, file_attachment, thread
+
+from .conftest import RequestContext
+from .fault_support import FAULTS, Faulty, Timing, cancel_at_every_step
+from .samples import assistant_message, file_attachment, thread
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
@@ -62,41 +63,9 @@ WRITES: Final[dict[str, tuple[Write, tuple[tuple[Role, str], ...]]]] = {
 }
 """Every write, with the driver calls it makes, in order."""
 
-FAULTS: Final[dict[str, Exception]] = {
-    "connection reset": AutoReconnect("connection reset by peer"),
-    "timeout": NetworkTimeout("timed out waiting for the reply"),
-    "not primary": NotPrimaryError("not primary", {"code": 10107}),
-}
-Timing = Literal["request lost", "reply lost"]
-"""Whether the server never saw the write, or applied it and the reply was lost."""
-
 FAULT_POINTS: Final[list[tuple[str, Role, str]]] = [
     (name, role, method) for name, (_, calls) in WRITES.items() for role, method in calls
 ]
-
-
-class _Faulty:
-    """A collection whose ``method`` fails once with ``error``; everything else passes."""
-
-    def __init__(self, inner: Any, method: str, error: Exception, timing: Timing) -> None:
-        self._inner = inner
-        self._method = method
-        self._error: Exception | None = error
-        self._timing = timing
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
-        if name != self._method or self._error is None:
-            return target
-
-        async def failing(*args: Any, **kwargs: Any) -> Any:
-            error, self._error = self._error, None
-            assert error is not None
-            if self._timing == "reply lost":
-                await target(*args, **kwargs)
-            raise error
-
-        return failing
 
 
 @pytest.fixture
@@ -152,7 +121,7 @@ async def test_driver_fault_mid_write_leaves_all_or_nothing_and_a_retry_complete
     assert before != after
 
     error = FAULTS[fault]
-    store._collections[role] = _Faulty(store._collections[role], method, error, timing)
+    store._collections[role] = Faulty(store._collections[role], method, error, timing)
     with pytest.raises(type(error)) as raised:
         await write(store)
     assert raised.value is error
@@ -194,7 +163,7 @@ async def test_duplicate_key_from_a_racing_upsert_reaches_the_caller_and_a_retry
     store = await _seeded(databases())
     after = await _expected_after(databases(), write)
     error = DuplicateKeyError("E11000 duplicate key error", 11000)
-    store._collections["threads"] = _Faulty(
+    store._collections["threads"] = Faulty(
         store._collections["threads"], "update_one", error, "request lost"
     )
     with pytest.raises(DuplicateKeyError):
@@ -210,23 +179,18 @@ async def test_cancellation_at_every_await_leaves_all_or_nothing(
     """Cancel the write after 0, 1, 2... loop steps, until it finishes uncancelled."""
     write, _ = WRITES[write_name]
     after = await _expected_after(databases(), write)
-    points = 0
-    while True:
+
+    async def prepare() -> tuple[MongoStore[Any], list[str]]:
         store = await _seeded(databases())
-        before = await _snapshot(store, "alice")
-        task = asyncio.ensure_future(write(store))
-        for _ in range(points):
-            await asyncio.sleep(0)
-        if task.done():
-            await task
-            break
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        return store, await _snapshot(store, "alice")
+
+    async def check(prepared: tuple[MongoStore[Any], list[str]], points: int) -> None:
+        store, before = prepared
         assert await _snapshot(store, "alice") in (before, after), f"cancelled at step {points}"
         await write(store)
         assert await _snapshot(store, "alice") == after
-        points += 1
+
+    points = await cancel_at_every_step(prepare, lambda prepared: write(prepared[0]), check)
     assert points >= 1
 
 
@@ -239,7 +203,7 @@ async def test_duplicate_key_with_nothing_stored_is_not_called_other_content(
     store = await _seeded(databases())
     before = await _snapshot(store, "alice")
     error = DuplicateKeyError("E11000 duplicate key error", 11000)
-    store._collections["items"] = _Faulty(
+    store._collections["items"] = Faulty(
         store._collections["items"], "insert_one", error, "request lost"
     )
     with pytest.raises(ItemConflictError, match="yet no item with this id is stored") as raised:

@@ -1,0 +1,72 @@
+"""Fault injection shared by the Store and attachment fault suites: the driver errors a
+write may meet, a collection that fails once, and the cancel-at-every-step driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal, TypeVar
+
+import pytest
+from pymongo.errors import AutoReconnect, NetworkTimeout, NotPrimaryError
+
+_Prepared = TypeVar("_Prepared")
+
+FAULTS: Final[dict[str, Exception]] = {
+    "connection reset": AutoReconnect("connection reset by peer"),
+    "timeout": NetworkTimeout("timed out waiting for the reply"),
+    "not primary": NotPrimaryError("not primary", {"code": 10107}),
+}
+Timing = Literal["request lost", "reply lost"]
+"""Whether the server never saw the write, or applied it and the reply was lost."""
+
+
+class Faulty:
+    """A collection whose ``method`` fails once with ``error``; everything else passes."""
+
+    def __init__(self, inner: Any, method: str, error: Exception, timing: Timing) -> None:
+        self._inner = inner
+        self._method = method
+        self._error: Exception | None = error
+        self._timing = timing
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if name != self._method or self._error is None:
+            return target
+
+        async def failing(*args: Any, **kwargs: Any) -> Any:
+            error, self._error = self._error, None
+            assert error is not None
+            if self._timing == "reply lost":
+                await target(*args, **kwargs)
+            raise error
+
+        return failing
+
+
+async def cancel_at_every_step(
+    prepare: Callable[[], Awaitable[_Prepared]],
+    operation: Callable[[_Prepared], Awaitable[Any]],
+    check: Callable[[_Prepared, int], Awaitable[None]],
+) -> int:
+    """Run ``operation`` on a fresh ``prepare()``, cancelled after 0, 1, 2... event-loop
+    steps, calling ``check(prepared, steps)`` after each cancelled run; stop at the first
+    run that finishes uncancelled and return how many runs were cancelled.
+
+    Every await of the operation is thereby a cancellation point once, without knowing
+    where the awaits are; the caller's ``check`` says what must hold there."""
+    steps = 0
+    while True:
+        prepared = await prepare()
+        task = asyncio.ensure_future(operation(prepared))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if task.done():
+            await task
+            return steps
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await check(prepared, steps)
+        steps += 1
