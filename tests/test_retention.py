@@ -9,7 +9,7 @@ tests write, and anything hidden is hidden by the store's own read filter.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,6 @@ from pymongo import IndexModel
 from chatkit_mongo import (
     INDEXES,
     RETENTION_INDEXES,
-    CollectionNames,
     Field,
     GridFSAttachmentStore,
     IndexConflictError,
@@ -30,27 +29,14 @@ from chatkit_mongo import (
 from chatkit_mongo.create_indexes import main, planned
 
 from .cli_support import run
-from .conftest import RequestContext
+from .conftest import NAMES, RequestContext
+from .retention_support import Clock
+from .round_trip_support import count_round_trips
+from .round_trip_support import trips as round_trips
 from .samples import assistant_message, file_attachment, thread
-from .test_round_trips import _CountingCollection, _trips
 
 RETENTION = timedelta(days=30)
 REFRESH = timedelta(days=1)
-NAMES = CollectionNames()
-
-
-class Clock:
-    """A clock the test moves by hand; starts now, in whole milliseconds."""
-
-    def __init__(self) -> None:
-        now = datetime.now(UTC).replace(tzinfo=None)
-        self.now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, by: timedelta) -> None:
-        self.now += by
 
 
 @pytest.fixture
@@ -299,13 +285,7 @@ async def test_data_written_before_retention_stays_visible_until_its_next_activi
 
 @pytest.fixture
 async def counted_kept(kept: MongoStore[Any]) -> tuple[MongoStore[Any], list[str]]:
-    await kept.ensure_indexes()
-    log: list[str] = []
-    kept._collections = {
-        role: _CountingCollection(collection, role, log)
-        for role, collection in kept._collections.items()
-    }
-    return kept, log
+    return kept, await count_round_trips(kept)
 
 
 async def test_round_trips_with_retention(
@@ -317,7 +297,7 @@ async def test_round_trips_with_retention(
     async def trips(call: Any) -> list[str]:
         log.clear()
         await call
-        return _trips(log)
+        return round_trips(log)
 
     assert await trips(store.save_thread(thread(), alice)) == [
         "threads.find_one_and_update",

@@ -29,10 +29,11 @@ from hypothesis.stateful import (
 )
 
 from chatkit_mongo import MongoStore
-from tests.conftest import RequestContext
-from tests.samples import assistant_message
-from tests.strategies import BACKENDS, StoreRunner
-from tests.test_retention import Clock
+
+from .conftest import RequestContext
+from .retention_support import Clock
+from .samples import assistant_message
+from .strategies import BACKENDS, StoreRunner
 
 PERIOD: Final = timedelta(days=10)
 REFRESH: Final = timedelta(days=1)

@@ -12,85 +12,21 @@ import pytest
 from chatkit_mongo import MongoStore
 
 from .conftest import RequestContext
+from .round_trip_support import count_round_trips, trips
 from .samples import BASE_TIME, assistant_message, file_attachment, thread
-
-_ROUND_TRIP_METHODS = frozenset(
-    {
-        "find",
-        "find_one",
-        "insert_one",
-        "insert_many",
-        "update_one",
-        "update_many",
-        "replace_one",
-        "delete_one",
-        "delete_many",
-        "aggregate",
-        "count_documents",
-        "find_one_and_update",
-        "bulk_write",
-        "list_indexes",
-        "create_indexes",
-    }
-)
-
-
-class _CountingCursor:
-    def __init__(self, inner: Any, log: list[str]) -> None:
-        self._inner, self._log = inner, log
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._inner, name)
-        if name in ("sort", "limit", "skip", "batch_size"):
-
-            def chained(*args: Any, **kwargs: Any) -> _CountingCursor:
-                self._log.append(f"cursor.{name}")
-                return _CountingCursor(attribute(*args, **kwargs), self._log)
-
-            return chained
-        return attribute
-
-
-class _CountingCollection:
-    """Delegates to a driver collection, logging every method that talks to the server."""
-
-    def __init__(self, inner: Any, role: str, log: list[str]) -> None:
-        self._inner, self._role, self._log = inner, role, log
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._inner, name)
-        if name not in _ROUND_TRIP_METHODS:
-            return attribute
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self._log.append(f"{self._role}.{name}")
-            result = attribute(*args, **kwargs)
-            return _CountingCursor(result, self._log) if name == "find" else result
-
-        return call
 
 
 @pytest.fixture
 async def counted(
     store: MongoStore[Any], alice: RequestContext
 ) -> tuple[MongoStore[Any], list[str]]:
-    await store.ensure_indexes()  # warm: index creation happens once, before this
-    log: list[str] = []
-    store._collections = {
-        role: _CountingCollection(collection, role, log)
-        for role, collection in store._collections.items()
-    }
-    return store, log
-
-
-def _trips(log: list[str]) -> list[str]:
-    return [entry for entry in log if not entry.startswith("cursor.")]
+    return store, await count_round_trips(store)
 
 
 async def _measure(log: list[str], call: Callable[[], Any]) -> list[str]:
     log.clear()
     await call()
-    return _trips(log)
+    return trips(log)
 
 
 async def test_one_round_trip_per_call(
