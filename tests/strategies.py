@@ -30,8 +30,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from chatkit_mongo import MongoStore
-from tests.conftest import make_client
-from tests.samples import every_item
+
+from .conftest import make_client
+from .samples import every_item
 
 _T = TypeVar("_T")
 

@@ -14,8 +14,9 @@ import pytest
 from chatkit.types import ThreadItem
 
 from chatkit_mongo import ItemConflictError, MongoStore
-from tests.conftest import RequestContext
-from tests.samples import BASE_TIME, assistant_message, thread
+
+from .conftest import RequestContext
+from .samples import BASE_TIME, assistant_message, thread
 
 TASKS: Final = 120
 

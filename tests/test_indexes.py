@@ -18,7 +18,7 @@ from chatkit_mongo import (
 )
 from chatkit_mongo.create_indexes import create_indexes, main, planned
 
-from .conftest import RequestContext
+from .conftest import NAMES, RequestContext
 from .samples import thread
 
 
@@ -58,21 +58,19 @@ async def test_every_tenant_index_starts_with_the_owner() -> None:
 
 
 async def test_same_keys_with_other_options_is_a_clear_conflict(database: Any) -> None:
-    names = CollectionNames()
-    await database[names.threads].create_indexes(
+    await database[NAMES.threads].create_indexes(
         [IndexModel([("owner", 1), ("thread_id", 1)], name="legacy_not_unique")]
     )
     with pytest.raises(IndexConflictError, match=r"legacy_not_unique.*unique"):
         await MongoStore(database).ensure_indexes()
-    plan = await plan_indexes(database, names)
+    plan = await plan_indexes(database, NAMES)
     assert [s.state for s in plan].count("conflict") == 1
     # Nothing was created while the conflict stands.
-    assert set(await _index_keys(database, names.items)) <= {"_id_"}
+    assert set(await _index_keys(database, NAMES.items)) <= {"_id_"}
 
 
 async def test_our_name_on_other_keys_is_a_clear_conflict(database: Any) -> None:
-    names = CollectionNames()
-    await database[names.items].create_indexes(
+    await database[NAMES.items].create_indexes(
         [IndexModel([("owner", 1)], name="owner_thread_sort")]
     )
     with pytest.raises(IndexConflictError, match="an index named owner_thread_sort has keys"):
@@ -80,8 +78,7 @@ async def test_our_name_on_other_keys_is_a_clear_conflict(database: Any) -> None
 
 
 async def test_same_keys_and_options_under_another_name_count_as_present(database: Any) -> None:
-    names = CollectionNames()
-    await database[names.threads].create_indexes(
+    await database[NAMES.threads].create_indexes(
         [IndexModel([("owner", 1), ("sk", 1)], name="dba_named_it")]
     )
     report = await MongoStore(database).ensure_indexes()
@@ -90,7 +87,7 @@ async def test_same_keys_and_options_under_another_name_count_as_present(databas
         "present",
         "as dba_named_it",
     )
-    assert "owner_sort" not in await _index_keys(database, names.threads)
+    assert "owner_sort" not in await _index_keys(database, NAMES.threads)
 
 
 async def test_indexes_are_created_automatically_once_per_client(
@@ -121,14 +118,14 @@ async def test_auto_creation_can_be_turned_off(database: Any, alice: RequestCont
 
 async def test_script_function_creates_then_reports_present(database: Any) -> None:
     lines: list[str] = []
-    assert await create_indexes(database, CollectionNames(), dry_run=True, echo=lines.append) == 0
+    assert await create_indexes(database, NAMES, dry_run=True, echo=lines.append) == 0
     assert all(line.endswith(": missing") for line in lines)
     assert len(lines) == len(INDEXES)
     lines.clear()
-    assert await create_indexes(database, CollectionNames(), dry_run=False, echo=lines.append) == 0
+    assert await create_indexes(database, NAMES, dry_run=False, echo=lines.append) == 0
     assert all(line.endswith("(created)") for line in lines)
     lines.clear()
-    assert await create_indexes(database, CollectionNames(), dry_run=False, echo=lines.append) == 0
+    assert await create_indexes(database, NAMES, dry_run=False, echo=lines.append) == 0
     assert all(line.endswith(": present") for line in lines)
 
 
@@ -137,11 +134,11 @@ async def test_script_function_exits_1_naming_the_conflict(database: Any) -> Non
         [IndexModel([("owner", 1)], name="owner_thread_sort")]
     )
     lines: list[str] = []
-    code = await create_indexes(database, CollectionNames(), dry_run=False, echo=lines.append)
+    code = await create_indexes(database, NAMES, dry_run=False, echo=lines.append)
     assert code == 1
     assert "owner_thread_sort" in lines[-1]
     lines.clear()
-    assert await create_indexes(database, CollectionNames(), dry_run=True, echo=lines.append) == 1
+    assert await create_indexes(database, NAMES, dry_run=True, echo=lines.append) == 1
     assert any(
         line.startswith("chatkit_items.owner_thread_sort") and "conflict" in line for line in lines
     )

@@ -29,9 +29,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from chatkit_mongo import ItemConflictError
-from tests.conftest import RequestContext
-from tests.samples import BASE_TIME
-from tests.strategies import BACKENDS, StoreRunner
+
+from .conftest import RequestContext
+from .samples import BASE_TIME
+from .strategies import BACKENDS, StoreRunner
 
 _T = TypeVar("_T", ThreadMetadata, ThreadItem)
 

@@ -27,9 +27,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatkit_mongo import UnstorableError
-from tests.conftest import RequestContext
-from tests.samples import BASE_TIME
-from tests.strategies import (
+
+from .conftest import RequestContext
+from .samples import BASE_TIME
+from .strategies import (
     BACKENDS,
     INT64_MAX,
     INT64_MIN,
