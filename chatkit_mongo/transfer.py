@@ -7,8 +7,9 @@ back byte for byte the documents that were exported, ``_id`` included.
 
 Why import upserts by the unique keys, each starting with the owner: importing twice
 changes nothing, and a line can only ever write the data of the owner it names. A
-document whose ``_id`` is held by another owner's document fails on the ``_id``
-index instead of replacing it.
+document whose ``_id`` is held by another owner's document would fail on the ``_id``
+index instead of replacing it; the import checks every ``_id`` before the first write,
+so such a file is refused by line with nothing written.
 
 Why the whole file is checked before the first write: a bad line (not JSON, an unknown
 kind, a thread that is not a ChatKit thread, bytes of a file that is not in the file)
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO, get_args
 
+import bson
 from bson import json_util
 from bson.errors import BSONError
 from bson.json_util import CANONICAL_JSON_OPTIONS
@@ -49,6 +51,14 @@ _KEYS: Final[dict[Kind, tuple[str, ...]]] = {
     "chunk": (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER),
 }
 """The unique key each kind is upserted by."""
+_OWNER_AT: Final[dict[Kind, int | None]] = {
+    "thread": 0,
+    "item": 0,
+    "attachment": 0,
+    "file": 1,
+    "chunk": None,
+}
+"""Where the owner sits in each kind's key; a chunk's owner is its file's."""
 _ADAPTERS: Final[dict[Kind, TypeAdapter[Any]]] = {
     "thread": THREAD_ADAPTER,
     "item": ITEM_ADAPTER,
@@ -156,8 +166,8 @@ async def import_data(
 ) -> ImportCounts:
     """Upsert every line of ``path``; check the whole file first, and write nothing if
     a line is bad (:class:`ImportFileError` names it)."""
-    file_owners = _check_file(path)
-    await _check_file_ids_free(database, collections, file_owners)
+    _check_file(path)
+    await _check_ids_free(database, collections, path)
     counts = ImportCounts()
     batch: list[ReplaceOne[dict[str, Any]]] = []
     batch_kind: Kind | None = None
@@ -261,38 +271,97 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
         raise ValueError(f"{Field.DATA}.id is {model.id!r} but {_MODEL_ID[kind]} is {model_id!r}")
 
 
-def _check_file(path: Path) -> dict[Any, str]:
-    """Parse every line; return the owner of each GridFS file in the file.
+def _check_file(path: Path) -> None:
+    """Parse every line, and refuse a chunk whose files document does not come first.
 
-    A chunk must follow its files document, so that a chunk is only ever written for a
-    file whose owner this import checked.
+    Why: a chunk is then only ever written for a file whose owner this import checked.
     """
-    file_owners: dict[Any, str] = {}
+    file_ids: set[bytes] = set()
     for number, kind, document in _read_lines(path):
         if kind == "file":
-            file_owners[document["_id"]] = _get(document, GridFSField.METADATA_OWNER)
-        elif kind == "chunk" and document[GridFSField.FILES_ID] not in file_owners:
+            file_ids.add(_encoded_id(document["_id"]))
+        elif kind == "chunk" and _encoded_id(document[GridFSField.FILES_ID]) not in file_ids:
             raise ImportFileError(
                 f"line {number}: chunk of file {document[GridFSField.FILES_ID]!r}, "
                 "whose files document does not come before it in this file"
             )
-    return file_owners
 
 
-async def _check_file_ids_free(
-    database: AsyncDatabaseLike, collections: CollectionNames, file_owners: dict[Any, str]
+@dataclass
+class _Claim:
+    """A line's ``_id``, which line claims it, and the unique key it claims it for."""
+
+    number: int
+    id: Any
+    key: tuple[Any, ...]
+
+
+async def _check_ids_free(
+    database: AsyncDatabaseLike, collections: CollectionNames, path: Path
 ) -> None:
-    """Refuse the import if a file's ``_id`` is taken by another owner's file: its chunks
-    would otherwise be written over that owner's bytes."""
-    ids = list(file_owners)
-    files = database[collections.bucket_files]
-    for start in range(0, len(ids), _BATCH_SIZE):
-        found = files.find(
-            {"_id": {"$in": ids[start : start + _BATCH_SIZE]}}, {GridFSField.METADATA: 1}
-        )
-        async for existing in found:
-            owner = existing.get(GridFSField.METADATA, {}).get(Field.OWNER)
-            if owner != file_owners[existing["_id"]]:
-                raise ImportFileError(
-                    f"file {existing['_id']!r} already exists and belongs to another owner"
-                )
+    """Refuse the import if a line's ``_id`` is taken by a document of another key, in
+    the database or on an earlier line of the file.
+
+    Why before any write: the upsert of such a line would try to insert that ``_id`` and
+    fail on the ``_id`` index, possibly after earlier batches were written. Why by
+    ``_id`` in batches of ``$in``: the ``_id`` index serves each batch in one round trip.
+    A file's ids are held once each (their BSON bytes) to catch a file that reuses its
+    own ids.
+    """
+    pending: dict[Kind, dict[bytes, _Claim]] = {kind: {} for kind in KINDS}
+    seen: dict[Kind, dict[bytes, tuple[Any, ...]]] = {kind: {} for kind in KINDS}
+    for number, kind, document in _read_lines(path):
+        if "_id" not in document:
+            continue
+        claim = _Claim(number, document["_id"], _key(kind, document))
+        encoded = _encoded_id(claim.id)
+        earlier = seen[kind].setdefault(encoded, claim.key)
+        if earlier != claim.key:
+            raise ImportFileError(f"line {number}: {kind} _id {claim.id!r} is used twice")
+        pending[kind][encoded] = claim
+        if len(pending[kind]) >= _BATCH_SIZE:
+            await _check_claims(database, collections, kind, pending[kind])
+    for kind, claims in pending.items():
+        await _check_claims(database, collections, kind, claims)
+
+
+async def _check_claims(
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    kind: Kind,
+    claims: dict[bytes, _Claim],
+) -> None:
+    if not claims:
+        return
+    collection = database[_collection(collections, kind)]
+    ids = [claim.id for claim in claims.values()]
+    projection = dict.fromkeys(_KEYS[kind], 1)
+    async for existing in collection.find({"_id": {"$in": ids}}, projection):
+        key = _key(kind, existing)
+        claim = claims.get(_encoded_id(existing["_id"]))
+        if claim is None:  # an equal _id of another BSON type, e.g. 1 and 1.0
+            claim = next(c for c in claims.values() if c.id == existing["_id"])
+        if key != claim.key:
+            owner_at = _OWNER_AT[kind]
+            other_owner = owner_at is not None and key[owner_at] != claim.key[owner_at]
+            raise ImportFileError(
+                f"line {claim.number}: {kind} _id {claim.id!r} already exists and belongs "
+                f"to {'another owner' if other_owner else f'another {kind}'}"
+            )
+    claims.clear()
+
+
+def _key(kind: Kind, document: dict[str, Any]) -> tuple[Any, ...]:
+    """The document's unique key; a missing field reads as None."""
+    values = []
+    for name in _KEYS[kind]:
+        try:
+            values.append(_get(document, name))
+        except (KeyError, TypeError):
+            values.append(None)
+    return tuple(values)
+
+
+def _encoded_id(value: Any) -> bytes:
+    """An ``_id`` as hashable, exact BSON bytes (an ``_id`` may be a sub-document)."""
+    return bson.encode({"_id": value})

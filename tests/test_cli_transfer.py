@@ -8,7 +8,8 @@ from typing import Any
 
 import bson
 import pytest
-from bson import Int64
+from bson import Int64, json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from chatkit_mongo import MongoStore
 from chatkit_mongo.schema import Field, GridFSField
@@ -16,6 +17,13 @@ from chatkit_mongo.schema import Field, GridFSField
 from .cli_support import COLLECTIONS, all_documents, owner_documents, run, seed
 from .conftest import RequestContext
 from .samples import BASE_TIME, NESTED_METADATA, thread
+
+_COLLECTION_OF = {
+    "thread": COLLECTIONS.threads,
+    "item": COLLECTIONS.items,
+    "attachment": COLLECTIONS.attachments,
+    "chunk": COLLECTIONS.bucket_chunks,
+}
 
 
 def _encoded(documents: dict[str, list[dict[str, Any]]]) -> dict[str, list[bytes]]:
@@ -174,3 +182,55 @@ async def test_import_cannot_write_over_another_owners_bytes(
     assert result.exit_code == 1
     assert "already exists and belongs to another owner" in result.output
     assert _encoded(await all_documents(database)) == before
+
+
+@pytest.mark.parametrize("kind", ["thread", "item", "attachment", "chunk"])
+async def test_a_line_reusing_another_owners_id_writes_nothing(
+    backend: str, database: Any, tmp_path: Path, kind: str
+) -> None:
+    """Regression: the earlier batches (alice's threads, items...) were written before
+    the batch holding the stolen ``_id`` failed on the ``_id`` index."""
+    await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    out = tmp_path / "alice.jsonl"
+    assert (
+        await run(backend, database, "export", "--owner", "alice", "--out", str(out))
+    ).exit_code == 0
+    await run(backend, database, "purge", "--owner", "alice")
+    before = _encoded(await all_documents(database))
+    bobs = await owner_documents(database, "bob")
+    stolen = bobs[_COLLECTION_OF[kind]][-1]["_id"]
+    lines = [json_util.loads(line) for line in out.read_text().splitlines()]
+    number = max(n for n, line in enumerate(lines, start=1) if line["kind"] == kind)
+    lines[number - 1]["document"]["_id"] = stolen
+    out.write_text(
+        "".join(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n" for line in lines)
+    )
+
+    result = await run(backend, database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert f"line {number}: {kind} _id {stolen!r} already exists and belongs to" in result.output
+    assert _encoded(await all_documents(database)) == before
+
+
+async def test_a_file_reusing_its_own_id_for_another_document_writes_nothing(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    out = tmp_path / "all.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+    lines = [json_util.loads(line) for line in out.read_text().splitlines()]
+    threads = [n for n, line in enumerate(lines) if line["kind"] == "thread"]
+    lines[threads[1]]["document"]["_id"] = lines[threads[0]]["document"]["_id"]
+    out.write_text(
+        "".join(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n" for line in lines)
+    )
+
+    result = await run(backend, empty_database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert f"line {threads[1] + 1}: thread _id" in result.output
+    assert "is used twice" in result.output
+    assert not any((await all_documents(empty_database)).values())
