@@ -203,7 +203,8 @@ def _upsert(kind: Kind, document: dict[str, Any]) -> ReplaceOne[dict[str, Any]]:
 
     Why a whole replacement and not ``$set``: the document then comes back exactly as
     exported, field order and ``_id`` included. A document stored under the same key
-    with another ``_id`` is refused by the server (an ``_id`` cannot change).
+    with another ``_id`` cannot be replaced (an ``_id`` cannot change): the import's
+    pre-check refuses it before any write.
     """
     key = {name: _get(document, name) for name in _KEYS[kind]}
     return ReplaceOne(key, document, upsert=True)
@@ -279,8 +280,8 @@ def _check_file(path: Path) -> None:
     file_ids: set[bytes] = set()
     for number, kind, document in _read_lines(path):
         if kind == "file":
-            file_ids.add(_encoded_id(document["_id"]))
-        elif kind == "chunk" and _encoded_id(document[GridFSField.FILES_ID]) not in file_ids:
+            file_ids.add(_encoded(document["_id"]))
+        elif kind == "chunk" and _encoded(document[GridFSField.FILES_ID]) not in file_ids:
             raise ImportFileError(
                 f"line {number}: chunk of file {document[GridFSField.FILES_ID]!r}, "
                 "whose files document does not come before it in this file"
@@ -299,26 +300,30 @@ class _Claim:
 async def _check_ids_free(
     database: AsyncDatabaseLike, collections: CollectionNames, path: Path
 ) -> None:
-    """Refuse the import if a line's ``_id`` is taken by a document of another key, in
-    the database or on an earlier line of the file.
+    """Refuse the import if a line's ``_id`` is taken by a document of another key, or
+    its key by a document of another ``_id``, in the database or on an earlier line.
 
-    Why before any write: the upsert of such a line would try to insert that ``_id`` and
-    fail on the ``_id`` index, possibly after earlier batches were written. Why by
-    ``_id`` in batches of ``$in``: the ``_id`` index serves each batch in one round trip.
-    A file's ids are held once each (their BSON bytes) to catch a file that reuses its
-    own ids.
+    Why before any write: the upsert of such a line would fail on the ``_id`` index (or
+    try to change an ``_id``), possibly after earlier batches were written. Why in
+    batches of ``$in`` on ``_id`` or'ed with the keys: the ``_id`` index and the unique
+    key indexes serve each batch in one round trip. The file's ids and keys are held
+    once each (as BSON bytes) to catch a file that clashes with itself.
     """
-    pending: dict[Kind, dict[bytes, _Claim]] = {kind: {} for kind in KINDS}
-    seen: dict[Kind, dict[bytes, tuple[Any, ...]]] = {kind: {} for kind in KINDS}
+    pending: dict[Kind, list[_Claim]] = {kind: [] for kind in KINDS}
+    ids_seen: dict[Kind, dict[bytes, bytes]] = {kind: {} for kind in KINDS}
+    keys_seen: dict[Kind, dict[bytes, bytes]] = {kind: {} for kind in KINDS}
     for number, kind, document in _read_lines(path):
         if "_id" not in document:
             continue
         claim = _Claim(number, document["_id"], _key(kind, document))
-        encoded = _encoded_id(claim.id)
-        earlier = seen[kind].setdefault(encoded, claim.key)
-        if earlier != claim.key:
+        encoded_id, encoded_key = _encoded(claim.id), _encoded(claim.key)
+        if ids_seen[kind].setdefault(encoded_id, encoded_key) != encoded_key:
             raise ImportFileError(f"line {number}: {kind} _id {claim.id!r} is used twice")
-        pending[kind][encoded] = claim
+        if keys_seen[kind].setdefault(encoded_key, encoded_id) != encoded_id:
+            raise ImportFileError(
+                f"line {number}: {kind} {_describe(kind, claim.key)} is used twice"
+            )
+        pending[kind].append(claim)
         if len(pending[kind]) >= _BATCH_SIZE:
             await _check_claims(database, collections, kind, pending[kind])
     for kind, claims in pending.items():
@@ -329,26 +334,50 @@ async def _check_claims(
     database: AsyncDatabaseLike,
     collections: CollectionNames,
     kind: Kind,
-    claims: dict[bytes, _Claim],
+    claims: list[_Claim],
 ) -> None:
+    """Check one batch; the error names the batch's first clashing line, whatever order
+    the server returns the clashing documents in."""
     if not claims:
         return
-    collection = database[_collection(collections, kind)]
-    ids = [claim.id for claim in claims.values()]
+    by_id = {_encoded(claim.id): claim for claim in claims}
+    by_key = {_encoded(claim.key): claim for claim in claims}
+    keys = [dict(zip(_KEYS[kind], claim.key, strict=True)) for claim in claims]
+    clashes = {"$or": [{"_id": {"$in": [claim.id for claim in claims]}}, *keys]}
     projection = dict.fromkeys(_KEYS[kind], 1)
-    async for existing in collection.find({"_id": {"$in": ids}}, projection):
+    errors: list[tuple[int, str]] = []
+    async for existing in database[_collection(collections, kind)].find(clashes, projection):
         key = _key(kind, existing)
-        claim = claims.get(_encoded_id(existing["_id"]))
-        if claim is None:  # an equal _id of another BSON type, e.g. 1 and 1.0
-            claim = next(c for c in claims.values() if c.id == existing["_id"])
-        if key != claim.key:
+        claim = by_id.get(_encoded(existing["_id"])) or next(
+            (claim for claim in claims if claim.id == existing["_id"]), None
+        )  # the scan: an equal _id of another BSON type, e.g. 1.0 for 1
+        if claim is None:  # found by its key alone
+            claim = by_key[_encoded(key)]
+            errors.append(
+                (
+                    claim.number,
+                    f"{kind} {_describe(kind, key)} already exists with "
+                    f"_id {existing['_id']!r}, not {claim.id!r}",
+                )
+            )
+        elif key != claim.key:
             owner_at = _OWNER_AT[kind]
             other_owner = owner_at is not None and key[owner_at] != claim.key[owner_at]
-            raise ImportFileError(
-                f"line {claim.number}: {kind} _id {claim.id!r} already exists and belongs "
-                f"to {'another owner' if other_owner else f'another {kind}'}"
+            errors.append(
+                (
+                    claim.number,
+                    f"{kind} _id {claim.id!r} already exists and belongs "
+                    f"to {'another owner' if other_owner else f'another {kind}'}",
+                )
             )
+    if errors:
+        number, message = min(errors)
+        raise ImportFileError(f"line {number}: {message}")
     claims.clear()
+
+
+def _describe(kind: Kind, key: tuple[Any, ...]) -> str:
+    return ", ".join(f"{name} {value!r}" for name, value in zip(_KEYS[kind], key, strict=True))
 
 
 def _key(kind: Kind, document: dict[str, Any]) -> tuple[Any, ...]:
@@ -362,6 +391,6 @@ def _key(kind: Kind, document: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(values)
 
 
-def _encoded_id(value: Any) -> bytes:
-    """An ``_id`` as hashable, exact BSON bytes (an ``_id`` may be a sub-document)."""
-    return bson.encode({"_id": value})
+def _encoded(value: Any) -> bytes:
+    """An ``_id`` or a key as hashable, exact BSON bytes (an ``_id`` may be a sub-document)."""
+    return bson.encode({"_": value})

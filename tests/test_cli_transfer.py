@@ -234,3 +234,41 @@ async def test_a_file_reusing_its_own_id_for_another_document_writes_nothing(
     assert f"line {threads[1] + 1}: thread _id" in result.output
     assert "is used twice" in result.output
     assert not any((await all_documents(empty_database)).values())
+
+
+async def test_a_key_stored_under_another_id_writes_nothing(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    """Regression: alice's data seeded anew in the target has the same keys under other
+    ``_id``s; replacing them cannot change an ``_id``, so a write failed mid-import."""
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    await seed(empty_database, "alice", ["thr_a1"], BASE_TIME)
+    await empty_database[COLLECTIONS.threads].delete_many({})
+    before = _encoded(await all_documents(empty_database))
+    out = tmp_path / "alice.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+
+    result = await run(backend, empty_database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert "line 2: item owner 'alice', thread_id 'thr_a1', item_id" in result.output
+    assert "already exists with _id ObjectId(" in result.output
+    assert _encoded(await all_documents(empty_database)) == before
+
+
+async def test_a_file_reusing_its_own_key_under_another_id_writes_nothing(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    out = tmp_path / "all.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+    first = out.read_text().splitlines(keepends=True)[0]
+    twin = json_util.loads(first)
+    twin["document"]["_id"] = bson.ObjectId()
+    out.write_text(first + json_util.dumps(twin, json_options=CANONICAL_JSON_OPTIONS) + "\n")
+
+    result = await run(backend, empty_database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert "line 2: thread owner 'alice', thread_id 'thr_a1' is used twice" in result.output
+    assert not any((await all_documents(empty_database)).values())
