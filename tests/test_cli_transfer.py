@@ -13,6 +13,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from chatkit_mongo import MongoStore
 from chatkit_mongo.schema import Field, GridFSField
+from chatkit_mongo.transfer import _BATCH_SIZE
 
 from .cli_support import COLLECTIONS, all_documents, owner_documents, run, seed
 from .conftest import RequestContext
@@ -272,3 +273,31 @@ async def test_a_file_reusing_its_own_key_under_another_id_writes_nothing(
     assert result.exit_code == 1, result.output
     assert "line 2: thread owner 'alice', thread_id 'thr_a1' is used twice" in result.output
     assert not any((await all_documents(empty_database)).values())
+
+
+async def test_a_clash_past_the_first_batch_still_writes_nothing(
+    backend: str, database: Any, tmp_path: Path
+) -> None:
+    """The pre-check goes batch by batch: a clash in the second one must stop the import
+    before the first is written."""
+    store: MongoStore[Any] = MongoStore(database)
+    for number in range(_BATCH_SIZE + 1):
+        await store.save_thread(thread(f"thr_{number:04}"), RequestContext("alice"))
+    out = tmp_path / "alice.jsonl"
+    assert (
+        await run(backend, database, "export", "--owner", "alice", "--out", str(out))
+    ).exit_code == 0
+    await run(backend, database, "purge", "--owner", "alice")
+    await store.save_thread(thread("thr_bob"), RequestContext("bob"))
+    before = _encoded(await all_documents(database))
+    [stolen] = [d["_id"] for d in (await all_documents(database))[COLLECTIONS.threads]]
+    lines = out.read_text().splitlines(keepends=True)
+    last = json_util.loads(lines[-1])
+    last["document"]["_id"] = stolen
+    out.write_text("".join(lines[:-1]) + json_util.dumps(last, json_options=CANONICAL_JSON_OPTIONS))
+
+    result = await run(backend, database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert f"line {_BATCH_SIZE + 1}: thread _id {stolen!r} already exists" in result.output
+    assert _encoded(await all_documents(database)) == before
