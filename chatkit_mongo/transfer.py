@@ -7,8 +7,9 @@ back byte for byte the documents that were exported, ``_id`` included.
 
 Why import upserts by the unique keys, each starting with the owner: importing twice
 changes nothing, and a line can only ever write the data of the owner it names. A
-document whose ``_id`` is held by another owner's document fails on the ``_id``
-index instead of replacing it.
+document whose ``_id`` is held by another owner's document would fail on the ``_id``
+index instead of replacing it; the import checks every ``_id`` before the first write,
+so such a file is refused by line with nothing written.
 
 Why the whole file is checked before the first write: a bad line (not JSON, an unknown
 kind, a thread that is not a ChatKit thread, bytes of a file that is not in the file)
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO, get_args
 
+import bson
 from bson import json_util
 from bson.errors import BSONError
 from bson.json_util import CANONICAL_JSON_OPTIONS
@@ -49,6 +51,14 @@ _KEYS: Final[dict[Kind, tuple[str, ...]]] = {
     "chunk": (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER),
 }
 """The unique key each kind is upserted by."""
+_OWNER_AT: Final[dict[Kind, int | None]] = {
+    "thread": 0,
+    "item": 0,
+    "attachment": 0,
+    "file": 1,
+    "chunk": None,
+}
+"""Where the owner sits in each kind's key; a chunk's owner is its file's."""
 _ADAPTERS: Final[dict[Kind, TypeAdapter[Any]]] = {
     "thread": THREAD_ADAPTER,
     "item": ITEM_ADAPTER,
@@ -156,8 +166,8 @@ async def import_data(
 ) -> ImportCounts:
     """Upsert every line of ``path``; check the whole file first, and write nothing if
     a line is bad (:class:`ImportFileError` names it)."""
-    file_owners = _check_file(path)
-    await _check_file_ids_free(database, collections, file_owners)
+    _check_file(path)
+    await _check_ids_free(database, collections, path)
     counts = ImportCounts()
     batch: list[ReplaceOne[dict[str, Any]]] = []
     batch_kind: Kind | None = None
@@ -193,7 +203,8 @@ def _upsert(kind: Kind, document: dict[str, Any]) -> ReplaceOne[dict[str, Any]]:
 
     Why a whole replacement and not ``$set``: the document then comes back exactly as
     exported, field order and ``_id`` included. A document stored under the same key
-    with another ``_id`` is refused by the server (an ``_id`` cannot change).
+    with another ``_id`` cannot be replaced (an ``_id`` cannot change): the import's
+    pre-check refuses it before any write.
     """
     key = {name: _get(document, name) for name in _KEYS[kind]}
     return ReplaceOne(key, document, upsert=True)
@@ -261,38 +272,125 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
         raise ValueError(f"{Field.DATA}.id is {model.id!r} but {_MODEL_ID[kind]} is {model_id!r}")
 
 
-def _check_file(path: Path) -> dict[Any, str]:
-    """Parse every line; return the owner of each GridFS file in the file.
+def _check_file(path: Path) -> None:
+    """Parse every line, and refuse a chunk whose files document does not come first.
 
-    A chunk must follow its files document, so that a chunk is only ever written for a
-    file whose owner this import checked.
+    Why: a chunk is then only ever written for a file whose owner this import checked.
     """
-    file_owners: dict[Any, str] = {}
+    file_ids: set[bytes] = set()
     for number, kind, document in _read_lines(path):
         if kind == "file":
-            file_owners[document["_id"]] = _get(document, GridFSField.METADATA_OWNER)
-        elif kind == "chunk" and document[GridFSField.FILES_ID] not in file_owners:
+            file_ids.add(_encoded(document["_id"]))
+        elif kind == "chunk" and _encoded(document[GridFSField.FILES_ID]) not in file_ids:
             raise ImportFileError(
                 f"line {number}: chunk of file {document[GridFSField.FILES_ID]!r}, "
                 "whose files document does not come before it in this file"
             )
-    return file_owners
 
 
-async def _check_file_ids_free(
-    database: AsyncDatabaseLike, collections: CollectionNames, file_owners: dict[Any, str]
+@dataclass
+class _Claim:
+    """A line's ``_id``, which line claims it, and the unique key it claims it for."""
+
+    number: int
+    id: Any
+    key: tuple[Any, ...]
+
+
+async def _check_ids_free(
+    database: AsyncDatabaseLike, collections: CollectionNames, path: Path
 ) -> None:
-    """Refuse the import if a file's ``_id`` is taken by another owner's file: its chunks
-    would otherwise be written over that owner's bytes."""
-    ids = list(file_owners)
-    files = database[collections.bucket_files]
-    for start in range(0, len(ids), _BATCH_SIZE):
-        found = files.find(
-            {"_id": {"$in": ids[start : start + _BATCH_SIZE]}}, {GridFSField.METADATA: 1}
-        )
-        async for existing in found:
-            owner = existing.get(GridFSField.METADATA, {}).get(Field.OWNER)
-            if owner != file_owners[existing["_id"]]:
-                raise ImportFileError(
-                    f"file {existing['_id']!r} already exists and belongs to another owner"
+    """Refuse the import if a line's ``_id`` is taken by a document of another key, or
+    its key by a document of another ``_id``, in the database or on an earlier line.
+
+    Why before any write: the upsert of such a line would fail on the ``_id`` index (or
+    try to change an ``_id``), possibly after earlier batches were written. Why in
+    batches of ``$in`` on ``_id`` or'ed with the keys: the ``_id`` index and the unique
+    key indexes serve each batch in one round trip. The file's ids and keys are held
+    once each (as BSON bytes) to catch a file that clashes with itself.
+    """
+    pending: dict[Kind, list[_Claim]] = {kind: [] for kind in KINDS}
+    ids_seen: dict[Kind, dict[bytes, bytes]] = {kind: {} for kind in KINDS}
+    keys_seen: dict[Kind, dict[bytes, bytes]] = {kind: {} for kind in KINDS}
+    for number, kind, document in _read_lines(path):
+        if "_id" not in document:
+            continue
+        claim = _Claim(number, document["_id"], _key(kind, document))
+        encoded_id, encoded_key = _encoded(claim.id), _encoded(claim.key)
+        if ids_seen[kind].setdefault(encoded_id, encoded_key) != encoded_key:
+            raise ImportFileError(f"line {number}: {kind} _id {claim.id!r} is used twice")
+        if keys_seen[kind].setdefault(encoded_key, encoded_id) != encoded_id:
+            raise ImportFileError(
+                f"line {number}: {kind} {_describe(kind, claim.key)} is used twice"
+            )
+        pending[kind].append(claim)
+        if len(pending[kind]) >= _BATCH_SIZE:
+            await _check_claims(database, collections, kind, pending[kind])
+    for kind, claims in pending.items():
+        await _check_claims(database, collections, kind, claims)
+
+
+async def _check_claims(
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    kind: Kind,
+    claims: list[_Claim],
+) -> None:
+    """Check one batch; the error names the batch's first clashing line, whatever order
+    the server returns the clashing documents in."""
+    if not claims:
+        return
+    by_id = {_encoded(claim.id): claim for claim in claims}
+    by_key = {_encoded(claim.key): claim for claim in claims}
+    keys = [dict(zip(_KEYS[kind], claim.key, strict=True)) for claim in claims]
+    clashes = {"$or": [{"_id": {"$in": [claim.id for claim in claims]}}, *keys]}
+    projection = dict.fromkeys(_KEYS[kind], 1)
+    errors: list[tuple[int, str]] = []
+    async for existing in database[_collection(collections, kind)].find(clashes, projection):
+        key = _key(kind, existing)
+        claim = by_id.get(_encoded(existing["_id"])) or next(
+            (claim for claim in claims if claim.id == existing["_id"]), None
+        )  # the scan: an equal _id of another BSON type, e.g. 1.0 for 1
+        if claim is None:  # found by its key alone
+            claim = by_key[_encoded(key)]
+            errors.append(
+                (
+                    claim.number,
+                    f"{kind} {_describe(kind, key)} already exists with "
+                    f"_id {existing['_id']!r}, not {claim.id!r}",
                 )
+            )
+        elif key != claim.key:
+            owner_at = _OWNER_AT[kind]
+            other_owner = owner_at is not None and key[owner_at] != claim.key[owner_at]
+            errors.append(
+                (
+                    claim.number,
+                    f"{kind} _id {claim.id!r} already exists and belongs "
+                    f"to {'another owner' if other_owner else f'another {kind}'}",
+                )
+            )
+    if errors:
+        number, message = min(errors)
+        raise ImportFileError(f"line {number}: {message}")
+    claims.clear()
+
+
+def _describe(kind: Kind, key: tuple[Any, ...]) -> str:
+    return ", ".join(f"{name} {value!r}" for name, value in zip(_KEYS[kind], key, strict=True))
+
+
+def _key(kind: Kind, document: dict[str, Any]) -> tuple[Any, ...]:
+    """The document's unique key; a missing field reads as None."""
+    values = []
+    for name in _KEYS[kind]:
+        try:
+            values.append(_get(document, name))
+        except (KeyError, TypeError):
+            values.append(None)
+    return tuple(values)
+
+
+def _encoded(value: Any) -> bytes:
+    """An ``_id`` or a key as hashable, exact BSON bytes (an ``_id`` may be a sub-document)."""
+    return bson.encode({"_": value})

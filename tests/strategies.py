@@ -58,6 +58,13 @@ settings.register_profile(
 )
 settings.load_profile("long" if _LONG_EXAMPLES else "ci")
 
+
+def examples(ci: int) -> int:
+    """A property's example budget: ``ci`` by default (for properties whose examples are
+    costly, e.g. several CLI runs each), or ``CHATKIT_MONGO_EXAMPLES`` when set."""
+    return _LONG_EXAMPLES or ci
+
+
 DOUBLES: Final = ("motor-mock", "pymongo-mock")
 """Backends a property runs on by default; ``MONGODB_URI`` adds the real server."""
 BACKENDS: Final = (*DOUBLES, "mongodb") if os.environ.get("MONGODB_URI") else DOUBLES

@@ -8,14 +8,23 @@ from typing import Any
 
 import bson
 import pytest
-from bson import Int64
+from bson import Int64, json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from chatkit_mongo import MongoStore
 from chatkit_mongo.schema import Field, GridFSField
+from chatkit_mongo.transfer import _BATCH_SIZE
 
 from .cli_support import COLLECTIONS, all_documents, owner_documents, run, seed
 from .conftest import RequestContext
 from .samples import BASE_TIME, NESTED_METADATA, thread
+
+_COLLECTION_OF = {
+    "thread": COLLECTIONS.threads,
+    "item": COLLECTIONS.items,
+    "attachment": COLLECTIONS.attachments,
+    "chunk": COLLECTIONS.bucket_chunks,
+}
 
 
 def _encoded(documents: dict[str, list[dict[str, Any]]]) -> dict[str, list[bytes]]:
@@ -173,4 +182,122 @@ async def test_import_cannot_write_over_another_owners_bytes(
 
     assert result.exit_code == 1
     assert "already exists and belongs to another owner" in result.output
+    assert _encoded(await all_documents(database)) == before
+
+
+@pytest.mark.parametrize("kind", ["thread", "item", "attachment", "chunk"])
+async def test_a_line_reusing_another_owners_id_writes_nothing(
+    backend: str, database: Any, tmp_path: Path, kind: str
+) -> None:
+    """Regression: the earlier batches (alice's threads, items...) were written before
+    the batch holding the stolen ``_id`` failed on the ``_id`` index."""
+    await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    out = tmp_path / "alice.jsonl"
+    assert (
+        await run(backend, database, "export", "--owner", "alice", "--out", str(out))
+    ).exit_code == 0
+    await run(backend, database, "purge", "--owner", "alice")
+    before = _encoded(await all_documents(database))
+    bobs = await owner_documents(database, "bob")
+    stolen = bobs[_COLLECTION_OF[kind]][-1]["_id"]
+    lines = [json_util.loads(line) for line in out.read_text().splitlines()]
+    number = max(n for n, line in enumerate(lines, start=1) if line["kind"] == kind)
+    lines[number - 1]["document"]["_id"] = stolen
+    out.write_text(
+        "".join(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n" for line in lines)
+    )
+
+    result = await run(backend, database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert f"line {number}: {kind} _id {stolen!r} already exists and belongs to" in result.output
+    assert _encoded(await all_documents(database)) == before
+
+
+async def test_a_file_reusing_its_own_id_for_another_document_writes_nothing(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    out = tmp_path / "all.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+    lines = [json_util.loads(line) for line in out.read_text().splitlines()]
+    threads = [n for n, line in enumerate(lines) if line["kind"] == "thread"]
+    lines[threads[1]]["document"]["_id"] = lines[threads[0]]["document"]["_id"]
+    out.write_text(
+        "".join(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n" for line in lines)
+    )
+
+    result = await run(backend, empty_database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert f"line {threads[1] + 1}: thread _id" in result.output
+    assert "is used twice" in result.output
+    assert not any((await all_documents(empty_database)).values())
+
+
+async def test_a_key_stored_under_another_id_writes_nothing(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    """Regression: alice's data seeded anew in the target has the same keys under other
+    ``_id``s; replacing them cannot change an ``_id``, so a write failed mid-import."""
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    await seed(empty_database, "alice", ["thr_a1"], BASE_TIME)
+    await empty_database[COLLECTIONS.threads].delete_many({})
+    before = _encoded(await all_documents(empty_database))
+    out = tmp_path / "alice.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+
+    result = await run(backend, empty_database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert "line 2: item owner 'alice', thread_id 'thr_a1', item_id" in result.output
+    assert "already exists with _id ObjectId(" in result.output
+    assert _encoded(await all_documents(empty_database)) == before
+
+
+async def test_a_file_reusing_its_own_key_under_another_id_writes_nothing(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    out = tmp_path / "all.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+    first = out.read_text().splitlines(keepends=True)[0]
+    twin = json_util.loads(first)
+    twin["document"]["_id"] = bson.ObjectId()
+    out.write_text(first + json_util.dumps(twin, json_options=CANONICAL_JSON_OPTIONS) + "\n")
+
+    result = await run(backend, empty_database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert "line 2: thread owner 'alice', thread_id 'thr_a1' is used twice" in result.output
+    assert not any((await all_documents(empty_database)).values())
+
+
+async def test_a_clash_past_the_first_batch_still_writes_nothing(
+    backend: str, database: Any, tmp_path: Path
+) -> None:
+    """The pre-check goes batch by batch: a clash in the second one must stop the import
+    before the first is written."""
+    store: MongoStore[Any] = MongoStore(database)
+    for number in range(_BATCH_SIZE + 1):
+        await store.save_thread(thread(f"thr_{number:04}"), RequestContext("alice"))
+    out = tmp_path / "alice.jsonl"
+    assert (
+        await run(backend, database, "export", "--owner", "alice", "--out", str(out))
+    ).exit_code == 0
+    await run(backend, database, "purge", "--owner", "alice")
+    await store.save_thread(thread("thr_bob"), RequestContext("bob"))
+    before = _encoded(await all_documents(database))
+    [stolen] = [d["_id"] for d in (await all_documents(database))[COLLECTIONS.threads]]
+    lines = out.read_text().splitlines(keepends=True)
+    last = json_util.loads(lines[-1])
+    last["document"]["_id"] = stolen
+    out.write_text("".join(lines[:-1]) + json_util.dumps(last, json_options=CANONICAL_JSON_OPTIONS))
+
+    result = await run(backend, database, "import", str(out))
+
+    assert result.exit_code == 1, result.output
+    assert f"line {_BATCH_SIZE + 1}: thread _id {stolen!r} already exists" in result.output
     assert _encoded(await all_documents(database)) == before
