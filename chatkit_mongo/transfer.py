@@ -93,7 +93,8 @@ class ImportCounts:
         )
 
 
-def _collection(collections: CollectionNames, kind: Kind) -> str:
+def collection_of(collections: CollectionNames, kind: Kind) -> str:
+    """The collection that holds documents of ``kind``."""
     names: dict[Kind, str] = {
         "thread": collections.threads,
         "item": collections.items,
@@ -116,7 +117,9 @@ async def count_export(
     """How many lines :func:`export_data` will write, for a progress bar."""
     total = 0
     for kind in ("thread", "item", "attachment", "file"):
-        total += await database[_collection(collections, kind)].count_documents(_scope(kind, owner))
+        total += await database[collection_of(collections, kind)].count_documents(
+            _scope(kind, owner)
+        )
     return total
 
 
@@ -138,7 +141,7 @@ async def export_data(
     counts: dict[Kind, int] = dict.fromkeys(KINDS, 0)
     chunks = database[collections.bucket_chunks]
     for kind in ("thread", "item", "attachment", "file"):
-        cursor = database[_collection(collections, kind)].find(_scope(kind, owner))
+        cursor = database[collection_of(collections, kind)].find(_scope(kind, owner))
         async for document in cursor.sort("_id", 1):
             _write_line(out, kind, document)
             counts[kind] += 1
@@ -175,7 +178,7 @@ async def import_data(
     async def flush() -> None:
         if batch_kind is None or not batch:
             return
-        collection = database[_collection(collections, batch_kind)]
+        collection = database[collection_of(collections, batch_kind)]
         result = await shielded(collection.bulk_write(list(batch), ordered=True))
         counts.inserted[batch_kind] += result.upserted_count
         counts.updated[batch_kind] += result.modified_count
@@ -346,7 +349,7 @@ async def _check_claims(
     clashes = {"$or": [{"_id": {"$in": [claim.id for claim in claims]}}, *keys]}
     projection = dict.fromkeys(_KEYS[kind], 1)
     errors: list[tuple[int, str]] = []
-    async for existing in database[_collection(collections, kind)].find(clashes, projection):
+    async for existing in database[collection_of(collections, kind)].find(clashes, projection):
         key = _key(kind, existing)
         claim = by_id.get(_encoded(existing["_id"])) or next(
             (claim for claim in claims if claim.id == existing["_id"]), None

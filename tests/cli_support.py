@@ -13,18 +13,18 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import bson
 from bson import Binary, ObjectId
 from click.testing import CliRunner, Result
 
 from chatkit_mongo import MongoStore
 from chatkit_mongo._driver import AsyncDatabaseLike
 from chatkit_mongo.cli import Connection, cli
-from chatkit_mongo.schema import CollectionNames, Field, GridFSField
+from chatkit_mongo.schema import Field, GridFSField
 
-from .conftest import MONGODB_URI, RequestContext
+from .conftest import MONGODB_URI, NAMES, RequestContext
 from .samples import assistant_message, every_item, file_attachment, image_attachment, thread
 
-COLLECTIONS = CollectionNames()
 CHUNK_SIZE = 4
 
 
@@ -76,7 +76,7 @@ async def add_reply(database: Any, owner: str, thread_id: str, created_at: datet
 async def store_bytes(database: Any, owner: str, attachment_id: str, data: bytes) -> ObjectId:
     """A GridFS files document and its chunks, written as GridFS lays them out."""
     file_id = ObjectId()
-    await database[COLLECTIONS.bucket_files].insert_one(
+    await database[NAMES.bucket_files].insert_one(
         {
             "_id": file_id,
             "length": len(data),
@@ -86,7 +86,7 @@ async def store_bytes(database: Any, owner: str, attachment_id: str, data: bytes
             GridFSField.METADATA: {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment_id},
         }
     )
-    await database[COLLECTIONS.bucket_chunks].insert_many(
+    await database[NAMES.bucket_chunks].insert_many(
         [
             {
                 GridFSField.FILES_ID: file_id,
@@ -102,22 +102,27 @@ async def store_bytes(database: Any, owner: str, attachment_id: str, data: bytes
 async def owner_documents(database: Any, owner: str) -> dict[str, list[dict[str, Any]]]:
     """Everything stored for ``owner``, per collection, in ``_id`` order; chunks included."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for name in COLLECTIONS.by_role().values():
+    for name in NAMES.by_role().values():
         found[name] = await _all(database[name], {Field.OWNER: owner})
-    files = await _all(database[COLLECTIONS.bucket_files], {GridFSField.METADATA_OWNER: owner})
-    found[COLLECTIONS.bucket_files] = files
-    found[COLLECTIONS.bucket_chunks] = await _all(
-        database[COLLECTIONS.bucket_chunks],
+    files = await _all(database[NAMES.bucket_files], {GridFSField.METADATA_OWNER: owner})
+    found[NAMES.bucket_files] = files
+    found[NAMES.bucket_chunks] = await _all(
+        database[NAMES.bucket_chunks],
         {GridFSField.FILES_ID: {"$in": [file["_id"] for file in files]}},
     )
     return found
 
 
 async def all_documents(database: Any) -> dict[str, list[dict[str, Any]]]:
-    names = [*COLLECTIONS.by_role().values(), COLLECTIONS.bucket_files, COLLECTIONS.bucket_chunks]
+    names = [*NAMES.by_role().values(), NAMES.bucket_files, NAMES.bucket_chunks]
     return {name: await _all(database[name], {}) for name in names}
 
 
 async def _all(collection: Any, filter_: dict[str, Any]) -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = await collection.find(filter_).sort("_id", 1).to_list(None)
     return documents
+
+
+def encoded(documents: dict[str, list[dict[str, Any]]]) -> dict[str, list[bytes]]:
+    """Byte-exact BSON: an Int64 that came back as an int32 would differ here."""
+    return {name: [bson.encode(d) for d in found] for name, found in documents.items()}

@@ -13,7 +13,6 @@ Backends: mongomock-motor's GridFS and the real server when ``MONGODB_URI`` is s
 
 from __future__ import annotations
 
-import os
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -29,13 +28,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from chatkit_mongo import AttachmentTooLargeError, IncompleteUploadError, UploadConflictError
 
-from .attachment_support import CHUNK, make_attachments
+from .attachment_support import CHUNK, GRIDFS_BACKENDS, make_attachments
 from .conftest import NAMES, RequestContext
 from .strategies import StoreRunner
 
-GRIDFS_BACKENDS: Final = (
-    ("motor-mock", "mongodb") if os.environ.get("MONGODB_URI") else ("motor-mock",)
-)
 OWNERS: Final = ("alice", "bob")
 THREAD_IDS: Final = ("thr_1", "thr_2")
 PAYLOADS: Final = (

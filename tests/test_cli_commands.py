@@ -16,7 +16,8 @@ from chatkit_mongo.explain import summarise
 from chatkit_mongo.indexes import plan_indexes
 from chatkit_mongo.schema import INDEXES, Field
 
-from .cli_support import COLLECTIONS, run, seed
+from .cli_support import run, seed
+from .conftest import NAMES
 from .samples import BASE_TIME
 
 COMMANDS = ("init", "doctor", "export", "import", "purge")
@@ -98,7 +99,7 @@ async def test_init_dry_run_creates_nothing_then_init_creates_all(
     dry = await run(backend, database, "init", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert dry.output.count(": missing") == len(INDEXES)
-    plan = await plan_indexes(database, COLLECTIONS)
+    plan = await plan_indexes(database, NAMES)
     assert {status.state for status in plan} == {"missing"}
 
     created = await run(backend, database, "init")
@@ -114,13 +115,13 @@ async def test_init_names_a_conflicting_index_and_exits_non_zero(
     backend: str, database: Any
 ) -> None:
     spec = INDEXES[0]
-    await database[COLLECTIONS.threads].create_indexes([IndexModel([("x", 1)], name=spec.name)])
+    await database[NAMES.threads].create_indexes([IndexModel([("x", 1)], name=spec.name)])
 
     dry = await run(backend, database, "init", "--dry-run")
     result = await run(backend, database, "init")
 
     assert dry.exit_code == 1
-    assert f"{COLLECTIONS.threads}.{spec.name} " in dry.output
+    assert f"{NAMES.threads}.{spec.name} " in dry.output
     assert f"unique: conflict (an index named {spec.name} has keys" in dry.output
     assert result.exit_code == 1
     assert "existing indexes clash" in result.output
@@ -128,7 +129,7 @@ async def test_init_names_a_conflicting_index_and_exits_non_zero(
 
 async def test_doctor_fails_while_indexes_are_missing(backend: str, database: Any) -> None:
     await seed(database, "alice", ["thr_1"], BASE_TIME)
-    await database[COLLECTIONS.items].drop_indexes()
+    await database[NAMES.items].drop_indexes()
 
     result = await run(backend, database, "doctor")
 

@@ -15,9 +15,8 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from chatkit_mongo.cli import _Duration
 
-from .cli_support import all_documents, run, seed
+from .cli_support import all_documents, encoded, run, seed
 from .samples import BASE_TIME
-from .test_cli_transfer import _encoded
 
 
 def _mutated(lines: list[str], kind: str, change: Any) -> str:
@@ -113,13 +112,13 @@ async def test_bad_owner_values_are_refused_and_nothing_changes(
     backend: str, database: Any, command: str, owner: str, message: str
 ) -> None:
     await seed(database, "alice", ["thr_a"], BASE_TIME)
-    before = _encoded(await all_documents(database))
+    before = encoded(await all_documents(database))
 
     result = await run(backend, database, command, "--owner", owner)
 
     assert result.exit_code == 1, result.output
     assert message in result.output
-    assert _encoded(await all_documents(database)) == before
+    assert encoded(await all_documents(database)) == before
 
 
 @pytest.mark.parametrize("owner", ['{"$ne": null}', "alice*", ".*", "ALICE", "alice "])
@@ -127,7 +126,7 @@ async def test_owner_values_that_look_like_patterns_match_only_themselves(
     backend: str, database: Any, owner: str
 ) -> None:
     await seed(database, "alice", ["thr_a"], BASE_TIME)
-    before = _encoded(await all_documents(database))
+    before = encoded(await all_documents(database))
 
     exported = await run(backend, database, "export", "--owner", owner)
     purged = await run(backend, database, "purge", "--owner", owner)
@@ -135,7 +134,7 @@ async def test_owner_values_that_look_like_patterns_match_only_themselves(
     assert exported.exit_code == purged.exit_code == 0
     assert exported.stdout == ""
     assert "erased 0 threads, 0 items, 0 attachments, 0 files, 0 chunks" in purged.output
-    assert _encoded(await all_documents(database)) == before
+    assert encoded(await all_documents(database)) == before
 
 
 @pytest.mark.parametrize("text", ["99999999999999w", "1000000000d", "\u0663d", "\uff13d", "1_0d"])
@@ -150,10 +149,10 @@ async def test_a_duration_reaching_back_before_year_one_is_refused(
 ) -> None:
     """Regression: ``now - older_than`` overflowed with a traceback."""
     await seed(database, "alice", ["thr_a"], BASE_TIME)
-    before = _encoded(await all_documents(database))
+    before = encoded(await all_documents(database))
 
     result = await run(backend, database, "purge", "--older-than", "999999999d")
 
     assert result.exit_code == 1, result.output
     assert "older_than (999999999 days, 0:00:00) reaches back before the year 1" in result.output
-    assert _encoded(await all_documents(database)) == before
+    assert encoded(await all_documents(database)) == before

@@ -36,12 +36,12 @@ from hypothesis import strategies as st
 
 from chatkit_mongo.maintenance import PurgeCounts
 from chatkit_mongo.schema import GridFSField
-from chatkit_mongo.transfer import KINDS, ImportCounts, _collection
-from tests.cli_support import COLLECTIONS, all_documents, invoke, owner_documents
-from tests.conftest import RequestContext
-from tests.strategies import StoreRunner, examples, items, threads
-from tests.test_attachment_model import GRIDFS_BACKENDS
-from tests.test_attachments_gridfs import CHUNK, make_attachments
+from chatkit_mongo.transfer import KINDS, ImportCounts, collection_of
+
+from .attachment_support import CHUNK, GRIDFS_BACKENDS, make_attachments
+from .cli_support import all_documents, invoke, owner_documents
+from .conftest import NAMES, RequestContext
+from .strategies import StoreRunner, examples, items, threads
 
 OWNERS: Final = ("alice", "bob", "carol")
 THREAD_IDS: Final = ("thr_1", "thr_2")
@@ -158,7 +158,7 @@ def test_export_then_import_reproduces_everything_and_twice_changes_nothing(
             assert imported == _encoded(expected)
             assert _encoded(target.run(all_documents(target.database))) == imported
             per_kind: dict[str, int] = {
-                kind: len(expected[_collection(COLLECTIONS, kind)]) for kind in KINDS
+                kind: len(expected[collection_of(NAMES, kind)]) for kind in KINDS
             }
             assert ImportCounts(inserted=per_kind).describe() in first, first
             assert ImportCounts(unchanged=per_kind).describe() in second, second
@@ -189,11 +189,11 @@ def test_purge_owner_erases_exactly_that_owner_and_dry_run_predicts_it(
             *(
                 len(theirs[name])
                 for name in (
-                    COLLECTIONS.threads,
-                    COLLECTIONS.items,
-                    COLLECTIONS.attachments,
-                    COLLECTIONS.bucket_files,
-                    COLLECTIONS.bucket_chunks,
+                    NAMES.threads,
+                    NAMES.items,
+                    NAMES.attachments,
+                    NAMES.bucket_files,
+                    NAMES.bucket_chunks,
                 )
             )
         )
@@ -208,6 +208,6 @@ def test_purge_owner_erases_exactly_that_owner_and_dry_run_predicts_it(
         assert f"erased {counts.describe()}" in real, real
         assert _encoded(after) == _removed(before, theirs)
         assert not any(runner.run(owner_documents(runner.database, purged)).values())
-        purged_files = {file["_id"] for file in theirs[COLLECTIONS.bucket_files]}
-        chunks = after[COLLECTIONS.bucket_chunks]
+        purged_files = {file["_id"] for file in theirs[NAMES.bucket_files]}
+        chunks = after[NAMES.bucket_chunks]
         assert not [c for c in chunks if c[GridFSField.FILES_ID] in purged_files]

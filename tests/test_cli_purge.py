@@ -11,7 +11,8 @@ import pytest
 from chatkit_mongo.maintenance import purge_inactive
 from chatkit_mongo.schema import Field, GridFSField
 
-from .cli_support import COLLECTIONS, add_reply, all_documents, owner_documents, run, seed
+from .cli_support import add_reply, all_documents, owner_documents, run, seed
+from .conftest import NAMES
 
 NOW = datetime.now(UTC).replace(tzinfo=None)
 OLD = NOW - timedelta(days=60)
@@ -36,7 +37,7 @@ async def test_purge_owner_erases_everything_of_that_owner_and_nothing_else(
     assert not any((await owner_documents(database, "alice")).values())
     assert _snapshot(await owner_documents(database, "bob")) == bob_before
     chunks = await all_documents(database)
-    assert len(chunks[COLLECTIONS.bucket_chunks]) == 6  # bob's only
+    assert len(chunks[NAMES.bucket_chunks]) == 6  # bob's only
 
 
 async def test_purge_owner_dry_run_counts_and_erases_nothing(backend: str, database: Any) -> None:
@@ -63,14 +64,14 @@ async def test_purge_older_than_erases_only_threads_inactive_that_long(
     assert result.exit_code == 0, result.output
     assert "erased 1 threads, 11 items, 2 attachments, 2 files, 6 chunks" in result.output
     after = await all_documents(database)
-    remaining = {(d[Field.OWNER], d[Field.THREAD_ID]) for d in after[COLLECTIONS.threads]}
+    remaining = {(d[Field.OWNER], d[Field.THREAD_ID]) for d in after[NAMES.threads]}
     assert remaining == {("alice", "thr_revived"), ("bob", "thr_old"), ("bob", "thr_new")}
-    gone = [d for d in after[COLLECTIONS.items] if d[Field.THREAD_ID] == "thr_old"]
+    gone = [d for d in after[NAMES.items] if d[Field.THREAD_ID] == "thr_old"]
     assert {d[Field.OWNER] for d in gone} == {"bob"}
-    assert len(after[COLLECTIONS.bucket_files]) == len(before[COLLECTIONS.bucket_files]) - 2
-    assert len(after[COLLECTIONS.bucket_chunks]) == len(before[COLLECTIONS.bucket_chunks]) - 6
-    assert {f["_id"] for f in after[COLLECTIONS.bucket_files]} == {
-        c[GridFSField.FILES_ID] for c in after[COLLECTIONS.bucket_chunks]
+    assert len(after[NAMES.bucket_files]) == len(before[NAMES.bucket_files]) - 2
+    assert len(after[NAMES.bucket_chunks]) == len(before[NAMES.bucket_chunks]) - 6
+    assert {f["_id"] for f in after[NAMES.bucket_files]} == {
+        c[GridFSField.FILES_ID] for c in after[NAMES.bucket_chunks]
     }
 
 
@@ -90,11 +91,11 @@ async def test_a_thread_exactly_at_the_cutoff_is_kept(database: Any) -> None:
     last_activity = OLD + timedelta(seconds=10)
 
     kept = await purge_inactive(
-        database, COLLECTIONS, timedelta(days=1), now=last_activity + timedelta(days=1)
+        database, NAMES, timedelta(days=1), now=last_activity + timedelta(days=1)
     )
     erased = await purge_inactive(
         database,
-        COLLECTIONS,
+        NAMES,
         timedelta(days=1),
         now=last_activity + timedelta(days=1, microseconds=1),
     )
@@ -107,4 +108,4 @@ async def test_a_duration_that_is_not_positive_is_refused(
     database: Any, older_than: timedelta
 ) -> None:
     with pytest.raises(ValueError, match="older_than must be a positive duration"):
-        await purge_inactive(database, COLLECTIONS, older_than)
+        await purge_inactive(database, NAMES, older_than)

@@ -15,21 +15,16 @@ from chatkit_mongo import MongoStore
 from chatkit_mongo.schema import Field, GridFSField
 from chatkit_mongo.transfer import _BATCH_SIZE
 
-from .cli_support import COLLECTIONS, all_documents, owner_documents, run, seed
-from .conftest import RequestContext
+from .cli_support import all_documents, encoded, owner_documents, run, seed
+from .conftest import NAMES, RequestContext
 from .samples import BASE_TIME, NESTED_METADATA, thread
 
 _COLLECTION_OF = {
-    "thread": COLLECTIONS.threads,
-    "item": COLLECTIONS.items,
-    "attachment": COLLECTIONS.attachments,
-    "chunk": COLLECTIONS.bucket_chunks,
+    "thread": NAMES.threads,
+    "item": NAMES.items,
+    "attachment": NAMES.attachments,
+    "chunk": NAMES.bucket_chunks,
 }
-
-
-def _encoded(documents: dict[str, list[dict[str, Any]]]) -> dict[str, list[bytes]]:
-    """Byte-exact BSON: an Int64 that came back as an int32 would differ here."""
-    return {name: [bson.encode(d) for d in found] for name, found in documents.items()}
 
 
 async def test_export_then_import_reproduces_every_document_and_byte(
@@ -37,7 +32,7 @@ async def test_export_then_import_reproduces_every_document_and_byte(
 ) -> None:
     await seed(database, "alice", ["thr_a1", "thr_a2"], BASE_TIME)
     await seed(database, "bob", ["thr_b1"], BASE_TIME)
-    await database[COLLECTIONS.threads].update_one(
+    await database[NAMES.threads].update_one(
         {Field.OWNER: "alice", Field.THREAD_ID: "thr_a1"},
         {"$set": {"extra_int64": Int64(7)}},
     )
@@ -51,7 +46,7 @@ async def test_export_then_import_reproduces_every_document_and_byte(
 
     source = await owner_documents(database, "alice")
     assert all(source.values())
-    assert _encoded(await owner_documents(empty_database, "alice")) == _encoded(source)
+    assert encoded(await owner_documents(empty_database, "alice")) == encoded(source)
     assert await owner_documents(empty_database, "bob") == await owner_documents(
         empty_database, "nobody"
     )
@@ -64,12 +59,12 @@ async def test_importing_twice_changes_nothing(
     out = tmp_path / "all.jsonl"
     assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
     first = await run(backend, empty_database, "import", str(out))
-    after_first = _encoded(await all_documents(empty_database))
+    after_first = encoded(await all_documents(empty_database))
 
     second = await run(backend, empty_database, "import", str(out))
 
     assert second.exit_code == 0, second.output
-    assert _encoded(await all_documents(empty_database)) == after_first
+    assert encoded(await all_documents(empty_database)) == after_first
     assert "thread: 1 inserted, 0 updated, 0 unchanged" in first.output
     assert "thread: 0 inserted, 0 updated, 1 unchanged" in second.output
     assert "chunk: 0 inserted, 0 updated, 6 unchanged" in second.output
@@ -79,17 +74,17 @@ async def test_import_restores_what_changed_since_the_export(
     backend: str, database: Any, tmp_path: Path
 ) -> None:
     await seed(database, "alice", ["thr_a1"], BASE_TIME)
-    before = _encoded(await all_documents(database))
+    before = encoded(await all_documents(database))
     out = tmp_path / "all.jsonl"
     assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
-    await database[COLLECTIONS.items].update_one(
+    await database[NAMES.items].update_one(
         {Field.ITEM_ID: "msg_user"}, {"$set": {f"{Field.DATA}.quoted_text": "changed"}}
     )
 
     result = await run(backend, database, "import", str(out))
 
     assert "item: 0 inserted, 1 updated, 10 unchanged" in result.output
-    assert _encoded(await all_documents(database)) == before
+    assert encoded(await all_documents(database)) == before
 
 
 async def test_export_without_owner_holds_everyone(
@@ -107,7 +102,7 @@ async def test_export_without_owner_holds_everyone(
 
 
 async def test_export_goes_to_standard_output_without_out(backend: str, database: Any) -> None:
-    await database[COLLECTIONS.threads].insert_one({})  # not alice's: must not appear
+    await database[NAMES.threads].insert_one({})  # not alice's: must not appear
     store: MongoStore[Any] = MongoStore(database)
     await store.save_thread(thread("thr_meta", metadata=NESTED_METADATA), RequestContext("alice"))
 
@@ -165,7 +160,7 @@ async def test_import_cannot_write_over_another_owners_bytes(
     backend: str, database: Any, tmp_path: Path
 ) -> None:
     [file_id, *_] = await seed(database, "bob", ["thr_b1"], BASE_TIME)
-    before = _encoded(await all_documents(database))
+    before = encoded(await all_documents(database))
     forged = {
         "_id": file_id,
         GridFSField.METADATA: {Field.OWNER: "mallory", Field.ATTACHMENT_ID: "x"},
@@ -182,7 +177,7 @@ async def test_import_cannot_write_over_another_owners_bytes(
 
     assert result.exit_code == 1
     assert "already exists and belongs to another owner" in result.output
-    assert _encoded(await all_documents(database)) == before
+    assert encoded(await all_documents(database)) == before
 
 
 @pytest.mark.parametrize("kind", ["thread", "item", "attachment", "chunk"])
@@ -198,7 +193,7 @@ async def test_a_line_reusing_another_owners_id_writes_nothing(
         await run(backend, database, "export", "--owner", "alice", "--out", str(out))
     ).exit_code == 0
     await run(backend, database, "purge", "--owner", "alice")
-    before = _encoded(await all_documents(database))
+    before = encoded(await all_documents(database))
     bobs = await owner_documents(database, "bob")
     stolen = bobs[_COLLECTION_OF[kind]][-1]["_id"]
     lines = [json_util.loads(line) for line in out.read_text().splitlines()]
@@ -212,7 +207,7 @@ async def test_a_line_reusing_another_owners_id_writes_nothing(
 
     assert result.exit_code == 1, result.output
     assert f"line {number}: {kind} _id {stolen!r} already exists and belongs to" in result.output
-    assert _encoded(await all_documents(database)) == before
+    assert encoded(await all_documents(database)) == before
 
 
 async def test_a_file_reusing_its_own_id_for_another_document_writes_nothing(
@@ -244,8 +239,8 @@ async def test_a_key_stored_under_another_id_writes_nothing(
     ``_id``s; replacing them cannot change an ``_id``, so a write failed mid-import."""
     await seed(database, "alice", ["thr_a1"], BASE_TIME)
     await seed(empty_database, "alice", ["thr_a1"], BASE_TIME)
-    await empty_database[COLLECTIONS.threads].delete_many({})
-    before = _encoded(await all_documents(empty_database))
+    await empty_database[NAMES.threads].delete_many({})
+    before = encoded(await all_documents(empty_database))
     out = tmp_path / "alice.jsonl"
     assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
 
@@ -254,7 +249,7 @@ async def test_a_key_stored_under_another_id_writes_nothing(
     assert result.exit_code == 1, result.output
     assert "line 2: item owner 'alice', thread_id 'thr_a1', item_id" in result.output
     assert "already exists with _id ObjectId(" in result.output
-    assert _encoded(await all_documents(empty_database)) == before
+    assert encoded(await all_documents(empty_database)) == before
 
 
 async def test_a_file_reusing_its_own_key_under_another_id_writes_nothing(
@@ -289,8 +284,8 @@ async def test_a_clash_past_the_first_batch_still_writes_nothing(
     ).exit_code == 0
     await run(backend, database, "purge", "--owner", "alice")
     await store.save_thread(thread("thr_bob"), RequestContext("bob"))
-    before = _encoded(await all_documents(database))
-    [stolen] = [d["_id"] for d in (await all_documents(database))[COLLECTIONS.threads]]
+    before = encoded(await all_documents(database))
+    [stolen] = [d["_id"] for d in (await all_documents(database))[NAMES.threads]]
     lines = out.read_text().splitlines(keepends=True)
     last = json_util.loads(lines[-1])
     last["document"]["_id"] = stolen
@@ -300,4 +295,4 @@ async def test_a_clash_past_the_first_batch_still_writes_nothing(
 
     assert result.exit_code == 1, result.output
     assert f"line {_BATCH_SIZE + 1}: thread _id {stolen!r} already exists" in result.output
-    assert _encoded(await all_documents(database)) == before
+    assert encoded(await all_documents(database)) == before
