@@ -73,7 +73,6 @@ class GridFSField:
 
     ID: Final = "_id"
     METADATA: Final = "metadata"
-    LENGTH: Final = "length"
     FILENAME: Final = "filename"
     UPLOAD_DATE: Final = "uploadDate"
     FILES_ID: Final = "files_id"
