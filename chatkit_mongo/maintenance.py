@@ -1,9 +1,10 @@
 """Erasing data: one owner's everything, or the threads nobody has touched for a while.
 
-Why the children go first and the thread last: should the process stop halfway, a
-second run still finds the thread, and through it what is left of it. Deleting the
-thread first would hide the thread, but leave items and bytes that nothing points to
-any more, which a data-protection erasure must never do. For the same reason the
+Why the children go first and the thread last (as in ``MongoStore.delete_thread``):
+should the process stop halfway, a second run still finds the thread, and through it
+what is left of it. Deleting the thread first would hide the thread, but leave items
+and bytes that nothing points to any more, which a data-protection erasure must never
+do. For the same reason the
 GridFS chunks go before their files document: the files document is how the bytes
 of an owner are found.
 """

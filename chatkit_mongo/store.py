@@ -267,24 +267,24 @@ class MongoStore(Store[TContext], Generic[TContext]):
         )
 
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
-        """Delete the thread, then its items, its attachments' bytes (when a
-        ``GridFSAttachmentStore`` is registered) and their metadata.
+        """Delete the thread's items, its attachments' bytes (when a
+        ``GridFSAttachmentStore`` is registered) and their metadata, then the thread.
 
-        Why the thread first: once it is gone ChatKit shows nothing of it, and should
-        the process die before the rest is deleted, calling ``delete_thread`` again
-        (it is idempotent) finishes the job, as does ``chatkit-mongo`` maintenance.
-        Why the bytes before the metadata: the metadata is what finds the bytes.
+        Why the thread last: should the process die halfway, the thread is still there,
+        so deleting it again (the user can; it is idempotent) finishes the erasure.
+        Deleting it first would hide it, but leave items and bytes nobody can reach or
+        erase any more. Why the bytes before the metadata: the metadata finds the bytes.
         """
         owner = await self._begin(context)
         thread_id = check_id(thread_id, "thread_id")
         scope = queries.thread(owner, thread_id)
 
         async def cascade() -> None:
-            await self._collections["threads"].delete_one(scope)
             await self._collections["items"].delete_many(scope)
             if self._thread_bytes is not None:
                 await self._thread_bytes.delete_thread_bytes(owner, thread_id)
             await self._collections["attachments"].delete_many(scope)
+            await self._collections["threads"].delete_one(scope)
 
         await shielded(cascade())
 

@@ -69,7 +69,7 @@ async def test_one_round_trip_per_call(
         (lambda: store.delete_attachment("atc_1", alice), ["attachments.delete_one"]),
         (
             lambda: store.delete_thread("thr_1", alice),
-            ["threads.delete_one", "items.delete_many", "attachments.delete_many"],
+            ["items.delete_many", "attachments.delete_many", "threads.delete_one"],
         ),
     ]
     for call, expected in expectations:
