@@ -28,7 +28,8 @@ class Field:
     """
 
     OWNER: Final = "owner"
-    """The tenant (user or organisation) that owns the document. First in every index."""
+    """The tenant (user or organisation) that owns the document; first in every index a
+    tenant's query uses (the sweep and GridFS's own indexes serve other lookups)."""
     THREAD_ID: Final = "thread_id"
     ITEM_ID: Final = "item_id"
     ATTACHMENT_ID: Final = "attachment_id"
