@@ -1,9 +1,17 @@
 """Export and import of stored data as JSON Lines, per owner or everything.
 
-Each line is ``{"kind": ..., "document": ...}`` in canonical MongoDB Extended JSON.
-Why canonical: it keeps every BSON type as it was (an Int64 stays an Int64, a date
-keeps its milliseconds, bytes stay bytes, an ObjectId stays one), so an import writes
-back byte for byte the documents that were exported, ``_id`` included.
+Each line is ``{"kind": ..., "format": 2, "document": ...}`` in canonical MongoDB
+Extended JSON. Why canonical: it keeps every BSON type as it was (an Int64 stays an
+Int64, a date keeps its milliseconds, bytes stay bytes, an ObjectId stays one), so an
+import writes back byte for byte the documents that were exported, ``_id`` included.
+
+Why user keys are escaped (format 2): Extended JSON writes a BSON value as an object
+with a ``$`` key (``{"$oid": ...}``), so it cannot tell a user's own ``$`` key (metadata
+``{"$oid": "x"}``) from a type. Every object key, at any depth, that starts with ``$`` or
+with the escape character ``~`` is written with one more ``~`` in front; on import one
+``~`` is taken off again. A raw ``$`` key in a format-2 line is therefore always a type,
+and a ``$`` object that is not a valid one makes the line malformed. Lines without a
+``format`` (files written before it existed) are read as plain Extended JSON, as then.
 
 Why import upserts by the unique keys, each starting with the owner: importing twice
 changes nothing, and a line can only ever write the data of the owner it names. A
@@ -24,22 +32,27 @@ from pathlib import Path
 from typing import Any, Final, Literal, TextIO, get_args
 
 import bson
-from bson import json_util
-from bson.errors import BSONError
+from bson import DBRef, ObjectId, json_util
+from bson.code import Code
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from pydantic import TypeAdapter, ValidationError
 from pymongo import ReplaceOne
 
-from ._checks import check_id
-from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
+from ._checks import check_id, check_optional_id
+from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document
 from ._driver import AsyncDatabaseLike, shielded
-from .schema import CollectionNames, Field, GridFSField
+from .errors import UnstorableError
+from .schema import CollectionNames, Field, GridFSField, UploadField
 
 Kind = Literal["thread", "item", "attachment", "file", "chunk"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 """In the order they are exported: a chunk's file always comes before the chunk."""
 _KIND: Final = "kind"
+_FORMAT: Final = "format"
 _DOCUMENT: Final = "document"
+FORMAT: Final = 2
+"""The version of the line format :func:`export_data` writes (see the module docstring)."""
+_ESCAPE: Final = "~"
 _BATCH_SIZE: Final = 500
 """Upserts sent per ``bulk_write``: few round trips, modest memory."""
 
@@ -156,8 +169,61 @@ async def export_data(
 
 
 def _write_line(out: TextIO, kind: Kind, document: dict[str, Any]) -> None:
-    line = {_KIND: kind, _DOCUMENT: document}
+    line = {_KIND: kind, _FORMAT: FORMAT, _DOCUMENT: _escape(document)}
     out.write(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n")
+
+
+def _escaped_key(key: str) -> str:
+    return _ESCAPE + key if key.startswith(("$", _ESCAPE)) else key
+
+
+def _escape(value: Any) -> Any:
+    """``value`` with every object key that starts with ``$`` or ``~`` given one more ``~``.
+
+    Also inside the BSON values that hold documents (a DBRef's id and extra fields, a
+    code's scope), since Extended JSON writes those as objects too. :func:`_unescape`
+    is its exact inverse.
+    """
+    if isinstance(value, dict):
+        return {_escaped_key(key): _escape(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_escape(child) for child in value]
+    if isinstance(value, DBRef):
+        extra = {k: _escape(v) for k, v in value.as_doc().items() if k not in _DBREF_KEYS}
+        return DBRef(value.collection, _escape(value.id), value.database, **extra)
+    if isinstance(value, Code) and value.scope is not None:
+        return Code(str(value), _escape(value.scope))
+    return value
+
+
+_DBREF_KEYS: Final = frozenset({"$ref", "$id", "$db"})
+
+
+def _unescape(value: Any) -> Any:
+    """The inverse of :func:`_escape`, on a parsed format-2 document.
+
+    A plain object left with a ``$`` key after parsing was not a valid Extended JSON
+    type (``{"$date": "soon"}`` or an operator such as ``{"$ne": null}``): format 2
+    escapes every user ``$`` key, so this is a malformed line, never user data.
+    """
+    if isinstance(value, dict):
+        unescaped = {}
+        for key, child in value.items():
+            if key.startswith("$"):
+                raise ValueError(
+                    f"{{{key!r}: ...}} is not an Extended JSON type this file format "
+                    f"can hold (a user key starting with $ is written as {_ESCAPE}{key})"
+                )
+            unescaped[key[1:] if key.startswith(_ESCAPE) else key] = _unescape(child)
+        return unescaped
+    if isinstance(value, list):
+        return [_unescape(child) for child in value]
+    if isinstance(value, DBRef):
+        extra = {k: _unescape(v) for k, v in value.as_doc().items() if k not in _DBREF_KEYS}
+        return DBRef(value.collection, _unescape(value.id), value.database, **extra)
+    if isinstance(value, Code) and value.scope is not None:
+        return Code(str(value), _unescape(value.scope))
+    return value
 
 
 async def import_data(
@@ -222,8 +288,15 @@ def _get(document: dict[str, Any], path: str) -> Any:
 
 def _read_lines(path: Path) -> Iterator[tuple[int, Kind, dict[str, Any]]]:
     """``(line number, kind, document)`` of every non-blank line, each parsed and checked."""
-    with path.open(encoding="utf-8") as stream:
-        for number, text in enumerate(stream, start=1):
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ImportFileError(
+                    f"line {number}: not valid UTF-8: byte {raw[exc.start]:#04x} at "
+                    f"position {exc.start} of the line"
+                ) from None
             if text.strip():
                 kind, document = _parse(number, text)
                 yield number, kind, document
@@ -232,19 +305,44 @@ def _read_lines(path: Path) -> Iterator[tuple[int, Kind, dict[str, Any]]]:
 def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
     try:
         line = json_util.loads(text, json_options=CANONICAL_JSON_OPTIONS)
-    except (ValueError, BSONError) as exc:  # InvalidId, for one, is no ValueError
-        raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from exc
-    if not isinstance(line, dict) or set(line) != {_KIND, _DOCUMENT}:
-        raise ImportFileError(f'line {number}: expected {{"{_KIND}": ..., "{_DOCUMENT}": ...}}')
+    except RecursionError:
+        raise ImportFileError(
+            f"line {number}: nested too deeply (MongoDB allows 100 levels)"
+        ) from None
+    except Exception as exc:
+        # Why every exception: the Extended JSON parsers raise ValueError, TypeError,
+        # KeyError, OverflowError, InvalidId... depending on how a wrapper is malformed;
+        # whichever it is, the line is not valid Extended JSON.
+        raise ImportFileError(
+            f"line {number}: not valid Extended JSON: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(line, dict) or set(line) - {_FORMAT} != {_KIND, _DOCUMENT}:
+        raise ImportFileError(
+            f'line {number}: expected {{"{_KIND}": ..., "{_FORMAT}": {FORMAT}, "{_DOCUMENT}": ...}}'
+        )
     kind, document = line[_KIND], line[_DOCUMENT]
     if kind not in KINDS:
         raise ImportFileError(f"line {number}: unknown kind {kind!r}; expected one of {KINDS}")
     if not isinstance(document, dict):
         raise ImportFileError(f"line {number}: the {kind} document is not an object")
+    if _FORMAT in line:
+        if line[_FORMAT] != FORMAT or isinstance(line[_FORMAT], bool):
+            raise ImportFileError(
+                f"line {number}: unknown format {line[_FORMAT]!r}; this version reads "
+                f"format {FORMAT} and lines without a format (written before it existed)"
+            )
+        try:
+            document = _unescape(document)
+        except ValueError as exc:
+            raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from None
     try:
         _check_document(kind, document)
     except (KeyError, TypeError, ValueError) as exc:
         raise ImportFileError(f"line {number}: bad {kind} document: {exc}") from exc
+    try:
+        check_document(document, f"the {kind} document")
+    except UnstorableError as exc:
+        raise ImportFileError(f"line {number}: {exc}") from None
     return kind, document
 
 
@@ -252,17 +350,34 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
     """Refuse a document the store could not read back, or one that names no owner.
 
     Why top-level ``$`` keys are refused here: the server refuses them in a replacement,
-    and only when that batch is written, after earlier batches were.
+    and only when that batch is written, after earlier batches were. Why every id and
+    reference must be a plain value of its one type (a str id, an ObjectId ``_id``,
+    ``file_id`` and ``files_id``, a non-negative int ``n``): they reach upsert filters,
+    the pre-check's ``$in`` and, later, the deletes that follow a reference; an object
+    such as ``{"$ne": null}`` or a regular expression there would match other documents.
     """
     operators = sorted(name for name in document if name.startswith("$"))
     if operators:
         raise ValueError(f"top-level field names cannot start with $: {operators}")
+    if "_id" in document or kind == "file":
+        _check_object_id(document["_id"], "_id")
     for name in _KEYS[kind]:
         value = _get(document, name)
-        if name in (Field.OWNER, GridFSField.METADATA_OWNER, Field.THREAD_ID, Field.ITEM_ID):
+        if name == GridFSField.FILES_ID:
+            _check_object_id(value, name)
+        elif name == GridFSField.CHUNK_NUMBER:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TypeError(f"{name} must be a non-negative int, not {value!r:.80}")
+        elif name != "_id":
             check_id(value, name)
-        if name == Field.ATTACHMENT_ID:
-            check_id(value, name)
+    if kind == "file":
+        check_id(_get(document, GridFSField.METADATA_ATTACHMENT_ID), "metadata.attachment_id")
+    if kind == "chunk" and not isinstance(document.get(GridFSField.CHUNK_DATA), bytes):
+        raise TypeError(f"{GridFSField.CHUNK_DATA} must be binary data")
+    if kind == "attachment":
+        check_optional_id(document.get(Field.THREAD_ID), Field.THREAD_ID)
+        if document.get(UploadField.FILE_ID) is not None:
+            _check_object_id(document[UploadField.FILE_ID], UploadField.FILE_ID)
     adapter = _ADAPTERS.get(kind)
     if adapter is None:
         return
@@ -273,6 +388,11 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
     model_id = document[_MODEL_ID[kind]]
     if model.id != model_id:
         raise ValueError(f"{Field.DATA}.id is {model.id!r} but {_MODEL_ID[kind]} is {model_id!r}")
+
+
+def _check_object_id(value: Any, what: str) -> None:
+    if type(value) is not ObjectId:
+        raise TypeError(f"{what} must be an ObjectId, not {type(value).__name__}: {value!r:.80}")
 
 
 def _check_file(path: Path) -> None:

@@ -123,7 +123,7 @@ def _line(kind: str, document: dict[str, Any]) -> str:
     "case",
     [
         ("{not json\n", "line 2: not valid Extended JSON"),
-        ('{"kind": "thread"}\n', 'line 2: expected {"kind": ..., "document": ...}'),
+        ('{"kind": "thread"}\n', 'line 2: expected {"kind": ..., "format": 2, "document"'),
         (_line("user", {}), "line 2: unknown kind 'user'"),
         (_line("thread", {Field.OWNER: "alice"}), "line 2: bad thread document"),
         (
@@ -133,8 +133,15 @@ def _line(kind: str, document: dict[str, Any]) -> str:
             "data is not a ChatKit item",
         ),
         (
-            _line("chunk", {GridFSField.FILES_ID: 1, GridFSField.CHUNK_NUMBER: 0}),
-            "line 2: chunk of file 1, whose files document does not come before it",
+            _line(
+                "chunk",
+                {
+                    GridFSField.FILES_ID: bson.ObjectId("0" * 24),
+                    GridFSField.CHUNK_NUMBER: 0,
+                    GridFSField.CHUNK_DATA: b"x",
+                },
+            ),
+            "line 2: chunk of file ObjectId('000000000000000000000000'), whose files document",
         ),
         (_line("thread", {Field.OWNER: {"$ne": None}, Field.THREAD_ID: "t"}), "owner must be"),
     ],
