@@ -235,8 +235,9 @@ async def import_data(
 ) -> ImportCounts:
     """Upsert every line of ``path``; check the whole file first, and write nothing if
     a line is bad (:class:`ImportFileError` names it)."""
-    _check_file(path)
+    claims = _check_file(path)
     await _check_ids_free(database, collections, path)
+    await _check_file_claims(database, collections, claims)
     counts = ImportCounts()
     batch: list[ReplaceOne[dict[str, Any]]] = []
     batch_kind: Kind | None = None
@@ -395,20 +396,134 @@ def _check_object_id(value: Any, what: str) -> None:
         raise TypeError(f"{what} must be an ObjectId, not {type(value).__name__}: {value!r:.80}")
 
 
-def _check_file(path: Path) -> None:
-    """Parse every line, and refuse a chunk whose files document does not come first.
+@dataclass(frozen=True)
+class _FileClaim:
+    """Who a line says a GridFS file belongs to: a file line's metadata, or the
+    attachment line whose ``file_id`` refers to it."""
 
-    Why: a chunk is then only ever written for a file whose owner this import checked.
+    number: int
+    owner: str
+    attachment_id: str
+
+    def same_holder(self, other: _FileClaim | tuple[Any, Any]) -> bool:
+        owner, attachment_id = (
+            (other.owner, other.attachment_id) if isinstance(other, _FileClaim) else other
+        )
+        return (owner, attachment_id) == (self.owner, self.attachment_id)
+
+
+def _check_file(path: Path) -> dict[ObjectId, _FileClaim]:
+    """Parse every line, and refuse a chunk whose files document does not come first, or
+    two lines that give one GridFS file to two attachments; return the file claims.
+
+    Why: a chunk is then only ever written for a file whose owner this import checked,
+    and every file id the import mentions has one owner and attachment, which
+    :func:`_check_file_claims` then proves against the database.
     """
     file_ids: set[bytes] = set()
+    claims: dict[ObjectId, _FileClaim] = {}
     for number, kind, document in _read_lines(path):
+        claim: tuple[ObjectId, _FileClaim] | None = None
         if kind == "file":
             file_ids.add(_encoded(document["_id"]))
+            claim = (
+                document["_id"],
+                _FileClaim(
+                    number,
+                    _get(document, GridFSField.METADATA_OWNER),
+                    _get(document, GridFSField.METADATA_ATTACHMENT_ID),
+                ),
+            )
+        elif kind == "attachment" and document.get(UploadField.FILE_ID) is not None:
+            claim = (
+                document[UploadField.FILE_ID],
+                _FileClaim(number, document[Field.OWNER], document[Field.ATTACHMENT_ID]),
+            )
         elif kind == "chunk" and _encoded(document[GridFSField.FILES_ID]) not in file_ids:
             raise ImportFileError(
                 f"line {number}: chunk of file {document[GridFSField.FILES_ID]!r}, "
                 "whose files document does not come before it in this file"
             )
+        if claim is not None:
+            file_id, holder = claim
+            earlier = claims.setdefault(file_id, holder)
+            if not earlier.same_holder(holder):
+                raise ImportFileError(
+                    f"line {number}: file {file_id!r} is given to attachment "
+                    f"{holder.attachment_id!r} of {holder.owner!r}, but line {earlier.number} "
+                    f"gives it to attachment {earlier.attachment_id!r} of {earlier.owner!r}"
+                )
+    return claims
+
+
+async def _check_file_claims(
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    claims: dict[ObjectId, _FileClaim],
+) -> None:
+    """Refuse the import if a GridFS file it mentions is, in the database, another
+    attachment's (another owner's above all): its files document names another holder,
+    an attachment of another holder refers to it, or chunks of it exist that nothing
+    proves to be this holder's (an upload under way, whose files document comes last).
+
+    Why: an attachment's ``file_id`` is what its owner's deletes and downloads follow;
+    pointing alice's attachment at bob's bytes must not let alice reach them. Why the
+    attachments are searched by ``file_id``, which no index serves: a scan per batch of
+    500 file ids, in an operator's import, buys the proof without an index every write
+    would pay for.
+    """
+    files = database[collections.bucket_files]
+    attachments = database[collections.attachments]
+    chunks = database[collections.bucket_chunks]
+    pending = list(claims.items())
+    errors: list[tuple[int, str]] = []
+    for start in range(0, len(pending), _BATCH_SIZE):
+        batch = dict(pending[start : start + _BATCH_SIZE])
+        ids = list(batch)
+        proven: set[ObjectId] = set()
+        async for file in files.find({"_id": {"$in": ids}}, {GridFSField.METADATA: 1}):
+            claim = batch[file["_id"]]
+            metadata = file.get(GridFSField.METADATA) or {}
+            holder = (metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID))
+            if claim.same_holder(holder):
+                proven.add(file["_id"])
+            else:
+                errors.append((claim.number, f"file {file['_id']!r} is {_holder(*holder)}"))
+        referrers = attachments.find(
+            {UploadField.FILE_ID: {"$in": ids}},
+            {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.FILE_ID: 1},
+        )
+        async for attachment in referrers:
+            file_id = attachment[UploadField.FILE_ID]
+            claim = batch[file_id]
+            holder = (attachment.get(Field.OWNER), attachment.get(Field.ATTACHMENT_ID))
+            if claim.same_holder(holder):
+                proven.add(file_id)
+            else:
+                errors.append(
+                    (claim.number, f"file {file_id!r} is referred to by {_holder(*holder)}")
+                )
+        unproven = [file_id for file_id in ids if file_id not in proven]
+        stored = chunks.find({GridFSField.FILES_ID: {"$in": unproven}}, {GridFSField.FILES_ID: 1})
+        # One query per batch: in the import of a sound file it finds nothing.
+        for file_id in {chunk[GridFSField.FILES_ID] async for chunk in stored}:
+            errors.append(
+                (
+                    batch[file_id].number,
+                    f"chunks of file {file_id!r} are stored already, and nothing "
+                    "shows they are this attachment's",
+                )
+            )
+    if errors:
+        number, message = min(errors)
+        claim = next(c for c in claims.values() if c.number == number)
+        raise ImportFileError(
+            f"line {number}: {message}, not attachment {claim.attachment_id!r} of {claim.owner!r}"
+        )
+
+
+def _holder(owner: Any, attachment_id: Any) -> str:
+    return f"attachment {attachment_id!r} of {owner!r}"
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, Final
 
@@ -232,6 +233,8 @@ def test_special_keys_in_metadata_load_back_equal_or_are_refused_naming_the_fiel
     runner = StoreRunner(backend)
     store = runner.store
     saved: Any
+    save: Coroutine[Any, Any, None]
+    load: Coroutine[Any, Any, Any]
     if kind == "thread":
         saved = ThreadMetadata(id="thr_s", created_at=BASE_TIME, metadata=extra)
         save, load = store.save_thread(saved, ALICE), store.load_thread("thr_s", ALICE)
