@@ -334,6 +334,10 @@ def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
             )
         try:
             document = _unescape(document)
+        except RecursionError:
+            raise ImportFileError(
+                f"line {number}: nested too deeply (MongoDB allows 100 levels)"
+            ) from None
         except ValueError as exc:
             raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from None
     try:

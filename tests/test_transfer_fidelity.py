@@ -240,6 +240,7 @@ UNENCODABLE: Final[dict[str, tuple[str, str]]] = {
     "lone surrogate": ('"x\\ud800"', "lone surrogate"),
     "lone surrogate in a key": ('{"\\udc00": 1}', "lone surrogate"),
     "nested 101 deep": (_nested(100), "nested 101 levels deep"),
+    "nested past the parser's recursion": (_nested(5000), "nested too deeply"),
     "over 16 MiB": ('"' + "x" * (16 * 1024 * 1024) + '"', "bytes as BSON"),
 }
 """Raw JSON values for a top-level field of the last item line, and what the error says."""
