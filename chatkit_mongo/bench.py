@@ -42,6 +42,8 @@ from pymongo.errors import PyMongoError
 
 from . import queries
 from ._driver import AsyncDatabaseLike
+from ._params import WholeNumber
+from ._text import shown
 from .connection import Connection, connection_options, open_database, open_uri, resolve
 from .embedded import embedded_database
 from .explain import PlanSummary, explain, hot_queries
@@ -464,17 +466,23 @@ async def _target(
 
 def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected sizes like 100,1000,10000, got {value!r}") from None
+        return tuple(_COUNT.convert(part, None, None) for part in value.split(","))
+    except click.BadParameter:
+        raise click.BadParameter(
+            f"expected sizes like 100,1000,10000, got {shown(value)}"
+        ) from None
+
+
+_COUNT: Final = WholeNumber(1, 10**9)
+"""Users, threads, turns, sizes, samples, page size: at least one, at most a billion."""
 
 
 @click.command("bench")
-@click.option("--users", default=BenchSettings.users, show_default=True, type=int)
+@click.option("--users", default=BenchSettings.users, show_default=True, type=_COUNT)
 @click.option(
-    "--threads-per-user", default=BenchSettings.threads_per_user, show_default=True, type=int
+    "--threads-per-user", default=BenchSettings.threads_per_user, show_default=True, type=_COUNT
 )
-@click.option("--turns", default=BenchSettings.turns_per_thread, show_default=True, type=int)
+@click.option("--turns", default=BenchSettings.turns_per_thread, show_default=True, type=_COUNT)
 @click.option(
     "--sizes",
     default=",".join(str(size) for size in BenchSettings.sizes),
@@ -486,10 +494,10 @@ def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str)
     "--samples",
     default=BenchSettings.samples_per_size,
     show_default=True,
-    type=int,
+    type=_COUNT,
     help="Turns measured at each size.",
 )
-@click.option("--page-size", default=BenchSettings.page_size, show_default=True, type=int)
+@click.option("--page-size", default=BenchSettings.page_size, show_default=True, type=_COUNT)
 @click.option(
     "--out",
     default="bench.json",

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
 import click
 
+from ._params import Seconds, WholeNumber
 from ._text import plural, shown
-from .connection import Connection, Seconds, connection_options, one_line, open_uri, resolve
+from .connection import Connection, connection_options, one_line, open_uri, resolve
 from .errors import ChatKitMongoError
 from .schema import CollectionNames
 
@@ -362,13 +363,13 @@ def purge(
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
+    "--port", default=8000, show_default=True, type=WholeNumber(0, 65535), help="TCP port."
 )
 @click.option(
     "--word-delay",
     default=0.05,
     show_default=True,
-    type=Seconds(),
+    type=Seconds(minimum=0),
     help="Seconds between streamed words.",
 )
 @connection_options

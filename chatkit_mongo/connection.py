@@ -17,7 +17,6 @@ stays fast.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -28,6 +27,7 @@ import click
 from click.core import ParameterSource
 
 from ._driver import AsyncDatabaseLike
+from ._params import Seconds
 from ._text import shown
 from .schema import CollectionNames
 
@@ -35,10 +35,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 DEFAULT_DATABASE: Final = "chatkit"
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
-MAX_TIMEOUT_SECONDS: Final = 3600.0
-"""An hour: past it, waiting for a server is a mistake, not a setting."""
-MIN_TIMEOUT_SECONDS: Final = 0.001
-"""The driver counts in whole milliseconds; less would mean "no wait at all"."""
 _META: Final = "chatkit_mongo.connection"
 _COLLECTION_OPTIONS: Final = {
     "threads_collection": "threads",
@@ -54,35 +50,6 @@ _SOURCE_RANK: Final = {
     ParameterSource.PROMPT: 2,
     ParameterSource.COMMANDLINE: 2,
 }
-
-
-class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic in stubs only
-    """A finite number of seconds in ``MIN_TIMEOUT_SECONDS..MAX_TIMEOUT_SECONDS``.
-
-    Why not click's FloatRange: it lets ``inf`` and ``nan`` through, which the driver's
-    millisecond conversion then turns into a traceback.
-    """
-
-    name = "seconds"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, float):
-            seconds = value
-        else:
-            try:
-                seconds = float(str(value).strip())
-            except ValueError:
-                self.fail(f"{shown(value)} is not a number of seconds", param, ctx)
-        if not math.isfinite(seconds) or not (
-            MIN_TIMEOUT_SECONDS <= seconds <= MAX_TIMEOUT_SECONDS
-        ):
-            self.fail(
-                f"{shown(value)} is not between {MIN_TIMEOUT_SECONDS:g} and "
-                f"{MAX_TIMEOUT_SECONDS:g} seconds",
-                param,
-                ctx,
-            )
-        return seconds
 
 
 @dataclass(frozen=True)
