@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from chatkit_mongo import MongoStore
 from chatkit_mongo.asgi import attachment_routes
+from chatkit_mongo.attachments import too_large_message
 from chatkit_mongo.cli import cli
 from chatkit_mongo.demo import (
     ATTACHMENTS_PATH,
@@ -517,3 +518,26 @@ def test_the_cli_lists_and_loads_serve_and_bench() -> None:
         sub = CliRunner().invoke(cli, [name, "--help"])
         assert sub.exit_code == 0, sub.output
         assert f"{name} [OPTIONS]" in sub.output
+
+
+async def test_an_upload_past_its_declared_size_is_refused_in_words(
+    http_with_attachments: httpx.AsyncClient,
+) -> None:
+    """Regression: "'notes.txt' passed 5 bytes, the most allowed (its declared size)"."""
+    alice = ChatKitClient(http_with_attachments, "alice")
+    created = await alice.call(
+        "attachments.create", name="notes.txt", size=5, mime_type="text/plain"
+    )
+    url = created["upload_descriptor"]["url"]
+    response = await http_with_attachments.post(url, content=b"11 bytes!!!", headers=alice.headers)
+    assert response.status_code == 413
+    assert response.json()["error"] == (
+        "'notes.txt' is larger than the 5 bytes declared when it was created; "
+        "nothing of it was kept"
+    )
+
+
+def test_an_upload_past_max_bytes_is_refused_in_words() -> None:
+    assert too_large_message("a.bin", 1, None) == (
+        "'a.bin' is larger than 1 byte, the most this store accepts (max_bytes)"
+    )
