@@ -594,4 +594,6 @@ def too_large_message(name: str, limit: int, declared_size: int | None) -> str:
             f"{name!r} is larger than the {plural(limit, 'byte')} declared when it was "
             "created; nothing of it was kept"
         )
-    return f"{name!r} is larger than {plural(limit, 'byte')}, the most this store accepts (max_bytes)"
+    return (
+        f"{name!r} is larger than {plural(limit, 'byte')}, the most this store accepts (max_bytes)"
+    )
