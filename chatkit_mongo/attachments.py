@@ -425,7 +425,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             received += len(piece)
             if received > limit:
                 raise AttachmentTooLargeError(
-                    too_large_message(attachment.name, limit, declared_size)
+                    too_large_message(attachment.name, limit, limit != self.max_bytes)
                 )
             await shielded(grid_in.write(piece))
         if declared_size is not None and received != declared_size:
@@ -586,13 +586,13 @@ async def _chunks_of(grid_out: Any) -> AsyncIterator[bytes]:
         await resolve(grid_out.close())
 
 
-def too_large_message(name: str, limit: int, declared_size: int | None) -> str:
+def too_large_message(name: str, limit: int, by_declared_size: bool) -> str:
     """Why an upload was refused, in words: over the size declared when the attachment
     was created, or over the store's ``max_bytes``."""
-    if declared_size is not None and limit == declared_size:
+    if by_declared_size:
         return (
-            f"{name!r} is larger than the {plural(limit, 'byte')} declared when it was "
-            "created; nothing of it was kept"
+            f"{name!r} is larger than its declared size, {plural(limit, 'byte')}; "
+            "nothing of it was kept"
         )
     return (
         f"{name!r} is larger than {plural(limit, 'byte')}, the most this store accepts (max_bytes)"

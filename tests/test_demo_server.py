@@ -532,12 +532,11 @@ async def test_an_upload_past_its_declared_size_is_refused_in_words(
     response = await http_with_attachments.post(url, content=b"11 bytes!!!", headers=alice.headers)
     assert response.status_code == 413
     assert response.json()["error"] == (
-        "'notes.txt' is larger than the 5 bytes declared when it was created; "
-        "nothing of it was kept"
+        "'notes.txt' is larger than its declared size, 5 bytes; nothing of it was kept"
     )
 
 
 def test_an_upload_past_max_bytes_is_refused_in_words() -> None:
-    assert too_large_message("a.bin", 1, None) == (
+    assert too_large_message("a.bin", 1, by_declared_size=False) == (
         "'a.bin' is larger than 1 byte, the most this store accepts (max_bytes)"
     )
