@@ -10,10 +10,12 @@ a prefix), or be listed in ``SCATTERS``; single-document writes must carry the w
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import mongomock.collection
@@ -68,7 +70,7 @@ class Sent:
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Sent]]:
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
     """Record the outermost call of each collection operation, with its filter (an
     insert: its document; an aggregate: its first ``$match``)."""
     record: list[Sent] = []
@@ -124,7 +126,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Sent]]:
         return replace(self, selector, doc, upsert, *args, **kw)
 
     monkeypatch.setattr(builder, "add_replace", add_replace)
-    yield record
+    return record
 
 
 class Clock:
@@ -188,7 +190,9 @@ async def _exercise_attachments(store: MongoStore[Any], now: datetime) -> None:
     await store.delete_thread("thr_1", alice)
 
 
-async def _exercise_operations(database: Any, empty_database: Any, store: MongoStore[Any]) -> None:
+async def _exercise_operations(
+    database: Any, empty_database: Any, store: MongoStore[Any], path: Path
+) -> None:
     bob = RequestContext(user_id="us:bob")
     attachments = make_attachments(store)
     await store.save_thread(thread("thr_old", created_at=datetime(2020, 1, 1)), bob)
@@ -201,22 +205,12 @@ async def _exercise_operations(database: Any, empty_database: Any, store: MongoS
         await count_export(database, NAMES, owner)
         out = io.StringIO()
         await export_data(database, NAMES, out, owner=owner)
-    path = _write(out.getvalue())
+    await asyncio.to_thread(path.write_text, out.getvalue(), encoding="utf-8")
     await import_data(empty_database, NAMES, path)
     await import_data(empty_database, NAMES, path)  # again: the pre-check finds the _ids
     for dry_run in (True, False):
         await purge_inactive(database, NAMES, timedelta(days=30), dry_run=dry_run)
         await purge_owner(empty_database, NAMES, "us:bob", dry_run=dry_run)
-
-
-def _write(text: str) -> Any:
-    import tempfile
-    from pathlib import Path
-
-    handle = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8")
-    with handle:
-        handle.write(text)
-    return Path(handle.name)
 
 
 @pytest.fixture
@@ -225,7 +219,7 @@ def gridfs() -> Iterator[None]:
         yield
 
 
-async def _everything(sent: list[Sent]) -> list[Sent]:
+async def _everything(sent: list[Sent], path: Path) -> list[Sent]:
     client = mongomock_motor.AsyncMongoMockClient()
     clock = Clock()
     plain = MongoStore(client["plain"])
@@ -234,7 +228,7 @@ async def _everything(sent: list[Sent]) -> list[Sent]:
     kept = MongoStore(client["kept"], retention=timedelta(days=30), clock=clock)
     await _exercise_store(kept, clock)
     await _exercise_attachments(kept, clock.now)
-    await _exercise_operations(client["ops"], client["imported"], MongoStore(client["ops"]))
+    await _exercise_operations(client["ops"], client["imported"], MongoStore(client["ops"]), path)
     return sent
 
 
@@ -248,9 +242,9 @@ def _unrouted(sent: Sent) -> str:
 
 
 async def test_every_query_sent_is_targeted_or_a_listed_scatter(
-    gridfs: None, sent: list[Sent]
+    gridfs: None, sent: list[Sent], tmp_path: Path
 ) -> None:
-    recorded = await _everything(sent)
+    recorded = await _everything(sent, tmp_path / "export.jsonl")
     operations = {(s.role, s.operation) for s in recorded}
     # The capture saw the paths that matter, the driver's GridFS reads and writes included.
     assert {
