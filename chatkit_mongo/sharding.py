@@ -14,6 +14,7 @@ module reads them to
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -275,6 +276,20 @@ def _enable_sharding(database: str) -> dict[str, Any]:
 def _shard_collection(database: str, collections: CollectionNames, key: ShardKey) -> dict[str, Any]:
     namespace = f"{database}.{collections.name_of(key.role)}"
     return {"shardCollection": namespace, "key": key.document()}
+
+
+def planned_commands(database: str, collections: CollectionNames) -> list[str]:
+    """``shard --dry-run``: each command as mongosh takes it, with the index it needs."""
+    lines = []
+    for command in shard_commands(database, collections):
+        line = f"db.adminCommand({json.dumps(command)})"
+        namespace = command.get("shardCollection")
+        key = next(
+            (k for k in SHARD_KEYS if namespace == f"{database}.{collections.name_of(k.role)}"),
+            None,
+        )
+        lines.append(line if key is None else f"{line}  // {supporting_index(key, collections)}")
+    return lines
 
 
 def supporting_index(key: ShardKey, collections: CollectionNames) -> str:

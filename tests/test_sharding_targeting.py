@@ -123,7 +123,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
 
     def add_replace(self: Any, selector: Any, doc: Any, upsert: Any, *args: Any, **kw: Any) -> Any:
         note(self.collection, "replace_one", selector, bool(upsert))
-        return replace(self, selector, doc, upsert, *args, **kw)
+        return replace(self, selector, doc, upsert, *args, **kw)  # type: ignore[no-untyped-call]
 
     monkeypatch.setattr(builder, "add_replace", add_replace)
     return record
@@ -220,7 +220,7 @@ def gridfs() -> Iterator[None]:
 
 
 async def _everything(sent: list[Sent], path: Path) -> list[Sent]:
-    client = mongomock_motor.AsyncMongoMockClient()
+    client: Any = mongomock_motor.AsyncMongoMockClient()
     clock = Clock()
     plain = MongoStore(client["plain"])
     await _exercise_store(plain, None)
@@ -277,7 +277,7 @@ async def test_a_store_request_never_goes_to_every_shard_but_for_the_driver_inde
 ) -> None:
     """Only operator jobs scatter; on a ChatKit request's path, only the GridFS driver's
     own limit-1 index check when an upload starts."""
-    client = mongomock_motor.AsyncMongoMockClient()
+    client: Any = mongomock_motor.AsyncMongoMockClient()
     store = MongoStore(client["db"])
     await _exercise_store(store, None)
     attachments = make_attachments(store)
