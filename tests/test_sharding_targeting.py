@@ -21,6 +21,7 @@ from typing import Any
 import mongomock.collection
 import mongomock_motor
 import pytest
+from bson import MinKey
 from chatkit.types import AttachmentCreateParams
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,9 +35,17 @@ from chatkit_mongo.schema import (
     SHARD_KEYS,
     CollectionNames,
     IndexedRole,
+    prefix_range,
     shard_key_of,
 )
-from chatkit_mongo.sharding import SCATTERS, SINGLE_DOCUMENT_WRITES, route, scatter_of
+from chatkit_mongo.sharding import (
+    SCATTERS,
+    SINGLE_DOCUMENT_WRITES,
+    in_range,
+    route,
+    scatter_of,
+    zone_ranges,
+)
 from chatkit_mongo.transfer import count_export, export_data, import_data
 
 from .attachment_support import CHUNK, make_attachments
@@ -327,3 +336,70 @@ def test_route_reads_equality_on_the_key_and_its_prefixes(key: Any, data: st.Dat
         assert route(key.role, {**extra, **rest}) == "every shard"
     ranged: Mapping[str, Any] = {key.fields[0]: {"$gt": "a"}}
     assert route(key.role, {**extra, **ranged}) == "every shard"
+
+
+@dataclass(frozen=True)
+class RegionalContext:
+    """The README's zone example: a user in a region."""
+
+    region: str
+    user_id: str
+
+
+def regional_owner(context: RegionalContext) -> str:
+    """The README's resolver: the region first, so a zone on ``"eu:"`` holds EU tenants."""
+    return f"{context.region}:{context.user_id}"
+
+
+async def test_the_region_prefixed_owner_puts_every_document_and_byte_in_its_zone(
+    gridfs: None,
+) -> None:
+    client: Any = mongomock_motor.AsyncMongoMockClient()
+    database = client["chatkit"]
+    store: MongoStore[RegionalContext] = MongoStore(database, owner=regional_owner)
+    attachments = make_attachments(store)
+    for region in ("eu", "us"):
+        context = RegionalContext(region, "alice")
+        await store.save_thread(thread("thr_1"), context)
+        await store.add_thread_item("thr_1", assistant_message("msg_1"), context)
+        uploaded = await attachments.create_and_upload(
+            "a", "application/pdf", b"x" * CHUNK * 2, context
+        )
+        await store.save_attachment(uploaded.model_copy(update={"thread_id": "thr_1"}), context)
+    zones = {
+        region: {z.namespace: z for z in zone_ranges("chatkit", NAMES, f"{region}:", region)}
+        for region in ("eu", "us")
+    }
+    for key in SHARD_KEYS:
+        namespace = f"chatkit.{NAMES.name_of(key.role)}"
+        documents = await database[NAMES.name_of(key.role)].find().to_list(None)
+        assert documents, key.role
+        for document in documents:
+            owner = document.get("owner") or document.get("metadata", {}).get("owner")
+            if owner is None:  # a chunk: its file's owner
+                file = await database[NAMES.bucket_files].find_one({"_id": document["files_id"]})
+                owner = file["metadata"]["owner"]
+            region = owner.split(":")[0]
+            other = "us" if region == "eu" else "eu"
+            assert in_range(key, document, zones[region][namespace]), (key.role, document["_id"])
+            assert not in_range(key, document, zones[other][namespace])
+
+
+def test_zone_bounds_cover_exactly_the_owners_with_the_prefix() -> None:
+    (threads, *_) = zone_ranges("db", NAMES, "eu:", "EU")
+    assert threads.command() == {
+        "updateZoneKeyRange": "db.chatkit_threads",
+        "min": {"owner": "eu:", "thread_id": MinKey()},
+        "max": {"owner": "eu;", "thread_id": MinKey()},
+        "zone": "EU",
+    }
+
+
+@given(st.text(min_size=1, max_size=4), st.text(max_size=6))
+def test_prefix_range_holds_a_string_exactly_when_it_starts_with_the_prefix(
+    prefix: str, value: str
+) -> None:
+    lower, upper = prefix_range(prefix)
+    inside = lower <= value < upper
+    assert inside == value.startswith(prefix)
+    assert (lower <= prefix + value < upper) is True
