@@ -32,7 +32,7 @@ from chatkit_mongo.schema import INDEXES, CollectionNames
 OWNER = "eu:user_000123456"
 """A region prefix and a user id of typical length."""
 TURNS = 20
-WORDS = "the quick brown fox jumps over the lazy dog while the model explains why ".split()
+WORDS = ("the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "while", "model")
 
 
 def text(words: int) -> str:
@@ -88,15 +88,12 @@ async def main() -> None:
             sizes = [len(bson.encode(document)) for document in documents]
             print(f"  {role:<12} {len(sizes):>3} documents, average {mean(sizes):>8.0f} bytes")
             for spec in (spec for spec in INDEXES if spec.role == role):
-                keys = [
-                    len(
-                        bson.encode(
-                            {str(n): _get(document, name) for n, (name, _) in enumerate(spec.keys)}
-                        )
-                    )  # fmt: skip
-                    for document in documents
-                ]
+                keys = [len(bson.encode(_key(document, spec.keys))) for document in documents]
                 print(f"    index {spec.name:<26} key average {mean(keys):>5.0f} bytes")
+
+
+def _key(document: dict[str, Any], keys: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    return {str(n): _get(document, name) for n, (name, _) in enumerate(keys)}
 
 
 def _get(document: dict[str, Any], path: str) -> Any:
