@@ -31,6 +31,7 @@ from .doctor import Finding, diagnose
 from .errors import ChatKitMongoError
 from .maintenance import Progress, purge_inactive, purge_owner
 from .schema import CollectionNames
+from .sharding import planned_commands, shard
 from .transfer import Kind, count_export, count_lines, export_data, import_data
 
 _T = TypeVar("_T")
@@ -288,6 +289,27 @@ def purge(
 
     verb = "would erase" if dry_run else "erased"
     click.echo(f"{verb} {_run(connection, work)}")
+
+
+@cli.command("shard")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the commands, and the index each key needs, without connecting.",
+)
+@click.pass_obj
+def shard_command(connection: Connection, dry_run: bool) -> None:
+    """Shard the collections with the chosen keys (on a mongos), and report each."""
+    if dry_run:  # nothing to read from the server: the commands follow from the names
+        for line in planned_commands(connection.database, connection.collections):
+            click.echo(line)
+        return
+
+    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> int:
+        return await shard(database, collections, click.echo)
+
+    if _run(connection, work) != 0:
+        raise click.ClickException("the collections are not all sharded with the expected keys")
 
 
 def main() -> None:

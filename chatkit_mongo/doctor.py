@@ -21,12 +21,17 @@ from .explain import explain, hot_queries
 from .indexes import plan_indexes
 from .queries import Find
 from .schema import CollectionNames, Field, index_specs, utc_naive
+from .sharding import ROUTER_MSG, sharding_report
 
 Verdict = Literal["ok", "fail", "unavailable"]
 _PROBE_ID: Final = "doctor-probe"
 """Stands in for an owner or id when a collection is empty: the plan is the same."""
 _PROBE_PAGE: Final = 20
-_SHARDED_ROUTER: Final = "isdbgrid"
+_SHARDING_VERDICTS: Final[dict[bool | None, Verdict]] = {
+    True: "ok",
+    False: "fail",
+    None: "unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ async def diagnose(
     explained with the expiry filter a store with retention adds to every read.
     """
     findings = await _server_findings(database)
+    for ok, line in await sharding_report(database, collections):
+        findings.append(Finding(_SHARDING_VERDICTS[ok], "sharding", line))
     for status in await plan_indexes(database, collections, index_specs(retention)):
         verdict: Verdict = "ok" if status.state == "present" else "fail"
         findings.append(Finding(verdict, "index", status.describe()))
@@ -68,7 +75,7 @@ async def _server_findings(database: AsyncDatabaseLike) -> list[Finding]:
         findings.append(Finding("unavailable", "topology", reason))
         findings.append(Finding("unavailable", "transactions", reason))
         return findings
-    if hello.get("msg") == _SHARDED_ROUTER:
+    if hello.get("msg") == ROUTER_MSG:
         topology = "sharded cluster"
     elif hello.get("setName"):
         topology = f"replica set {hello['setName']}"

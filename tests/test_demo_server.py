@@ -371,7 +371,7 @@ def test_the_cli_lists_and_loads_serve_and_bench() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line]
-    assert listed == ["bench", "doctor", "export", "import", "init", "purge", "serve"]
+    assert listed == ["bench", "doctor", "export", "import", "init", "purge", "serve", "shard"]
     for name in ("serve", "bench"):
         sub = CliRunner().invoke(cli, [name, "--help"])
         assert sub.exit_code == 0, sub.output
