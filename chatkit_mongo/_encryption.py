@@ -43,6 +43,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Any, Final, Protocol
 
+import bson
 from bson.binary import UUID_SUBTYPE, Binary
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from gridfs import DEFAULT_CHUNK_SIZE
@@ -63,6 +64,7 @@ _RANDOM_BLOB: Final = 2
 _KEY_ID: Final = slice(1, 17)
 _VALUE_TYPE: Final = 17
 _BSON_DOCUMENT: Final = 3
+_AES_BLOCK: Final = 16
 DOCUMENT_OVERHEAD_MAX: Final = 82
 """Most bytes a ciphertext adds to its plaintext's BSON: 18 header, 16 IV, up to 16
 padding, 32 HMAC. The store keeps this much headroom under MongoDB's 16 MiB."""
@@ -166,6 +168,27 @@ async def key_vault_indexes(config: Encryption, key_vault_client: Any) -> list[d
     cursor = await resolve(_key_vault(config, key_vault_client).list_indexes())
     indexes: list[dict[str, Any]] = await cursor.to_list(None)
     return indexes
+
+
+def document_ciphertext_size(plaintext_bson_size: int) -> int:
+    """The length of a subtype-6 ciphertext of a document of this many BSON bytes."""
+    return plaintext_bson_size // _AES_BLOCK * _AES_BLOCK + DOCUMENT_OVERHEAD_MAX
+
+
+def encrypted_stream_size(size: int, bound_to: str) -> int:
+    """The exact length of :meth:`OwnerEncryption.encrypt_stream`'s output for ``size``
+    plaintext bytes (what GridFS stores, for quotas and the size overhead)."""
+    full, rest = divmod(size, PIECE_BYTES)
+    if full and not rest:  # the last full piece is the final one
+        full, rest = full - 1, PIECE_BYTES
+    nonce = Binary(bytes(_NONCE_BYTES))
+
+    def record(index: int, last: bool, length: int) -> int:
+        framing = len(bson.encode(_piece(nonce, bound_to, index, last, b"")))
+        return _LENGTH_BYTES + document_ciphertext_size(framing + length)
+
+    pieces = sum(record(index, False, PIECE_BYTES) for index in range(full))
+    return len(STREAM_MAGIC) + pieces + record(full, True, rest)
 
 
 class OwnerEncryption:
@@ -320,8 +343,7 @@ class OwnerEncryption:
         async for chunk in data:
             buffer += chunk
             while len(buffer) > PIECE_BYTES:  # more follows, so this piece is not the last
-                piece = bytes(buffer[:PIECE_BYTES])
-                del buffer[:PIECE_BYTES]
+                piece = _take(buffer, PIECE_BYTES)
                 yield await self._seal(owner, key_id, _piece(nonce, bound_to, index, False, piece))
                 index += 1
         final = _piece(nonce, bound_to, index, True, bytes(buffer))
@@ -369,7 +391,7 @@ class OwnerEncryption:
     async def _seal(self, owner: str, key_id: Binary, piece: dict[str, Any]) -> bytes:
         """One stream record: the piece's ciphertext after its length."""
         ciphertext = await self._encrypt_value(owner, piece, key_id)
-        return len(ciphertext).to_bytes(_LENGTH_BYTES, "little") + bytes(ciphertext)
+        return len(ciphertext).to_bytes(_LENGTH_BYTES, "little") + ciphertext
 
     async def _open(
         self, owner: str, key_id: Binary, record: bytes, expected: int
@@ -463,8 +485,8 @@ class _StreamReader:
             end = _LENGTH_BYTES + length
             if len(self._buffer) < end:
                 break
-            records.append(bytes(self._buffer[_LENGTH_BYTES:end]))
-            del self._buffer[:end]
+            del self._buffer[:_LENGTH_BYTES]
+            records.append(_take(self._buffer, length))
         return records
 
     def close(self) -> None:
@@ -499,6 +521,14 @@ class _KeyCache:
 
     def evict(self, owner: str) -> None:
         self._entries.pop(owner, None)
+
+
+def _take(buffer: bytearray, size: int) -> bytes:
+    """Remove and return the first ``size`` bytes of ``buffer``, copying them once."""
+    with memoryview(buffer) as view:
+        taken = bytes(view[:size])
+    del buffer[:size]
+    return taken
 
 
 def _piece(nonce: Binary, bound_to: str, index: int, last: bool, data: bytes) -> dict[str, Any]:

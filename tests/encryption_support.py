@@ -1,14 +1,6 @@
-"""Fixtures of the encryption tests: a MongoDB-wire server, clients of both drivers, and
-an engine on a key vault of its own per test. Loaded by the encryption test modules
-through ``pytest_plugins``.
-
-libmongocrypt's key vault needs a real server (the in-process doubles cannot run it):
-``MONGODB_URI`` if set, else a jongodb started here from ``JONGODB_BIN``, else skipped.
-
-INTEGRATION NOTE: ``wire_server_uri`` below is a stand-in for the suite-wide jongodb
-session fixture in ``tests/conftest.py``; once that lands, delete ``wire_server_uri``
-and ``_start_jongodb`` and take the URI from it.
-"""
+"""Helpers of the encryption tests: clients of both drivers, fresh key vaults, a seam
+that interrupts the engine's calls, and a runner for hypothesis properties. The fixtures
+are in ``tests/encryption_fixtures.py``."""
 
 from __future__ import annotations
 
@@ -18,14 +10,20 @@ import re
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
-import pytest
+from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient
 
-from chatkit_mongo._encryption import OwnerEncryption, ensure_key_vault_index
+from chatkit_mongo._driver import resolve
+from chatkit_mongo._encryption import (
+    ClientEncryptionLike,
+    OwnerEncryption,
+    ensure_key_vault_index,
+    open_client_encryption,
+)
 from chatkit_mongo.encryption import LOCAL_KEY_BYTES, Encryption
 
 DRIVERS = ("pymongo", "motor")
@@ -33,7 +31,7 @@ JONGODB_BIN_VARIABLE = "JONGODB_BIN"
 _URI_LINE = re.compile(r"mongodb://\S+")
 
 
-def _start_jongodb(binary: str) -> tuple[subprocess.Popen[str], str]:
+def start_jongodb(binary: str) -> tuple[subprocess.Popen[str], str]:
     """jongodb on a free local port; returns the process and the URI it prints."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -53,26 +51,6 @@ def _start_jongodb(binary: str) -> tuple[subprocess.Popen[str], str]:
     return process, match.group(0)
 
 
-@pytest.fixture(scope="session")
-def wire_server_uri() -> Iterator[str]:
-    """A MongoDB-wire server's URI for tests that need libmongocrypt's key vault."""
-    if uri := os.environ.get("MONGODB_URI"):
-        yield uri
-        return
-    binary = os.environ.get(JONGODB_BIN_VARIABLE)
-    if not binary:
-        pytest.skip(
-            f"encryption tests need a server: set MONGODB_URI, or {JONGODB_BIN_VARIABLE} to a "
-            "jongodb binary"
-        )
-    process, uri = _start_jongodb(binary)
-    try:
-        yield uri
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
 def open_client(driver: str, uri: str) -> Any:
     """A client of ``driver`` ("pymongo" or "motor") on ``uri``."""
     if driver == "pymongo":
@@ -81,9 +59,7 @@ def open_client(driver: str, uri: str) -> Any:
 
 
 async def close_client(client: Any) -> None:
-    closing = client.close()
-    if asyncio.iscoroutine(closing):  # PyMongo Async's close is a coroutine, Motor's is not
-        await closing
+    await resolve(client.close())  # a coroutine in PyMongo Async, a plain call in Motor
 
 
 def fresh_encryption(**options: Any) -> Encryption:
@@ -96,28 +72,123 @@ def fresh_encryption(**options: Any) -> Encryption:
     )
 
 
-@pytest.fixture(params=DRIVERS)
-def driver(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+class Interrupting:
+    """A real ``ClientEncryptionLike`` whose ``at``-th call stops: it raises ``error``
+    (``before`` or ``after`` the real call ran), or, with ``error=None``, blocks there so
+    the test can cancel the calling task for real. Counts every call, so a test can
+    enumerate each await of a code path."""
+
+    def __init__(
+        self,
+        inner: ClientEncryptionLike,
+        *,
+        at: int = 0,
+        after: bool = False,
+        error: BaseException | None = None,
+    ) -> None:
+        self.inner = inner
+        self.at = at
+        self.after = after
+        self.error = error
+        self.calls: list[str] = []
+        self.reached = asyncio.Event()
+        self.stale_lookups = 0
+        """This many first ``get_key_by_alt_name`` answers are None, as for a process
+        that looked just before another one created the key."""
+
+    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(name)
+        stop = len(self.calls) == self.at
+        if stop and not self.after:
+            await self._stop()
+        if name == "get_key_by_alt_name" and self.stale_lookups:
+            self.stale_lookups -= 1
+            result = None
+        else:
+            try:
+                result = await getattr(self.inner, name)(*args, **kwargs)
+            except Exception:
+                if stop and self.after:  # the call reached the server and failed there
+                    await self._stop()
+                raise
+        if stop and self.after:
+            await self._stop()
+        return result
+
+    async def _stop(self) -> None:
+        self.reached.set()
+        if self.error is not None:
+            raise self.error
+        await asyncio.Event().wait()  # until cancelled
+
+    async def create_data_key(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("create_data_key", *args, **kwargs)
+
+    async def get_key_by_alt_name(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("get_key_by_alt_name", *args, **kwargs)
+
+    async def get_key(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("get_key", *args, **kwargs)
+
+    async def delete_key(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("delete_key", *args, **kwargs)
+
+    async def encrypt(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("encrypt", *args, **kwargs)
+
+    async def decrypt(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._call("decrypt", *args, **kwargs)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
-@pytest.fixture
-async def client(driver: str, wire_server_uri: str) -> AsyncIterator[Any]:
-    client = open_client(driver, wire_server_uri)
-    try:
-        yield client
-    finally:
-        await close_client(client)
+def interrupting_engine(
+    settings: Encryption, client: Any, **options: Any
+) -> tuple[OwnerEncryption, Interrupting]:
+    """An engine whose explicit-encryption calls go through :class:`Interrupting`."""
+    seam = Interrupting(open_client_encryption(settings, client, DEFAULT_CODEC_OPTIONS), **options)
+    return OwnerEncryption(settings, client, client_encryption=seam), seam
 
 
-@pytest.fixture
-def settings() -> Encryption:
-    return fresh_encryption()
+_T = TypeVar("_T")
 
 
-@pytest.fixture
-async def engine(settings: Encryption, client: Any) -> AsyncIterator[OwnerEncryption]:
-    """An engine on a fresh key vault with its unique index, as ``init`` would leave it."""
-    await ensure_key_vault_index(settings, client)
-    async with OwnerEncryption(settings, client) as engine:
-        yield engine
+class EngineRunner:
+    """An event loop, a client and an engine for hypothesis properties, which call the
+    test body synchronously (so each property drives its own loop)."""
+
+    def __init__(self, driver: str, uri: str) -> None:
+        self._runner = asyncio.Runner()
+        self.settings = fresh_encryption()
+        self.client = self.run(_open(driver, uri))
+        self.run(ensure_key_vault_index(self.settings, self.client))
+        self.engine = OwnerEncryption(self.settings, self.client)
+
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return self._runner.run(coroutine)
+
+    def close(self) -> None:
+        self.run(self.engine.close())
+        self.run(close_client(self.client))
+        self._runner.close()
+
+
+async def _open(driver: str, uri: str) -> Any:
+    """Made inside the runner's loop: a client belongs to the loop it starts on."""
+    return open_client(driver, uri)
+
+
+async def collect(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
+async def chunked(data: bytes, size: int) -> AsyncIterator[bytes]:
+    """``data`` as an async stream of ``size``-byte chunks, as an upload or GridFS gives."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def count_keys(settings: Encryption, client: Any, owner: str) -> int:
+    vault = client[settings.key_vault_database][settings.key_vault_collection]
+    return int(await vault.count_documents({"keyAltNames": owner}))
