@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import re
 from typing import Any
 
 import bson
@@ -19,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter
 
+from chatkit_mongo import bench_encryption
 from chatkit_mongo._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, dump
 from chatkit_mongo._encryption import (
     DOCUMENT_OVERHEAD_MAX,
@@ -382,3 +384,12 @@ def test_the_engine_refuses_a_client_of_no_known_driver(key_settings: Encryption
 async def test_an_owner_that_is_not_a_name_is_refused(engine: OwnerEncryption, owner: Any) -> None:
     with pytest.raises(ValueError, match="owner must be a non-empty str"):
         await engine.encrypt(owner, {"a": 1})
+
+
+async def test_the_benchmark_prints_its_figures(wire_server_uri: str) -> None:
+    lines = await bench_encryption.run(wire_server_uri, ("pymongo", "motor"), repeats=2, mib=1)
+    assert [line for line in lines if not line.startswith(" ")] == ["pymongo:", "motor:"]
+    figures = [line for line in lines if "encrypt" in line]
+    assert len(figures) == 2 * (len(bench_encryption.sample_documents()) + 1)
+    assert all(re.search(r"encrypt [\d.]+ (us|ms/MiB)", line) for line in figures)
+    assert sum("bytes more per MiB" in line for line in lines) == 2
