@@ -41,7 +41,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeGuard
 
 import bson
 from bson.binary import UUID_SUBTYPE, Binary
@@ -152,8 +152,7 @@ def has_key_vault_index(indexes: Sequence[Mapping[str, Any]]) -> bool:
     alone (:data:`~chatkit_mongo.encryption.KEY_VAULT_INDEX`, or one equivalent for
     uniqueness), the index that makes first writes race-safe."""
     return any(
-        list(dict(index["key"]).items()) in ([(KEY_ALT_NAMES, 1)], [(KEY_ALT_NAMES, 1.0)])
-        and bool(index.get("unique"))
+        list(dict(index["key"]).items()) == [(KEY_ALT_NAMES, 1)] and bool(index.get("unique"))
         for index in indexes
     )
 
@@ -168,6 +167,12 @@ async def key_vault_indexes(config: Encryption, key_vault_client: Any) -> list[d
     cursor = await resolve(_key_vault(config, key_vault_client).list_indexes())
     indexes: list[dict[str, Any]] = await cursor.to_list(None)
     return indexes
+
+
+def is_ciphertext(value: object) -> TypeGuard[Binary]:
+    """Whether a stored ``data`` field holds a ciphertext (else it is a plaintext
+    document, as written with encryption off): what a migration and ``doctor`` test."""
+    return isinstance(value, Binary) and value.subtype == ENCRYPTED_SUBTYPE
 
 
 def document_ciphertext_size(plaintext_bson_size: int) -> int:
@@ -421,17 +426,24 @@ class OwnerEncryption:
         return piece
 
     async def _encrypt_value(
-        self, owner: str, value: dict[str, Any], key_id: Binary | None = None
+        self, owner: str, value: dict[str, Any], stream_key: Binary | None = None
     ) -> Binary:
-        """Encrypt under the owner's key; if that key was shredded by another process
-        after this one cached it, take a fresh key once instead of writing content
-        nobody can read."""
-        key_id = key_id or await self.key_for_write(owner)
+        """Encrypt under the owner's key.
+
+        A document whose cached key was shredded by another process meanwhile takes a
+        fresh key once, instead of being written where nobody can read it. A stream piece
+        (``stream_key``) never changes key halfway through its file: it fails instead.
+        """
+        key_id = stream_key or await self.key_for_write(owner)
         try:
             return await self._encryption.encrypt(value, ALGORITHM, key_id=key_id)
-        except EncryptionError:
+        except EncryptionError as exc:
             if not await self._key_gone(owner, key_id):
                 raise
+            if stream_key is not None:
+                raise KeyUnavailableError(
+                    f"the data key of owner {owner!r} was deleted while a stream was encrypted"
+                ) from exc
         return await self._encryption.encrypt(
             value, ALGORITHM, key_id=await self.key_for_write(owner)
         )
@@ -542,7 +554,7 @@ def _key_vault(config: Encryption, client: Any) -> Any:
 
 def _key_uuid(ciphertext: object, what: str) -> bytes:
     """The key UUID of a document ciphertext, read without decrypting."""
-    if not isinstance(ciphertext, Binary) or ciphertext.subtype != ENCRYPTED_SUBTYPE:
+    if not is_ciphertext(ciphertext):
         raise CiphertextError(
             f"{what} must be BSON binary subtype 6, got {type(ciphertext).__name__}"
         )

@@ -28,6 +28,7 @@ from chatkit_mongo._encryption import (
     document_ciphertext_size,
     ensure_key_vault_index,
     has_key_vault_index,
+    is_ciphertext,
     key_vault_indexes,
 )
 from chatkit_mongo.encryption import Encryption
@@ -93,7 +94,9 @@ def test_generated_documents_round_trip_exactly(wire_driver: str, wire_server_ur
         @given(document=bson_documents)
         def round_trip(document: dict[str, Any]) -> None:
             ciphertext = runner.run(runner.engine.encrypt("alice", document))
-            assert ciphertext.subtype == 6
+            assert is_ciphertext(ciphertext)
+            assert not is_ciphertext(document)
+            assert not is_ciphertext(bson.Binary(bytes(ciphertext)))
             assert len(ciphertext) == document_ciphertext_size(len(bson.encode(document)))
             decrypted = runner.run(runner.engine.decrypt("alice", ciphertext))
             assert decrypted is not None

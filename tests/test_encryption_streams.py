@@ -3,6 +3,7 @@ any chunking, exact size, every kind of tampering detected, bounded memory."""
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -10,16 +11,28 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pymongo.errors import EncryptionError
 
 from chatkit_mongo._encryption import (
     PIECE_BYTES,
     STREAM_MAGIC,
     OwnerEncryption,
     encrypted_stream_size,
+    ensure_key_vault_index,
 )
+from chatkit_mongo.encryption import Encryption
 from chatkit_mongo.errors import CiphertextError, KeyUnavailableError
 
-from .encryption_support import EngineRunner, chunked, collect
+from .encryption_support import (
+    EngineRunner,
+    chunked,
+    close_client,
+    collect,
+    count_keys,
+    fresh_encryption,
+    interrupting_engine,
+    open_client,
+)
 
 pytest_plugins = ("tests.encryption_fixtures",)
 
@@ -254,3 +267,56 @@ async def test_streaming_holds_a_few_pieces_whatever_the_size(engine: OwnerEncry
 async def test_a_stream_needs_a_binding(engine: OwnerEncryption, bound_to: Any) -> None:
     with pytest.raises(ValueError, match="bound_to must be a non-empty str"):
         await encrypt(engine, b"data", bound_to=bound_to)
+
+
+async def test_a_stream_never_changes_key_halfway(
+    engine: OwnerEncryption, key_settings: Encryption, wire_client: Any
+) -> None:
+    """The owner's key is shredded (by another process) while a file is being encrypted
+    and libmongocrypt no longer has it: the upload fails, and no new key is made for the
+    rest of the file, whose pieces would then be under two keys."""
+    here, seam = interrupting_engine(key_settings, wire_client)
+
+    async def source() -> AsyncIterator[bytes]:
+        yield pattern(PIECE_BYTES + 1)  # the first piece goes out: more follows
+        assert await engine.shred("alice") is True
+        seam.at, seam.error = len(seam.calls) + 1, EncryptionError(Exception("keys missing"))
+        yield pattern(PIECE_BYTES)
+
+    async with here:
+        with pytest.raises(KeyUnavailableError, match="deleted while a stream was encrypted"):
+            await collect(here.encrypt_stream("alice", source(), bound_to="atc_1"))
+    assert await count_keys(key_settings, wire_client, "alice") == 0
+
+
+async def test_a_stream_fails_once_a_key_shredded_elsewhere_leaves_the_cache(
+    wire_server_uri: str,
+) -> None:
+    """The same without a seam, on PyMongo, which lets libmongocrypt forget keys after the
+    engine's cache lifetime, so the next piece meets the deleted key in the vault (Motor
+    takes no key_expiration_ms: libmongocrypt keeps a key 60 s there, the window the
+    settings document)."""
+    settings = fresh_encryption(key_cache_seconds=0.2)
+    client, other = (
+        open_client("pymongo", wire_server_uri),
+        open_client("pymongo", wire_server_uri),
+    )
+    try:
+        await ensure_key_vault_index(settings, client)
+        async with (
+            OwnerEncryption(settings, client) as here,
+            OwnerEncryption(settings, other) as there,
+        ):
+
+            async def source() -> AsyncIterator[bytes]:
+                yield pattern(PIECE_BYTES + 1)
+                assert await there.shred("alice") is True
+                await asyncio.sleep(0.3)
+                yield pattern(PIECE_BYTES)
+
+            with pytest.raises(KeyUnavailableError, match="deleted while a stream"):
+                await collect(here.encrypt_stream("alice", source(), bound_to="atc_1"))
+        assert await count_keys(settings, client, "alice") == 0
+    finally:
+        await close_client(client)
+        await close_client(other)
