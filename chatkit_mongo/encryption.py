@@ -4,7 +4,17 @@ What is protected: the content of threads, items and attachments (their ``data``
 sub-document and their bytes) is encrypted in the application with a data key of its
 owner, kept wrapped by a master key in a key vault collection. The owner, ids, sort
 key, dates and sizes stay in the clear. Deleting the owner's data key makes every copy
-of that content unreadable, in backups and exports too (crypto-shredding).
+of that content unreadable, in backups and exports too (crypto-shredding), provided
+no copy of the deleted key survives: keep the key vault (``key_vault_namespace``) out of
+the content's long-lived backups, or back it up with a short retention, since restoring
+an old key vault restores the keys it held.
+
+What is not protected: who owns what, which threads, items and attachments exist, when
+they were made, how many there are and how large they are (ciphertext length follows
+plaintext length to within 16 bytes), and anything the application keeps outside the
+``data`` sub-document. An administrator can delete or roll back encrypted documents, but
+cannot read or alter them unnoticed, nor move one to another owner (it then reads as not
+found).
 
 Master keys: the ``local`` provider takes a 96-byte key held by the application (from
 a file or an environment variable), for development, tests and the demo: whoever has
@@ -37,10 +47,11 @@ DEFAULT_KEY_VAULT_NAMESPACE: Final = "encryption.__keyVault"
 DEFAULT_LOCAL_KEY_VARIABLE: Final = "CHATKIT_MONGO_LOCAL_MASTER_KEY"
 """The environment variable :meth:`Encryption.local_from_env` reads by default."""
 DEFAULT_KEY_CACHE_SECONDS: Final = 60.0
-"""How long a process trusts its cached owner -> data key mapping, and how long
-libmongocrypt keeps a decrypted data key (its own default). After an owner's key is
-shredded elsewhere, another process may still encrypt or decrypt with it for at most
-this long; anything it writes then is unreadable, like the rest of the owner's data."""
+"""How long a process trusts its cached owner -> data key mapping; on PyMongo also how
+long libmongocrypt keeps a decrypted data key (on Motor, which cannot set it, that stays
+at libmongocrypt's 60 s). After an owner's key is shredded elsewhere, another process may
+still encrypt or decrypt with it for at most this long; anything it writes then is
+unreadable, like the rest of the owner's data."""
 
 KEY_ALT_NAMES: Final = "keyAltNames"
 """The key document field holding the owner's name (``keyAltName``), as libmongocrypt
