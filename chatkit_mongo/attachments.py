@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Generic, Protocol, cast
 
-from bson import ObjectId
 from chatkit.store import AttachmentStore, NotFoundError
 from chatkit.types import (
     Attachment,
@@ -49,7 +48,14 @@ from .errors import (
     IncompleteUploadError,
     UploadConflictError,
 )
-from .schema import Field, GridFSField, UploadField, bucket_collections
+from .schema import (
+    Field,
+    GridFSField,
+    UploadField,
+    bucket_collections,
+    file_id_time,
+    owner_file_id,
+)
 from .store import MongoStore, TContext, new_id
 
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
@@ -186,8 +192,8 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         owner = await self.store._begin(context)
         key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
         # Chosen here, not by the claim: should the claim's reply be lost, the release
-        # below still knows which claim to hand back.
-        file_id = ObjectId()
+        # below still knows which claim to hand back. Owner first: see owner_file_id.
+        file_id = owner_file_id(owner)
         try:
             claimed = await self._claim(key, attachment_id, file_id)
             attachment = ATTACHMENT_ADAPTER.validate_python(claimed[Field.DATA])
@@ -373,9 +379,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         }
         await shielded(self._attachments.insert_one({**fields, **pending}))
 
-    async def _claim(
-        self, key: dict[str, Any], attachment_id: str, file_id: ObjectId
-    ) -> dict[str, Any]:
+    async def _claim(self, key: dict[str, Any], attachment_id: str, file_id: str) -> dict[str, Any]:
         """Awaiting -> receiving, with a fresh file id, in one atomic update.
 
         Why: two uploads to one attachment can then never both write, and the file id is
@@ -406,7 +410,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         self,
         owner: str,
         attachment: Attachment,
-        file_id: ObjectId,
+        file_id: str,
         data: UploadData,
         declared_size: int | None,
     ) -> None:
@@ -434,9 +438,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             )
         await shielded(grid_in.close())
 
-    async def _complete(
-        self, key: dict[str, Any], attachment_id: str, file_id: ObjectId
-    ) -> Attachment:
+    async def _complete(self, key: dict[str, Any], attachment_id: str, file_id: str) -> Attachment:
         """Receiving -> complete, only if this upload still holds the claim; clears the
         upload descriptor inside the metadata and nothing else there."""
         completed: dict[str, Any] | None = await shielded(
@@ -453,7 +455,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             raise NotFoundError(f"Attachment {attachment_id} not found")
         return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
 
-    async def _release(self, key: dict[str, Any], file_id: ObjectId) -> None:
+    async def _release(self, key: dict[str, Any], file_id: str) -> None:
         """After a failed upload: let the attachment await again and delete what it wrote.
 
         Why the bytes go only if no attachment refers to them afterwards: a completion
@@ -490,12 +492,14 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
     async def _sweep_abandoned(self, cutoff: datetime) -> int:
         stale = self._attachments.find(
             {UploadField.PENDING_SINCE: {"$lt": cutoff}},
-            {UploadField.PENDING_SINCE: 1},
+            {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.PENDING_SINCE: 1},
         )
         removed = 0
         for candidate in await stale.to_list(None):
             # Deleted only if still pending since the same moment: an upload that began
-            # or finished meanwhile keeps its attachment.
+            # or finished meanwhile keeps its attachment. Why the owner and attachment id
+            # in the filter: a single-document delete on a sharded collection must carry
+            # the whole shard key to be routed (older servers refuse it otherwise).
             taken = await shielded(self._attachments.find_one_and_delete(candidate))
             if taken is None:
                 continue
@@ -537,11 +541,14 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         orphans = [
             file_id
             for file_id in file_ids
-            if file_id not in existing
-            and not (isinstance(file_id, ObjectId) and file_id.generation_time >= cutoff)
+            if file_id not in existing and not _younger(file_id_time(file_id), cutoff)
         ]
         await shielded(self._delete_files(orphans))
         return len(orphans)
+
+
+def _younger(started: datetime | None, cutoff: datetime) -> bool:
+    return started is not None and started >= cutoff
 
 
 def _allowed_pattern(pattern: object) -> str:

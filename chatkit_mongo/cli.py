@@ -393,6 +393,31 @@ def serve_command(ctx: click.Context, host: str, port: int, word_delay: float) -
     serve(connection, embedded=embedded, host=host, port=port, word_delay=word_delay)
 
 
+@cli.command("shard")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the commands, and the index each key needs, without connecting.",
+)
+@connection_options
+@click.pass_context
+def shard_command(ctx: click.Context, dry_run: bool) -> None:
+    """Shard the collections with the chosen keys (on a mongos), and report each."""
+    from .sharding import planned_commands, shard  # noqa: PLC0415
+
+    connection = resolve(ctx)
+    if dry_run:  # nothing to read from the server: the commands follow from the names
+        for line in planned_commands(connection.database, connection.collections):
+            click.echo(line)
+        return
+
+    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> int:
+        return await shard(database, collections, click.echo)
+
+    if _run(connection, work) != 0:
+        raise click.ClickException("the collections are not all sharded with the expected keys")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console script entry point."""
     cli.main(args=argv, prog_name="chatkit-mongo")

@@ -22,12 +22,17 @@ from .explain import PlanSummary, explain, hot_queries
 from .indexes import plan_indexes
 from .queries import Find
 from .schema import CollectionNames, Field, index_specs, utc_naive
+from .sharding import ROUTER_MSG, sharding_report
 
 Verdict = Literal["ok", "fail", "unavailable"]
 _PROBE_ID: Final = "doctor-probe"
 """Stands in for an owner or id when a collection is empty: the plan is the same."""
 _PROBE_PAGE: Final = 20
-_SHARDED_ROUTER: Final = "isdbgrid"
+_SHARDING_VERDICTS: Final[dict[bool | None, Verdict]] = {
+    True: "ok",
+    False: "fail",
+    None: "unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ async def diagnose(
     command the server lacks is reported once, naming it and the checks skipped.
     """
     findings = await _server_findings(database)
+    for ok, line in await sharding_report(database, collections):
+        findings.append(Finding(_SHARDING_VERDICTS[ok], "sharding", line))
     for status in await plan_indexes(database, collections, index_specs(retention)):
         verdict: Verdict = "ok" if status.state == "present" else "fail"
         findings.append(Finding(verdict, "index", status.describe()))
@@ -104,7 +111,7 @@ async def _server_findings(database: AsyncDatabaseLike) -> list[Finding]:
         reason = _lacking("hello", exc, "topology and transactions are not checked")
         findings.append(Finding("unavailable", "topology", reason))
         return findings
-    if hello.get("msg") == _SHARDED_ROUTER:
+    if hello.get("msg") == ROUTER_MSG:
         topology = "sharded cluster"
     elif hello.get("setName"):
         topology = f"replica set {hello['setName']}"

@@ -20,7 +20,7 @@ from .cli_support import run, seed
 from .conftest import NAMES
 from .samples import BASE_TIME
 
-COMMANDS = ("init", "doctor", "export", "import", "purge")
+COMMANDS = ("init", "doctor", "export", "import", "purge", "shard")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

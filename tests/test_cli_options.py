@@ -37,6 +37,7 @@ COMMANDS: Final[dict[str, tuple[str, ...]]] = {
     "purge": ("--owner", "a"),
     "serve": (),
     "bench": (),
+    "shard": (),
 }
 """Every command that connects, with the arguments it needs besides the options."""
 OPTIONS: Final = (
