@@ -16,7 +16,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(BIN)/.installed
+# The demo installs only its own extra (no linters or test tools), with pip's progress shown.
+$(BIN)/.demo-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the demo (chatkit-mongo[demo]) into $(VENV)..."
+	$(BIN)/python -m pip install --progress-bar on -e '.[demo]'
+	touch $@
+
+demo: $(BIN)/.demo-installed
 	$(BIN)/chatkit-mongo serve --host $(HOST) --port $(PORT)
 
 test: lint typecheck pytest

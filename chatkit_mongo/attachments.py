@@ -41,6 +41,7 @@ from . import queries
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER
 from ._driver import resolve, shielded
+from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
@@ -428,8 +429,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             received += len(piece)
             if received > limit:
                 raise AttachmentTooLargeError(
-                    f"{attachment.name!r} passed {limit} bytes, the most allowed "
-                    + ("(max_bytes)" if limit == self.max_bytes else "(its declared size)")
+                    too_large_message(attachment.name, limit, limit != self.max_bytes)
                 )
             await shielded(grid_in.write(piece))
         if declared_size is not None and received != declared_size:
@@ -591,3 +591,16 @@ async def _chunks_of(grid_out: Any) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         await resolve(grid_out.close())
+
+
+def too_large_message(name: str, limit: int, by_declared_size: bool) -> str:
+    """Why an upload was refused, in words: over the size declared when the attachment
+    was created, or over the store's ``max_bytes``."""
+    if by_declared_size:
+        return (
+            f"{name!r} is larger than its declared size, {plural(limit, 'byte')}; "
+            "nothing of it was kept"
+        )
+    return (
+        f"{name!r} is larger than {plural(limit, 'byte')}, the most this store accepts (max_bytes)"
+    )

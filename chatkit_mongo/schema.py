@@ -142,8 +142,29 @@ class IndexSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def describe(self, collection: str) -> str:
+        """``coll.name {keys}`` and every option the index is made with, as people read
+        them: ``unique``, ``sparse``, ``expireAfterSeconds=0``."""
         keys = ", ".join(f"{name}: {direction}" for name, direction in self.keys)
-        return f"{collection}.{self.name} {{{keys}}}{' unique' if self.unique else ''}"
+        options = {"unique": self.unique, **self.options}
+        shown = [
+            describe_option(name, value)
+            for name, value in options.items()
+            if value is not None and value is not False
+        ]
+        return " ".join([f"{collection}.{self.name} {{{keys}}}", *shown])
+
+
+def describe_option(name: str, value: Any) -> str:
+    """An index option as a listing shows it: a flag by its name, others ``name=value``;
+    an absent flag as ``not unique`` / ``not sparse``."""
+    if value is True:
+        return name
+    if value is None or value is False:
+        return f"not {name}" if name in _FLAG_OPTIONS else f"no {name}"
+    return f"{name}={value!r}"
+
+
+_FLAG_OPTIONS: Final = frozenset({"unique", "sparse"})
 
 
 INDEXES: Final[tuple[IndexSpec, ...]] = (

@@ -71,9 +71,17 @@ def test_durations(text: str, expected: timedelta) -> None:
     assert _Duration().convert(text, None, None) == expected
 
 
-@pytest.mark.parametrize("text", ["0d", "30", "d", "-1d", "1.5h", "30 days"])
+@pytest.mark.parametrize("text", ["30", "d", "-1d", "1.5h", "30 days"])
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(click.BadParameter, match="is not a duration like 30d"):
+        _Duration().convert(text, None, None)
+
+
+@pytest.mark.parametrize("text", ["0s", "0d", "000w"])
+def test_a_zero_duration_is_called_zero_not_malformed(text: str) -> None:
+    with pytest.raises(
+        click.BadParameter, match="is no time at all; give a duration longer than zero"
+    ):
         _Duration().convert(text, None, None)
 
 
@@ -105,7 +113,7 @@ async def test_init_dry_run_creates_nothing_then_init_creates_all(
     created = await run(backend, database, "init")
     again = await run(backend, database, "init")
 
-    assert created.output.count(": present (created)") == len(INDEXES)
+    assert created.output.count(": created") == len(INDEXES)
     assert again.exit_code == 0
     assert again.output.count(": present") == len(INDEXES)
     assert "created" not in again.output
@@ -135,7 +143,10 @@ async def test_doctor_fails_while_indexes_are_missing(backend: str, database: An
 
     assert result.exit_code == 1
     assert "owner_thread_sort {owner: 1, thread_id: 1, sk: 1}: missing" in result.output
-    assert "check(s) failed" in result.output
+    assert (
+        "next: run `chatkit-mongo init` (same connection options) to create the missing indexes"
+    ) in result.output
+    assert "Error: 2 checks failed" in result.output
 
 
 async def test_doctor_with_retention_expects_the_ttl_indexes(backend: str, database: Any) -> None:
@@ -143,12 +154,17 @@ async def test_doctor_with_retention_expects_the_ttl_indexes(backend: str, datab
 
     missing = await run(backend, database, "doctor", "--retention")
     assert missing.exit_code == 1
-    assert "chatkit_items.expires_at_ttl {expires_at: 1}: missing" in missing.output
+    assert "chatkit_items.expires_at_ttl {expires_at: 1} expireAfterSeconds=0: missing" in (
+        missing.output
+    )
+    assert "next: run `chatkit-mongo init --retention`" in missing.output
 
     assert (await run(backend, database, "init", "--retention")).exit_code == 0
     present = await run(backend, database, "doctor", "--retention")
     assert present.exit_code == 0, present.output
-    assert "chatkit_items.expires_at_ttl {expires_at: 1}: present" in present.output
+    assert "chatkit_items.expires_at_ttl {expires_at: 1} expireAfterSeconds=0: present" in (
+        present.output
+    )
     assert "expires_at" not in (await run(backend, database, "doctor")).output
 
 
@@ -161,8 +177,20 @@ async def test_doctor_passes_once_initialised(backend: str, database: Any) -> No
     assert "server version" in result.output
     assert "load_thread_items page" in result.output
     if backend != "mongodb":  # the doubles answer neither hello nor explain: said, not faked
-        assert "unavailable topology" in result.output
-        assert "explain is not available on this backend" in result.output
+        lines = result.output.splitlines()
+        topology = [line for line in lines if line.startswith("unavailable topology")]
+        assert len(topology) == 1
+        assert topology[0].startswith("unavailable topology: the server does not run 'hello' (")
+        assert topology[0].endswith("); topology and transactions are not checked")
+        plans = [line for line in lines if "query plans" in line]
+        assert len(plans) == 1
+        assert plans[0].startswith("unavailable query plans: the server does not run 'explain' (")
+        assert plans[0].endswith(
+            "); the query-plan checks are skipped (load_thread, load_threads page, "
+            "load_thread_items page, load_thread_items page after an item, page anchor, "
+            "load_item, load_attachment)"
+        )
+        assert "next:" not in result.output
 
 
 _IXSCAN = {"stage": "IXSCAN", "indexName": "owner_thread_sort"}
