@@ -22,7 +22,7 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Generic, Protocol, cast
+from typing import Any, Final, Generic, Protocol
 
 from bson import ObjectId
 from chatkit.store import AttachmentStore, NotFoundError
@@ -33,15 +33,14 @@ from chatkit.types import (
     FileAttachment,
     ImageAttachment,
 )
-from gridfs import DEFAULT_CHUNK_SIZE, AsyncGridFSBucket
+from gridfs import DEFAULT_CHUNK_SIZE
 from gridfs.errors import NoFile
 from pymongo import ReturnDocument
-from pymongo.asynchronous.database import AsyncDatabase
 
 from . import queries
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER
-from ._driver import resolve, shielded
+from ._driver import gridfs_bucket, resolve, shielded
 from .errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
@@ -306,18 +305,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
     # ------------------------------------------------------------------ internals
 
     def _bucket(self) -> Any:
-        """The driver's bucket, made on first use: PyMongo's for a PyMongo Async
-        database, Motor's otherwise (Motor's module is imported only then)."""
+        """The driver's bucket (see :func:`gridfs_bucket`), made on first use."""
         if self._gridfs is None:
-            database = self.store.database
-            if isinstance(database, AsyncDatabase):
-                self._gridfs = AsyncGridFSBucket(database, bucket_name=self.bucket_name)
-            else:
-                from motor.motor_asyncio import AsyncIOMotorGridFSBucket  # noqa: PLC0415
-
-                self._gridfs = AsyncIOMotorGridFSBucket(
-                    cast(Any, database), bucket_name=self.bucket_name
-                )
+            self._gridfs = gridfs_bucket(self.store.database, self.bucket_name)
         return self._gridfs
 
     def _check_mime_type(self, mime_type: object) -> str:
