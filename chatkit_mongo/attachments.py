@@ -369,18 +369,25 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
         Why: two uploads to one attachment can then never both write, and the file id is
         on record before any chunk exists, so nothing written can go unaccounted for.
+        Why shielded: a claim the caller stopped waiting for may still land (Motor runs
+        it in a thread; PyMongo Async may have sent it). Unshielded, the release would
+        run first, find nothing to hand back, and the claim would then leave the
+        attachment receiving for an upload that is gone: every retry refused.
+        Waiting for the claim's end orders the release after it.
         """
         alive = self.store._alive()
-        claimed: dict[str, Any] | None = await self._attachments.find_one_and_update(
-            {**key, UploadField.STATE: UploadField.AWAITING, **alive},
-            {
-                "$set": {
-                    UploadField.STATE: UploadField.RECEIVING,
-                    UploadField.FILE_ID: file_id,
-                    UploadField.PENDING_SINCE: datetime.now(UTC),
-                }
-            },
-            return_document=ReturnDocument.AFTER,
+        claimed: dict[str, Any] | None = await shielded(
+            self._attachments.find_one_and_update(
+                {**key, UploadField.STATE: UploadField.AWAITING, **alive},
+                {
+                    "$set": {
+                        UploadField.STATE: UploadField.RECEIVING,
+                        UploadField.FILE_ID: file_id,
+                        UploadField.PENDING_SINCE: datetime.now(UTC),
+                    }
+                },
+                return_document=ReturnDocument.AFTER,
+            )
         )
         if claimed is not None:
             return claimed
