@@ -4,7 +4,6 @@ bytes that interleave, and talking to its HTTP routes as a given user."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -59,10 +58,3 @@ async def routes_client(
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
         yield client
-
-
-GRIDFS_BACKENDS: Final = (
-    ("motor-mock", "mongodb") if os.environ.get("MONGODB_URI") else ("motor-mock",)
-)
-"""Backends whose GridFS bucket moves bytes, for tests parametrized by hand (hypothesis
-properties that cannot take the ``gridfs_backend`` fixture per example)."""

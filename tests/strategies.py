@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from chatkit_mongo import MongoStore
 
-from .conftest import make_client
+from . import capabilities
+from .conftest import close_client, is_server, make_client
 from .samples import every_item
 
 _T = TypeVar("_T")
@@ -65,11 +66,6 @@ def examples(ci: int) -> int:
     return _LONG_EXAMPLES or ci
 
 
-DOUBLES: Final = ("motor-mock", "pymongo-mock")
-"""Backends a property runs on by default; ``MONGODB_URI`` adds the real server."""
-BACKENDS: Final = (*DOUBLES, "mongodb") if os.environ.get("MONGODB_URI") else DOUBLES
-
-
 class StoreRunner:
     """An event loop and a fresh store on a fresh database, for one hypothesis example.
 
@@ -90,9 +86,9 @@ class StoreRunner:
         return self._runner.run(coroutine)
 
     def close(self) -> None:
-        if self.backend == "mongodb":
+        if is_server(self.backend) and capabilities.has("dropDatabase"):
             self.run(self.client.drop_database(self._database_name))
-            self.run(self.client.close())
+        self.run(close_client(self.client))
         self._runner.close()
 
 

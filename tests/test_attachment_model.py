@@ -28,8 +28,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from chatkit_mongo import AttachmentTooLargeError, IncompleteUploadError, UploadConflictError
 
-from .attachment_support import CHUNK, GRIDFS_BACKENDS, make_attachments
-from .conftest import NAMES, RequestContext
+from .attachment_support import CHUNK, make_attachments
+from .conftest import GRIDFS_BACKENDS, NAMES, RequestContext
 from .strategies import StoreRunner
 
 OWNERS: Final = ("alice", "bob")

@@ -38,9 +38,9 @@ from chatkit_mongo.maintenance import PurgeCounts
 from chatkit_mongo.schema import GridFSField
 from chatkit_mongo.transfer import KINDS, ImportCounts, collection_of
 
-from .attachment_support import CHUNK, GRIDFS_BACKENDS, make_attachments
+from .attachment_support import CHUNK, make_attachments
 from .cli_support import all_documents, invoke, owner_documents
-from .conftest import NAMES, RequestContext
+from .conftest import GRIDFS_BACKENDS, NAMES, RequestContext
 from .strategies import StoreRunner, examples, items, threads
 
 OWNERS: Final = ("alice", "bob", "carol")

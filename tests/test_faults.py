@@ -20,7 +20,8 @@ from pymongo.errors import DuplicateKeyError
 from chatkit_mongo import ItemConflictError, MongoStore
 from chatkit_mongo.schema import Role
 
-from .conftest import RequestContext
+from . import capabilities
+from .conftest import RequestContext, is_server
 from .fault_support import FAULTS, Faulty, Timing, cancel_at_every_step
 from .samples import assistant_message, file_attachment, thread
 
@@ -79,7 +80,7 @@ async def databases(client: Any, backend: str) -> AsyncIterator[Callable[[], Any
         return client[names[-1]]
 
     yield fresh
-    if backend == "mongodb":
+    if is_server(backend) and capabilities.has("dropDatabase"):
         for name in names:
             await client.drop_database(name)
 

@@ -30,10 +30,10 @@ from hypothesis.stateful import (
 
 from chatkit_mongo import MongoStore
 
-from .conftest import RequestContext
+from .conftest import BACKENDS, RequestContext
 from .retention_support import Clock
 from .samples import assistant_message
-from .strategies import BACKENDS, StoreRunner
+from .strategies import StoreRunner
 
 PERIOD: Final = timedelta(days=10)
 REFRESH: Final = timedelta(days=1)
