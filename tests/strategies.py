@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, TypeVar
 
@@ -82,8 +82,14 @@ class StoreRunner:
         self.database = self.client[self._database_name]
         self.store: MongoStore[Any] = MongoStore(self.database)
 
-    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        return self._runner.run(coroutine)
+    def run(self, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable`` in the runner's loop: a coroutine, or the future Motor's
+        methods return (which the runner does not take as it is)."""
+
+        async def wait() -> _T:
+            return await awaitable
+
+        return self._runner.run(wait())
 
     def close(self) -> None:
         if is_server(self.backend) and capabilities.has("dropDatabase"):

@@ -128,6 +128,7 @@ async def test_init_names_a_conflicting_index_and_exits_non_zero(
     assert "existing indexes clash" in result.output
 
 
+@pytest.mark.needs("dropIndexes")
 async def test_doctor_fails_while_indexes_are_missing(backend: str, database: Any) -> None:
     await seed(database, "alice", ["thr_1"], BASE_TIME)
     await database[NAMES.items].drop_indexes()

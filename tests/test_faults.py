@@ -98,8 +98,13 @@ async def _snapshot(store: MongoStore[Any], owner: str) -> list[str]:
     """Every stored document of ``owner``, raw: duplicates and stray fields would show."""
     documents: list[str] = []
     for role, collection in store._collections.items():
-        found = await collection.find({"owner": owner}, {"_id": 0}).to_list(None)
-        documents.extend(f"{role} {sorted(document.items())!r}" for document in found)
+        # ``_id`` dropped here, not by a projection: a retried insert gets a new one,
+        # and a server may ignore projections (jongodb does).
+        found = await collection.find({"owner": owner}).to_list(None)
+        documents.extend(
+            f"{role} {sorted((k, v) for k, v in document.items() if k != '_id')!r}"
+            for document in found
+        )
     return sorted(documents)
 
 
