@@ -35,7 +35,8 @@ async def _cancelled_batch(
     attachments: GridFSAttachmentStore[Any], rng: random.Random
 ) -> dict[str, int]:
     """Cancel BATCH uploads, one after another, each after a random delay within the
-    time an uncancelled upload takes here; then count the outcomes and retry each."""
+    first quarter of the time an uncancelled upload takes here (where the claim is in
+    flight); then count the outcomes and retry each."""
     params = AttachmentCreateParams(name="a.bin", size=len(DATA), mime_type="text/plain")
     ids = [(await attachments.create_attachment(params, ALICE)).id for _ in range(BATCH + 1)]
     started = time.perf_counter()
