@@ -7,7 +7,7 @@ visible to its owner only, the bytes download exactly for its owner once complet
 for no one otherwise, and the bucket holds exactly the files and chunks of the complete
 attachments: nothing half-written, nothing left behind.
 
-Backends: mongomock-motor's GridFS and the real server when ``MONGODB_URI`` is set (see
+Backends: mongomock-motor's GridFS and both real drivers on the server (see
 ``gridfs_backend`` in conftest for why not pymongo-async-mock).
 """
 

@@ -4,8 +4,8 @@ What each backend covers:
 
 * ``gridfs`` tests (the ``attachments`` fixture) move real bytes through a driver's
   GridFS bucket. They run on mongomock-motor (Motor's ``AsyncIOMotorGridFSBucket``
-  inside ``mongomock_motor.enabled_gridfs_integration()``) and on the real server when
-  ``MONGODB_URI`` is set (PyMongo's ``gridfs.AsyncGridFSBucket``). They do not run on
+  inside ``mongomock_motor.enabled_gridfs_integration()``) and on the server through
+  both real drivers (PyMongo's ``gridfs.AsyncGridFSBucket``, Motor's bucket). They do not run on
   pymongo-async-mock: PyMongo's bucket type-checks its collections and refuses the
   double's, so no byte can be written there.
 * ``metadata`` tests (the ``metadata_only`` fixture) refuse or look up before any byte
