@@ -22,7 +22,7 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Generic, Protocol, cast
+from typing import Any, Final, Generic, Protocol
 
 from chatkit.store import AttachmentStore, NotFoundError
 from chatkit.types import (
@@ -32,15 +32,14 @@ from chatkit.types import (
     FileAttachment,
     ImageAttachment,
 )
-from gridfs import DEFAULT_CHUNK_SIZE, AsyncGridFSBucket
+from gridfs import DEFAULT_CHUNK_SIZE
 from gridfs.errors import NoFile
 from pymongo import ReturnDocument
-from pymongo.asynchronous.database import AsyncDatabase
 
 from . import queries
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER
-from ._driver import resolve, shielded
+from ._driver import gridfs_bucket, resolve, shielded
 from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
@@ -313,18 +312,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
     # ------------------------------------------------------------------ internals
 
     def _bucket(self) -> Any:
-        """The driver's bucket, made on first use: PyMongo's for a PyMongo Async
-        database, Motor's otherwise (Motor's module is imported only then)."""
+        """The driver's bucket (see :func:`gridfs_bucket`), made on first use."""
         if self._gridfs is None:
-            database = self.store.database
-            if isinstance(database, AsyncDatabase):
-                self._gridfs = AsyncGridFSBucket(database, bucket_name=self.bucket_name)
-            else:
-                from motor.motor_asyncio import AsyncIOMotorGridFSBucket  # noqa: PLC0415
-
-                self._gridfs = AsyncIOMotorGridFSBucket(
-                    cast(Any, database), bucket_name=self.bucket_name
-                )
+            self._gridfs = gridfs_bucket(self.store.database, self.bucket_name)
         return self._gridfs
 
     def _check_mime_type(self, mime_type: object) -> str:
@@ -384,18 +374,25 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
         Why: two uploads to one attachment can then never both write, and the file id is
         on record before any chunk exists, so nothing written can go unaccounted for.
+        Why shielded: a claim the caller stopped waiting for may still land (Motor runs
+        it in a thread; PyMongo Async may have sent it). Unshielded, the release would
+        run first, find nothing to hand back, and the claim would then leave the
+        attachment receiving for an upload that is gone: every retry refused.
+        Waiting for the claim's end orders the release after it.
         """
         alive = self.store._alive()
-        claimed: dict[str, Any] | None = await self._attachments.find_one_and_update(
-            {**key, UploadField.STATE: UploadField.AWAITING, **alive},
-            {
-                "$set": {
-                    UploadField.STATE: UploadField.RECEIVING,
-                    UploadField.FILE_ID: file_id,
-                    UploadField.PENDING_SINCE: datetime.now(UTC),
-                }
-            },
-            return_document=ReturnDocument.AFTER,
+        claimed: dict[str, Any] | None = await shielded(
+            self._attachments.find_one_and_update(
+                {**key, UploadField.STATE: UploadField.AWAITING, **alive},
+                {
+                    "$set": {
+                        UploadField.STATE: UploadField.RECEIVING,
+                        UploadField.FILE_ID: file_id,
+                        UploadField.PENDING_SINCE: datetime.now(UTC),
+                    }
+                },
+                return_document=ReturnDocument.AFTER,
+            )
         )
         if claimed is not None:
             return claimed

@@ -70,13 +70,6 @@ async def routes_client(
         yield client
 
 
-GRIDFS_BACKENDS: Final = (
-    ("motor-mock", "mongodb") if os.environ.get("MONGODB_URI") else ("motor-mock",)
-)
-"""Backends whose GridFS bucket moves bytes, for tests parametrized by hand (hypothesis
-properties that cannot take the ``gridfs_backend`` fixture per example)."""
-
-
 @dataclass(frozen=True)
 class Exchange:
     """What one request through :func:`drive` came to."""

@@ -2,17 +2,12 @@
 a MongoDB-wire server, a client of each driver, and an engine on a key vault of its own.
 
 libmongocrypt's key vault needs a real server (the in-process doubles cannot run it):
-``MONGODB_URI`` if set, else a jongodb started here from ``JONGODB_BIN``, else skipped.
-
-INTEGRATION NOTE: ``wire_server_uri`` and ``start_jongodb`` are a stand-in for the
-suite-wide jongodb session fixture in ``tests/conftest.py``; once that lands, delete them
-and take the URI from it.
+the suite's session server (see ``tests/capabilities.py``).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,34 +15,20 @@ import pytest
 from chatkit_mongo._encryption import OwnerEncryption, ensure_key_vault_index
 from chatkit_mongo.encryption import Encryption
 
+from . import capabilities
 from .encryption_support import (
     DRIVERS,
-    JONGODB_BIN_VARIABLE,
     close_client,
     fresh_encryption,
     open_client,
-    start_jongodb,
 )
 
 
 @pytest.fixture(scope="session")
-def wire_server_uri() -> Iterator[str]:
-    """A MongoDB-wire server's URI for tests that need libmongocrypt's key vault."""
-    if uri := os.environ.get("MONGODB_URI"):
-        yield uri
-        return
-    binary = os.environ.get(JONGODB_BIN_VARIABLE)
-    if not binary:
-        pytest.skip(
-            f"encryption tests need a server: set MONGODB_URI, or {JONGODB_BIN_VARIABLE} to a "
-            "jongodb binary"
-        )
-    process, uri = start_jongodb(binary)
-    try:
-        yield uri
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def wire_server_uri() -> str:
+    """The suite's real server (``MONGODB_URI``, else the jongodb the suite starts): the
+    key vault of libmongocrypt needs one, the in-process doubles cannot run it."""
+    return capabilities.server().uri
 
 
 @pytest.fixture(params=DRIVERS)

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import socket
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
@@ -27,28 +24,6 @@ from chatkit_mongo._encryption import (
 from chatkit_mongo.encryption import LOCAL_KEY_BYTES, Encryption
 
 DRIVERS = ("pymongo", "motor")
-JONGODB_BIN_VARIABLE = "JONGODB_BIN"
-_URI_LINE = re.compile(r"mongodb://\S+")
-
-
-def start_jongodb(binary: str) -> tuple[subprocess.Popen[str], str]:
-    """jongodb on a free local port; returns the process and the URI it prints."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [binary, "--host=127.0.0.1", f"--port={port}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    match = _URI_LINE.search(line)
-    if match is None:
-        process.kill()
-        raise RuntimeError(f"jongodb did not start: {line!r}")
-    return process, match.group(0)
 
 
 def open_client(driver: str, uri: str) -> Any:

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from chatkit_mongo import GridFSAttachmentStore, MongoStore
 from chatkit_mongo.asgi import INLINE_MIME_TYPES
 
-from .attachment_support import GRIDFS_BACKENDS, as_user, drive, make_attachments, routes_app
-from .conftest import RequestContext
+from .attachment_support import as_user, drive, make_attachments, routes_app
+from .conftest import GRIDFS_BACKENDS, RequestContext
 from .strategies import StoreRunner, examples
 
 ALICE: Final = RequestContext("alice")

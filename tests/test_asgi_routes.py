@@ -1,6 +1,6 @@
 """The HTTP routes, through an ASGI client, on the GridFS-capable backends.
 
-Runs on mongomock-motor and on the real server when ``MONGODB_URI`` is set (see the
+Runs on mongomock-motor and through both real drivers on the server (see the
 ``gridfs_backend`` fixture for why not on pymongo-async-mock). The caller's identity
 comes from an ``x-user`` header, as an application's auth middleware would set it.
 """

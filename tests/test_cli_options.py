@@ -26,6 +26,7 @@ from chatkit_mongo.connection import Connection
 from chatkit_mongo.schema import CollectionNames
 
 from .cli_support import all_documents, encoded, invoke, run, seed
+from .conftest import is_server
 from .samples import BASE_TIME
 
 _STOP: Final = "stopped at the opener"
@@ -252,7 +253,7 @@ async def test_export_piped_into_import_dash_copies_everything(
         async def opener(connection: Connection) -> AsyncIterator[AsyncDatabaseLike]:
             yield empty_database
 
-        if backend == "mongodb":
+        if is_server(backend):
             return invoke(backend, empty_database, "import", "-")
         return CliRunner().invoke(cli, ["import", "-"], obj=opener, input=exported.stdout)
 

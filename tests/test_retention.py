@@ -213,6 +213,7 @@ async def test_init_and_the_script_take_the_ttl_indexes_on_request(
 # ------------------------------------------------------------------ shared expiry
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_every_document_of_a_thread_shares_one_expiry(
     kept: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
 ) -> None:
@@ -222,6 +223,7 @@ async def test_every_document_of_a_thread_shares_one_expiry(
     assert set(stored.values()) == {clock.now + RETENTION}
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_activity_within_the_refresh_interval_keeps_the_expiry(
     kept: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
 ) -> None:
@@ -235,6 +237,7 @@ async def test_activity_within_the_refresh_interval_keeps_the_expiry(
     assert set(stored.values()) == {first_expiry}
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_activity_after_the_refresh_interval_moves_every_document(
     kept: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
 ) -> None:
@@ -253,6 +256,7 @@ async def test_activity_after_the_refresh_interval_moves_every_document(
     assert set((await _expiries(database)).values()) == {clock.now + RETENTION}
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_an_attachment_without_a_thread_lives_on_its_own_until_attached(
     kept: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
 ) -> None:
@@ -266,6 +270,7 @@ async def test_an_attachment_without_a_thread_lives_on_its_own_until_attached(
     assert set((await _expiries(database)).values()) == {clock.now + RETENTION}
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_a_thread_saved_after_its_items_adopts_them(
     kept: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
 ) -> None:
@@ -275,6 +280,7 @@ async def test_a_thread_saved_after_its_items_adopts_them(
     assert set((await _expiries(database)).values()) == {clock.now + RETENTION}
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_data_written_before_retention_stays_visible_until_its_next_activity(
     store: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
 ) -> None:
@@ -295,6 +301,7 @@ async def counted_kept(kept: MongoStore[Any]) -> tuple[MongoStore[Any], list[str
     return kept, await count_round_trips(kept)
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_round_trips_with_retention(
     counted_kept: tuple[MongoStore[Any], list[str]], alice: RequestContext, clock: Clock
 ) -> None:
@@ -350,6 +357,7 @@ async def test_round_trips_with_retention(
     ]
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_a_busy_thread_is_restamped_at_most_once_per_refresh_interval(
     counted_kept: tuple[MongoStore[Any], list[str]], alice: RequestContext, clock: Clock
 ) -> None:
@@ -368,6 +376,7 @@ async def test_a_busy_thread_is_restamped_at_most_once_per_refresh_interval(
 # ------------------------------------------------------------------ reads
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_an_expired_thread_is_gone_for_every_read(
     kept: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
 ) -> None:
@@ -398,6 +407,7 @@ async def test_an_expired_thread_is_gone_for_every_read(
     assert len(await _expiries(database, "thr_old")) == 4
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_an_expired_thread_is_not_brought_back_by_activity(
     kept: MongoStore[Any], database: Any, alice: RequestContext, clock: Clock
 ) -> None:
@@ -415,6 +425,7 @@ async def test_an_expired_thread_is_not_brought_back_by_activity(
         await kept.load_attachment("atc_thr_1", alice)
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_expiry_is_per_owner(
     kept: MongoStore[Any], alice: RequestContext, bob: RequestContext, clock: Clock
 ) -> None:
@@ -430,6 +441,7 @@ async def test_expiry_is_per_owner(
 # ------------------------------------------------------------------ attachment bytes
 
 
+@pytest.mark.needs("$max/$min update operators")  # retention's re-stamp
 async def test_expired_attachment_bytes_cannot_be_read_and_the_sweep_removes_them(
     gridfs_store: MongoStore[Any], alice: RequestContext, clock: Clock
 ) -> None:
