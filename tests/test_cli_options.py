@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +26,6 @@ from chatkit_mongo.connection import Connection
 from chatkit_mongo.schema import CollectionNames
 
 from .cli_support import all_documents, encoded, invoke, run, seed
-from .conftest import is_server
 from .samples import BASE_TIME
 
 _STOP: Final = "stopped at the opener"
@@ -248,16 +247,9 @@ async def test_export_piped_into_import_dash_copies_everything(
     exported = await run(backend, database, "export")
     assert exported.exit_code == 0
 
-    def import_from_stdin() -> Result:
-        @asynccontextmanager
-        async def opener(connection: Connection) -> AsyncIterator[AsyncDatabaseLike]:
-            yield empty_database
-
-        if is_server(backend):
-            return invoke(backend, empty_database, "import", "-")
-        return CliRunner().invoke(cli, ["import", "-"], obj=opener, input=exported.stdout)
-
-    imported = await asyncio.to_thread(import_from_stdin)
+    imported = await asyncio.to_thread(
+        invoke, backend, empty_database, "import", "-", stdin=exported.stdout
+    )
     assert imported.exit_code == 0, imported.output
     assert "thread: 2 inserted" in imported.output
     assert encoded(await all_documents(empty_database)) == encoded(await all_documents(database))
