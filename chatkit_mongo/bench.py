@@ -22,7 +22,7 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,10 +37,14 @@ from chatkit.types import (
     UserMessageItem,
     UserMessageTextContent,
 )
-from pymongo import AsyncMongoClient, monitoring
-from pymongo.errors import ConfigurationError, PyMongoError
+from pymongo import monitoring
+from pymongo.errors import PyMongoError
 
 from . import queries
+from ._driver import AsyncDatabaseLike
+from ._params import WholeNumber
+from ._text import shown
+from .connection import Connection, connection_options, open_database, open_uri, resolve
 from .embedded import embedded_database
 from .explain import PlanSummary, explain, hot_queries
 from .schema import Field
@@ -421,70 +425,64 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
 
 @asynccontextmanager
 async def _target(
-    uri: str | None, database: str, connect_timeout: float
+    connection: Connection, embedded: bool
 ) -> AsyncIterator[tuple[MongoStore[Any], RoundTrips | None, str]]:
     """The store to measure: a fresh database on the server, or the embedded backend.
 
     On a server the database must be empty (the benchmark writes into it) and is
-    dropped afterwards.
+    dropped afterwards. The server is opened as every command opens it
+    (:mod:`chatkit_mongo.connection`), with a command counter on the client; an opener
+    handed in by a test is used as it is.
     """
-    if uri is None:
-        with embedded_database(database) as embedded:
-            yield MongoStore(embedded), None, "embedded in-memory (mongomock-motor)"
+    if embedded:
+        with embedded_database(connection.database) as database:
+            yield MongoStore(database), None, "embedded in-memory (mongomock-motor)"
         return
-    round_trips = RoundTrips()
-    try:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            uri,
+    round_trips: RoundTrips | None = None
+    opened: AbstractAsyncContextManager[AsyncDatabaseLike]
+    if connection.opener is open_uri and connection.uri:
+        round_trips = RoundTrips()
+        opened = open_database(
+            connection.uri,
+            connection.database,
+            connection.timeout,
             event_listeners=[CommandCounter(round_trips)],
-            serverSelectionTimeoutMS=round(connect_timeout * 1000),
         )
-    except (ConfigurationError, ValueError) as exc:
-        raise click.BadParameter(f"not a usable MongoDB URI: {exc}", param_hint="--uri") from exc
-    try:
-        store: MongoStore[Any] = MongoStore(client[database])
-        if not await store.ping():
+    else:
+        opened = connection.open()
+    async with opened as database:
+        client = database.client
+        if await client[database.name].list_collection_names():
             raise click.ClickException(
-                f"cannot reach the MongoDB server named by --uri within {connect_timeout:g} s"
+                f"database {database.name!r} is not empty; the benchmark needs a database "
+                "of its own"
             )
-        if await client[database].list_collection_names():
-            raise click.ClickException(
-                f"database {database!r} is not empty; the benchmark needs a database of its own"
-            )
-        info = await client.server_info()
+        info = await database.command("buildInfo")
         try:
-            yield store, round_trips, f"MongoDB {info.get('version', '?')}"
+            yield MongoStore(database), round_trips, f"MongoDB {info.get('version', '?')}"
         finally:
-            await client.drop_database(database)
-    finally:
-        await client.close()
+            await client.drop_database(database.name)
 
 
 def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected sizes like 100,1000,10000, got {value!r}") from None
+        return tuple(_COUNT.convert(part, None, None) for part in value.split(","))
+    except click.BadParameter:
+        raise click.BadParameter(
+            f"expected sizes like 100,1000,10000, got {shown(value)}"
+        ) from None
+
+
+_COUNT: Final = WholeNumber(1, 10**9)
+"""Users, threads, turns, sizes, samples, page size: at least one, at most a billion."""
 
 
 @click.command("bench")
+@click.option("--users", default=BenchSettings.users, show_default=True, type=_COUNT)
 @click.option(
-    "--uri",
-    envvar="MONGODB_URI",
-    default=None,
-    help="MongoDB connection string [default: env MONGODB_URI; when unset, the embedded "
-    "in-memory backend].",
+    "--threads-per-user", default=BenchSettings.threads_per_user, show_default=True, type=_COUNT
 )
-@click.option(
-    "--database",
-    default=None,
-    help="An empty database to write into; dropped afterwards [default: a new random name].",
-)
-@click.option("--users", default=BenchSettings.users, show_default=True, type=int)
-@click.option(
-    "--threads-per-user", default=BenchSettings.threads_per_user, show_default=True, type=int
-)
-@click.option("--turns", default=BenchSettings.turns_per_thread, show_default=True, type=int)
+@click.option("--turns", default=BenchSettings.turns_per_thread, show_default=True, type=_COUNT)
 @click.option(
     "--sizes",
     default=",".join(str(size) for size in BenchSettings.sizes),
@@ -496,10 +494,10 @@ def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str)
     "--samples",
     default=BenchSettings.samples_per_size,
     show_default=True,
-    type=int,
+    type=_COUNT,
     help="Turns measured at each size.",
 )
-@click.option("--page-size", default=BenchSettings.page_size, show_default=True, type=int)
+@click.option("--page-size", default=BenchSettings.page_size, show_default=True, type=_COUNT)
 @click.option(
     "--out",
     default="bench.json",
@@ -513,11 +511,11 @@ def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str)
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the figures as a PNG chart here (needs matplotlib).",
 )
-@click.option("--connect-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+@connection_options
+@click.pass_context
 def bench_command(
+    ctx: click.Context,
     *,
-    uri: str | None,
-    database: str | None,
     users: int,
     threads_per_user: int,
     turns: int,
@@ -526,9 +524,13 @@ def bench_command(
     page_size: int,
     out: Path,
     chart: Path | None,
-    connect_timeout: float,
 ) -> None:
-    """Measure MongoStore under a ChatKit workload: latency, round trips, index use."""
+    """Measure MongoStore under a ChatKit workload: latency, round trips, index use.
+
+    On the server named by --uri (or MONGODB_URI), in an empty database (--database,
+    by default a new one), dropped afterwards; without a URI, on the embedded
+    in-memory backend.
+    """
     try:
         settings = BenchSettings(
             users=users,
@@ -540,8 +542,9 @@ def bench_command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    name = database or f"chatkit_bench_{secrets.token_hex(4)}"
-    report = asyncio.run(_bench(uri, name, settings, connect_timeout))
+    connection = resolve(ctx, default_database=f"chatkit_bench_{secrets.token_hex(4)}")
+    embedded = connection.uri is None and connection.opener is open_uri
+    report = asyncio.run(_bench(connection, embedded, settings))
     out.write_text(json.dumps(report, indent=2) + "\n")
     click.echo(format_report(report))
     click.echo(f"\nfigures written to {out}")
@@ -550,10 +553,8 @@ def bench_command(
         click.echo(f"chart written to {chart}")
 
 
-async def _bench(
-    uri: str | None, database: str, settings: BenchSettings, connect_timeout: float
-) -> dict[str, Any]:
-    async with _target(uri, database, connect_timeout) as (store, round_trips, backend):
+async def _bench(connection: Connection, embedded: bool, settings: BenchSettings) -> dict[str, Any]:
+    async with _target(connection, embedded) as (store, round_trips, backend):
         started = time.perf_counter()
         figures = await run_benchmark(
             store,

@@ -27,6 +27,7 @@ from . import queries
 from ._checks import check_id
 from ._driver import AsyncDatabaseLike, shielded
 from ._gridfs import erasable_file_ids
+from ._text import plural
 from .schema import CollectionNames, Field, GridFSField, UploadField, sort_key, utc_naive
 
 Progress = Callable[[int], None]
@@ -48,7 +49,9 @@ class PurgeCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def describe(self) -> str:
-        return ", ".join(f"{getattr(self, f.name)} {f.name}" for f in fields(self))
+        return ", ".join(
+            plural(getattr(self, f.name), f.name.removesuffix("s")) for f in fields(self)
+        )
 
 
 async def purge_owner(

@@ -26,7 +26,7 @@ is reported with its line number, and nothing has been written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO, get_args
@@ -42,7 +42,16 @@ from ._checks import check_id, check_optional_id
 from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document
 from ._driver import AsyncDatabaseLike, shielded
 from .errors import UnstorableError
-from .schema import CollectionNames, Field, GridFSField, UploadField
+from .schema import (
+    FILE_ID_SEPARATOR,
+    CollectionNames,
+    Field,
+    FileId,
+    GridFSField,
+    UploadField,
+    file_id_owner,
+    is_file_id,
+)
 
 Kind = Literal["thread", "item", "attachment", "file", "chunk"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
@@ -356,33 +365,38 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
 
     Why top-level ``$`` keys are refused here: the server refuses them in a replacement,
     and only when that batch is written, after earlier batches were. Why every id and
-    reference must be a plain value of its one type (a str id, an ObjectId ``_id``,
-    ``file_id`` and ``files_id``, a non-negative int ``n``): they reach upsert filters,
-    the pre-check's ``$in`` and, later, the deletes that follow a reference; an object
-    such as ``{"$ne": null}`` or a regular expression there would match other documents.
+    reference must be a plain value of its one type (a str id, an ObjectId ``_id``, a
+    file id as the attachment store writes one for a file's ``_id``, a chunk's
+    ``files_id`` and an attachment's ``file_id``, a non-negative int ``n``): they reach
+    upsert filters, the pre-check's ``$in`` and, later, the deletes that follow a
+    reference; an object such as ``{"$ne": null}`` or a regular expression there would
+    match other documents.
     """
     operators = sorted(name for name in document if name.startswith("$"))
     if operators:
         raise ValueError(f"top-level field names cannot start with $: {operators}")
-    if "_id" in document or kind == "file":
+    if "_id" in document and kind != "file":
         _check_object_id(document["_id"], "_id")
     for name in _KEYS[kind]:
         value = _get(document, name)
         if name == GridFSField.FILES_ID:
-            _check_object_id(value, name)
+            _check_file_id(value, name, owner=None)
         elif name == GridFSField.CHUNK_NUMBER:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise TypeError(f"{name} must be a non-negative int, not {value!r:.80}")
         elif name != "_id":
             check_id(value, name)
     if kind == "file":
+        _check_file_id(document["_id"], "_id", owner=_get(document, GridFSField.METADATA_OWNER))
         check_id(_get(document, GridFSField.METADATA_ATTACHMENT_ID), "metadata.attachment_id")
     if kind == "chunk" and not isinstance(document.get(GridFSField.CHUNK_DATA), bytes):
         raise TypeError(f"{GridFSField.CHUNK_DATA} must be binary data")
     if kind == "attachment":
         check_optional_id(document.get(Field.THREAD_ID), Field.THREAD_ID)
         if document.get(UploadField.FILE_ID) is not None:
-            _check_object_id(document[UploadField.FILE_ID], UploadField.FILE_ID)
+            _check_file_id(
+                document[UploadField.FILE_ID], UploadField.FILE_ID, document[Field.OWNER]
+            )
     adapter = _ADAPTERS.get(kind)
     if adapter is None:
         return
@@ -398,6 +412,26 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
 def _check_object_id(value: Any, what: str) -> None:
     if type(value) is not ObjectId:
         raise TypeError(f"{what} must be an ObjectId, not {type(value).__name__}: {value!r:.80}")
+
+
+def _check_file_id(value: Any, what: str, owner: str | None) -> None:
+    """Refuse a file id of a shape the attachment store never writes, or one whose owner
+    prefix names another owner than the line's (``owner``; None for a chunk, whose file
+    line, checked so, must come before it).
+
+    Why both shapes: new uploads get :func:`~chatkit_mongo.schema.owner_file_id` ids,
+    and files uploaded before that keep their bare ObjectIds, which exports still hold.
+    Why a foreign prefix is refused outright: no upload of this owner can have made it.
+    """
+    if not is_file_id(value):
+        raise TypeError(
+            f"{what} must be a file id as the attachment store writes one, "
+            f'"<owner>{FILE_ID_SEPARATOR}<ObjectId hex>" or an ObjectId (from before file ids '
+            f"carried the owner), not {type(value).__name__}: {value!r:.80}"
+        )
+    named = file_id_owner(value)
+    if owner is not None and named is not None and named != owner:
+        raise ValueError(f"{what} {value!r:.80} is a file of the owner {named!r}, not of {owner!r}")
 
 
 @dataclass(frozen=True)
@@ -416,7 +450,7 @@ class _FileClaim:
         return (owner, attachment_id) == (self.owner, self.attachment_id)
 
 
-def _check_file(path: Path) -> dict[ObjectId, _FileClaim]:
+def _check_file(path: Path) -> dict[FileId, _FileClaim]:
     """Parse every line, and refuse a chunk whose files document does not come first, or
     two lines that give one GridFS file to two attachments; return the file claims.
 
@@ -425,9 +459,9 @@ def _check_file(path: Path) -> dict[ObjectId, _FileClaim]:
     :func:`_check_file_claims` then proves against the database.
     """
     file_ids: set[bytes] = set()
-    claims: dict[ObjectId, _FileClaim] = {}
+    claims: dict[FileId, _FileClaim] = {}
     for number, kind, document in _read_lines(path):
-        claim: tuple[ObjectId, _FileClaim] | None = None
+        claim: tuple[FileId, _FileClaim] | None = None
         if kind == "file":
             file_ids.add(_encoded(document["_id"]))
             claim = (
@@ -463,7 +497,7 @@ def _check_file(path: Path) -> dict[ObjectId, _FileClaim]:
 async def _check_file_claims(
     database: AsyncDatabaseLike,
     collections: CollectionNames,
-    claims: dict[ObjectId, _FileClaim],
+    claims: dict[FileId, _FileClaim],
 ) -> None:
     """Refuse the import if a GridFS file it mentions is, in the database, another
     attachment's (another owner's above all): its files document names another holder,
@@ -472,9 +506,10 @@ async def _check_file_claims(
 
     Why: an attachment's ``file_id`` is what its owner's deletes and downloads follow;
     pointing alice's attachment at bob's bytes must not let alice reach them. Why the
-    attachments are searched by ``file_id``, which no index serves: a scan per batch of
-    500 file ids, in an operator's import, buys the proof without an index every write
-    would pay for.
+    attachments are searched by ``file_id``, which no index serves: within one owner's
+    attachments (or, for old bare ObjectId ids, all of them: see :func:`_referrers`), per
+    batch of 500 file ids, an operator's import buys the proof without an index every
+    write would pay for.
     """
     files = database[collections.bucket_files]
     attachments = database[collections.attachments]
@@ -484,7 +519,7 @@ async def _check_file_claims(
     for start in range(0, len(pending), _BATCH_SIZE):
         batch = dict(pending[start : start + _BATCH_SIZE])
         ids = list(batch)
-        proven: set[ObjectId] = set()
+        proven: set[FileId] = set()
         async for file in files.find({"_id": {"$in": ids}}, {GridFSField.METADATA: 1}):
             claim = batch[file["_id"]]
             metadata = file.get(GridFSField.METADATA) or {}
@@ -493,11 +528,7 @@ async def _check_file_claims(
                 proven.add(file["_id"])
             else:
                 errors.append((claim.number, f"file {file['_id']!r} is {_holder(*holder)}"))
-        referrers = attachments.find(
-            {UploadField.FILE_ID: {"$in": ids}},
-            {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.FILE_ID: 1},
-        )
-        async for attachment in referrers:
+        async for attachment in _referrers(attachments, batch):
             file_id = attachment[UploadField.FILE_ID]
             claim = batch[file_id]
             holder = (attachment.get(Field.OWNER), attachment.get(Field.ATTACHMENT_ID))
@@ -524,6 +555,37 @@ async def _check_file_claims(
         raise ImportFileError(
             f"line {number}: {message}, not attachment {claim.attachment_id!r} of {claim.owner!r}"
         )
+
+
+async def _referrers(
+    attachments: Any, batch: dict[FileId, _FileClaim]
+) -> AsyncIterator[dict[str, Any]]:
+    """The attachments in the database that refer to a file of ``batch``.
+
+    Why two kinds of query: an :func:`~chatkit_mongo.schema.owner_file_id` can only be
+    its owner's (a line naming it for another owner was refused already), so only that
+    owner's attachments are asked, one query per owner, routed to the owner's shards.
+    A bare ObjectId (a file from before ids carried the owner) may be anyone's, so all
+    attachments are asked: a scan of every shard, as no index serves ``file_id``, listed
+    in :data:`chatkit_mongo.sharding.SCATTERS`; an operator's import of old files pays it.
+    """
+    projection = {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.FILE_ID: 1}
+    by_owner: dict[str, list[FileId]] = {}
+    legacy: list[FileId] = []
+    for file_id in batch:
+        owner = file_id_owner(file_id)
+        if owner is None:
+            legacy.append(file_id)
+        else:
+            by_owner.setdefault(owner, []).append(file_id)
+    filters = [
+        {Field.OWNER: owner, UploadField.FILE_ID: {"$in": ids}} for owner, ids in by_owner.items()
+    ]
+    if legacy:
+        filters.append({UploadField.FILE_ID: {"$in": legacy}})
+    for filter_ in filters:
+        async for attachment in attachments.find(filter_, projection):
+            yield attachment
 
 
 def _holder(owner: Any, attachment_id: Any) -> str:

@@ -163,10 +163,20 @@ async def test_a_bad_line_is_named_and_nothing_is_written(
     assert not any((await all_documents(empty_database)).values())
 
 
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ("owner file id", "is a file of the owner 'bob', not of 'mallory'"),
+        ("bare ObjectId", "already exists and belongs to another owner"),
+    ],
+)
 async def test_import_cannot_write_over_another_owners_bytes(
-    backend: str, database: Any, tmp_path: Path
+    backend: str, database: Any, tmp_path: Path, shape: str, message: str
 ) -> None:
-    [file_id, *_] = await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    """Bob's file under each id shape the store holds: an owner file id naming another
+    owner is refused from the line alone; a bare ObjectId by the database's check."""
+    owner_form, bare = await seed(database, "bob", ["thr_b1"], BASE_TIME)
+    file_id = owner_form if shape == "owner file id" else bare
     before = encoded(await all_documents(database))
     forged = {
         "_id": file_id,
@@ -183,7 +193,7 @@ async def test_import_cannot_write_over_another_owners_bytes(
     result = await run(backend, database, "import", str(out))
 
     assert result.exit_code == 1
-    assert "already exists and belongs to another owner" in result.output
+    assert message in result.output, result.output
     assert encoded(await all_documents(database)) == before
 
 

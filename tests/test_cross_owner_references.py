@@ -1,8 +1,10 @@
 """No reference a document carries lets one owner reach another owner's bytes.
 
-Bob has every kind of GridFS object an owner can have: a complete attachment (files
-document and chunks) and an upload under way (chunks, no files document yet: the driver
-writes it last). Alice's export is then made to point at each of them through every
+Bob has every kind of GridFS object an owner can have, under both file id shapes a
+deployment holds (the owner file id the store writes now, and the bare ObjectId of a
+file uploaded before ids carried the owner): a complete attachment (files document and
+chunks) and an upload under way (chunks, no files document yet: the driver writes it
+last). Alice's export is then made to point at each of them through every
 reference an import line carries (an attachment's ``file_id``, a file's ``_id``, its
 chunks' ``files_id``): the import is refused by line and writes nothing. And with the
 reference forged straight into the database (past the import), every action of alice
@@ -22,36 +24,59 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from chatkit.store import NotFoundError
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore
-from chatkit_mongo.schema import Field, GridFSField, UploadField
+from chatkit_mongo.schema import (
+    Field,
+    FileId,
+    GridFSField,
+    UploadField,
+    file_id_owner,
+    owner_file_id,
+)
 
 from .attachment_support import make_attachments
-from .cli_support import all_documents, encoded, owner_documents, run
+from .cli_support import all_documents, encoded, owner_documents, run, store_bytes
 from .conftest import NAMES, RequestContext
 from .samples import file_attachment, thread
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
-TARGETS: Final = ("complete", "uploading")
-"""Bob's objects: a finished attachment's file, an upload's id that has chunks only."""
+TARGETS: Final = ("complete", "uploading", "complete, old id", "uploading, old id")
+"""Bob's objects: a finished attachment's file, an upload's id that has chunks only; each
+under an owner file id and under a bare ObjectId."""
 
 
-async def _bob(database: Any) -> dict[str, ObjectId]:
-    """Bob's finished attachment and his upload under way; the file id of each."""
+async def _bob(database: Any) -> dict[str, FileId]:
+    """Bob's finished attachments and his uploads under way; the file id of each."""
     attachments = make_attachments(MongoStore(database))
     done = await attachments.create_and_upload("b.txt", "text/plain", b"bob's bytes", BOB)
-    uploading = ObjectId()
-    await attachments.store.save_attachment(file_attachment("atc_bob_up", None), BOB)
-    await database[NAMES.attachments].update_one(
-        {Field.OWNER: "bob", Field.ATTACHMENT_ID: "atc_bob_up"},
-        {"$set": {UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: uploading}},
-    )
-    await database[NAMES.bucket_chunks].insert_one(
-        {GridFSField.FILES_ID: uploading, GridFSField.CHUNK_NUMBER: 0, "data": Binary(b"up")}
-    )
     file = await database[NAMES.bucket_files].find_one({GridFSField.METADATA_OWNER: "bob"})
     assert file is not None
     assert file[GridFSField.METADATA][Field.ATTACHMENT_ID] == done.id
-    return {"complete": file["_id"], "uploading": uploading}
+    assert file_id_owner(file["_id"]) == "bob"
+    await attachments.store.save_attachment(file_attachment("atc_bob_old", None), BOB)
+    old = await store_bytes(database, "bob", "atc_bob_old", b"bob's old bytes", legacy=True)
+    await _link(database, "atc_bob_old", old, None)
+    targets: dict[str, FileId] = {"complete": file["_id"], "complete, old id": old}
+    for name, uploading in (("uploading", owner_file_id("bob")), ("uploading, old id", ObjectId())):
+        attachment_id = f"atc_bob_{len(targets)}"
+        await attachments.store.save_attachment(file_attachment(attachment_id, None), BOB)
+        await _link(database, attachment_id, uploading, UploadField.RECEIVING)
+        await database[NAMES.bucket_chunks].insert_one(
+            {GridFSField.FILES_ID: uploading, GridFSField.CHUNK_NUMBER: 0, "data": Binary(b"up")}
+        )
+        targets[name] = uploading
+    return targets
+
+
+async def _link(database: Any, attachment_id: str, file_id: FileId, state: str | None) -> None:
+    """Bob's attachment document pointing at ``file_id``, as the attachment store leaves it
+    (a ``state`` while the bytes are on their way, none once stored)."""
+    fields: dict[str, Any] = {UploadField.FILE_ID: file_id}
+    if state is not None:
+        fields[UploadField.STATE] = state
+    await database[NAMES.attachments].update_one(
+        {Field.OWNER: "bob", Field.ATTACHMENT_ID: attachment_id}, {"$set": fields}
+    )
 
 
 async def _alice(database: Any) -> tuple[GridFSAttachmentStore[Any], str]:
@@ -64,7 +89,7 @@ async def _alice(database: Any) -> tuple[GridFSAttachmentStore[Any], str]:
     return attachments, made.id
 
 
-def _forge(lines: list[dict[str, Any]], slot: str, target: ObjectId) -> None:
+def _forge(lines: list[dict[str, Any]], slot: str, target: FileId) -> None:
     """Point the slot's reference(s) of alice's lines at ``target``."""
     for line in lines:
         document = line["document"]
@@ -151,4 +176,4 @@ async def test_a_forged_reference_reaches_nothing_of_another_owner(
     assert chunks_before == await database[NAMES.bucket_chunks].count_documents(
         {GridFSField.FILES_ID: bobs[target]}
     )
-    assert await database[NAMES.attachments].count_documents({Field.OWNER: "bob"}) == 2
+    assert await database[NAMES.attachments].count_documents({Field.OWNER: "bob"}) == 4

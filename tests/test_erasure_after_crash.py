@@ -9,10 +9,12 @@ document (the driver writes it last), a files document whose attachment still sa
 as an operator would, must leave no attachment, file or chunk of alice, and bob's
 documents and bytes exactly as they were.
 
-Backends: the real server (PyMongo's GridFS bucket writes chunks through the collection
-calls counted here, so cuts fall between the chunk writes and the files document), and
-mongomock-motor, whose bucket writes outside those calls and keeps an open upload's
-chunks to itself until it is closed, so there only the metadata steps are cut.
+Backends: the server through PyMongo's ``AsyncMongoClient`` (its GridFS bucket writes
+chunks through the collection calls counted here, so cuts fall between the chunk writes
+and the files document); the server through Motor, and mongomock-motor, whose buckets
+write through the synchronous driver, outside those calls (and mongomock-motor keeps an
+open upload's chunks to itself until it is closed), so there only the metadata steps
+are cut.
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ from typing import Any, Final
 
 import pytest
 from chatkit.types import AttachmentCreateParams
-from pymongo.asynchronous.collection import AsyncCollection
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore
 from chatkit_mongo.schema import Field, GridFSField
 
 from .attachment_support import CHUNK, make_attachments
 from .cli_support import all_documents, encoded, owner_documents, run
-from .conftest import NAMES, RequestContext, make_client, scratch_database
+from .conftest import NAMES, RequestContext, close_client, make_client, scratch_database
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
@@ -101,10 +102,10 @@ class Kill:
 
 
 @contextlib.contextmanager
-def _killable(backend: str, client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kill]:
-    """Every driver call of the backend's collection class, counted per task."""
+def _killable(client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kill]:
+    """Every driver call of the client's collection class, counted per task."""
     kill = Kill()
-    collection_class = AsyncCollection if backend == "mongodb" else type(client["d"]["c"])
+    collection_class = type(client["d"]["c"])
     for name in DRIVER_CALLS:
         monkeypatch.setattr(collection_class, name, kill.wrap(getattr(collection_class, name)))
     yield kill
@@ -116,7 +117,7 @@ async def test_purge_after_an_upload_killed_at_any_step_leaves_nothing_of_the_ow
 ) -> None:
     client = make_client(gridfs_backend)
     cuts = 0
-    with _killable(gridfs_backend, client, monkeypatch) as kill:
+    with _killable(client, monkeypatch) as kill:
         while True:
             async with scratch_database(client, gridfs_backend) as database:
                 store: MongoStore[Any] = MongoStore(database)
@@ -153,6 +154,5 @@ async def test_purge_after_an_upload_killed_at_any_step_leaves_nothing_of_the_ow
             if finished:
                 break
             cuts += 1
-    if gridfs_backend == "mongodb":
-        await client.close()
+    await close_client(client)
     assert cuts >= 3  # at least: pending, claimed, bytes written

@@ -4,7 +4,7 @@
   meaning ($oid, $date, $numberLong, $binary, $uuid, $regularExpression, $timestamp,
   $minKey, $code, $ref/$id/$db...) with payloads of right and wrong shape, survives
   export then import byte for byte, and loads back equal through the store; every
-  export imports. (Generated; doubles, and the real server when ``MONGODB_URI`` is set.)
+  export imports. (Generated; on the doubles and through both real drivers on the server.)
 - Such objects written raw (as types, not escaped user keys) into any field of a line,
   ids and references included, either import as valid values of that field's type or
   are refused naming the line, with nothing written; never a traceback.
@@ -16,25 +16,26 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
-from bson import ObjectId
+from bson import ObjectId, json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
 from chatkit.types import ClientToolCallItem, FileAttachment, ThreadMetadata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatkit_mongo import UnstorableError
-from chatkit_mongo.schema import Field, GridFSField, UploadField
+from chatkit_mongo.schema import Field, GridFSField, UploadField, is_file_id, owner_file_id
 from chatkit_mongo.transfer import FORMAT
 
 from .cli_support import all_documents, encoded, invoke, run, seed
-from .conftest import RequestContext
+from .conftest import BACKENDS, NAMES, RequestContext
 from .samples import BASE_TIME
 from .strategies import (
-    BACKENDS,
     StoreRunner,
     examples,
     json_values,
@@ -168,20 +169,86 @@ def test_any_raw_value_in_any_field_imports_as_its_type_or_is_refused_by_line(
             return
         document = next(d for found in stored.values() for d in found if kind != "chunk" or
                         GridFSField.FILES_ID in d)  # fmt: skip
-        if position in ("thread _id", "file _id"):
+        if position == "thread _id":
             assert type(document["_id"]) is ObjectId
+        if position == "file _id":
+            assert is_file_id(document["_id"])
         if position == "owner":
             assert isinstance(document[Field.OWNER], str)
         if position == "files_id":
-            assert type(document[GridFSField.FILES_ID]) is ObjectId
+            assert is_file_id(document[GridFSField.FILES_ID])
         if position == "n":
             assert isinstance(document[GridFSField.CHUNK_NUMBER], int)
             assert document[GridFSField.CHUNK_NUMBER] >= 0
         if position == "file_id":
-            assert (
-                document.get(UploadField.FILE_ID) is None
-                or type(document[UploadField.FILE_ID]) is ObjectId
+            assert document.get(UploadField.FILE_ID) is None or is_file_id(
+                document[UploadField.FILE_ID]
             )
+    finally:
+        runner.close()
+
+
+_HEX_DIGITS: Final = "0123456789abcdefABCDEF"
+file_id_candidates = st.one_of(
+    st.builds(ObjectId),
+    st.builds(owner_file_id, st.sampled_from(["alice", "bob", "alice/x", "alic", "alice "])),
+    st.builds(
+        "{}{}{}".format,
+        st.sampled_from(["alice", "bob", "", "alice/alice"]),
+        st.sampled_from(["/", "", "//", ":"]),
+        st.text(_HEX_DIGITS, min_size=0, max_size=26),
+    ),
+    st.integers(-1, 2**40),
+    st.none(),
+    st.binary(max_size=12),
+)
+"""Values for a file id: the two shapes the store writes (for alice and for others), and
+strings, numbers, bytes and nulls near them."""
+
+
+@settings(max_examples=examples(150))
+@given(file_id=file_id_candidates, fmt=st.sampled_from([None, FORMAT]))
+def test_a_file_id_imports_exactly_when_it_is_a_shape_the_store_writes_for_its_owner(
+    file_id: Any, fmt: int | None
+) -> None:
+    """A file line and alice's attachment referring to it: imported when the id is a bare
+    ObjectId (files from before ids carried the owner) or ``alice/<lowercase ObjectId
+    hex>``, refused by line otherwise (another owner's prefix above all)."""
+    accepted = type(file_id) is ObjectId or (
+        isinstance(file_id, str) and re.fullmatch(r"alice/[0-9a-f]{24}", file_id) is not None
+    )
+    file = {"_id": file_id, "metadata": {"owner": "alice", "attachment_id": "a"}}
+    attachment = {
+        "owner": "alice",
+        "attachment_id": "a",
+        "file_id": file_id,
+        "data": json.loads(_ATTACHMENT_DATA),
+    }
+    chunk = {"files_id": file_id, "n": 0, "data": b""}
+    runner = StoreRunner("pymongo-mock")
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "in.jsonl"
+            path.write_text(
+                "".join(
+                    _line(kind, json_util.dumps(document, json_options=CANONICAL_JSON_OPTIONS), fmt)
+                    for kind, document in (
+                        ("file", file),
+                        ("chunk", chunk),
+                        ("attachment", attachment),
+                    )
+                )
+            )
+            result = invoke("pymongo-mock", runner.database, "import", str(path))
+        stored = runner.run(all_documents(runner.database))
+        if accepted:
+            assert result.exit_code == 0, result.output
+            assert [d["_id"] for d in stored[NAMES.bucket_files]] == [file_id]
+            assert [d[UploadField.FILE_ID] for d in stored[NAMES.attachments]] == [file_id]
+        else:
+            assert result.exit_code == 1, result.output
+            assert result.output.startswith("Error: line 1: "), result.output
+            assert not any(stored.values())
     finally:
         runner.close()
 
