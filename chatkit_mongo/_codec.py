@@ -57,10 +57,18 @@ def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, An
 
 
 def check_document(document: dict[str, Any], what: str) -> None:
-    """Refuse, before anything is sent, a document MongoDB would reject or truncate."""
-    depth = _depth(document)
+    """Refuse, before anything is sent, a document MongoDB would reject or truncate, or
+    one that would not read back as it is (see :func:`is_dbref_shaped`)."""
+    depth, dbref = _scan(document)
     if depth > MAX_NESTING:
         raise UnstorableError(f"{what} is nested {depth} levels deep; MongoDB allows {MAX_NESTING}")
+    if dbref is not None:
+        raise UnstorableError(
+            f"{what} holds, at {_path_to(document, dbref)!r}, an object with the keys "
+            f"{sorted(dbref)}: the BSON decoder of every driver reads an object with a string "
+            '"$ref" and an "$id" (and a "$db" that is absent, null or a string) back as a '
+            "DBRef, a database reference, not as the object saved. Rename its keys."
+        )
     try:
         size = len(bson.encode(document))
     except OverflowError as exc:
@@ -82,13 +90,31 @@ def check_document(document: dict[str, Any], what: str) -> None:
         )
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of documents and arrays, counted as MongoDB does (iteratively)."""
+def is_dbref_shaped(value: dict[str, Any]) -> bool:
+    """Whether BSON decoding turns this object into a ``DBRef``.
+
+    Why this is the one shape to refuse: it is the only sub-document the BSON decoder
+    (PyMongo's C and Python decoders alike, in ``bson._get_object``) does not return as
+    it was encoded; every other JSON value decodes back equal.
+    """
+    return (
+        isinstance(value.get("$ref"), str)
+        and "$id" in value
+        and isinstance(value.get("$db"), str | None)
+    )
+
+
+def _scan(value: Any) -> tuple[int, dict[str, Any] | None]:
+    """Nesting depth of documents and arrays, counted as MongoDB does (iteratively), and
+    the first sub-document that would decode as a DBRef, if any: one walk for both."""
     deepest = 0
+    dbref: dict[str, Any] | None = None
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         current, level = stack.pop()
         if isinstance(current, dict):
+            if dbref is None and level > 1 and is_dbref_shaped(current):
+                dbref = current
             children: Any = current.values()
         elif isinstance(current, list):
             children = current
@@ -96,7 +122,25 @@ def _depth(value: Any) -> int:
             continue
         deepest = max(deepest, level)
         stack.extend((child, level + 1) for child in children)
-    return deepest
+    return deepest, dbref
+
+
+def _path_to(document: Any, target: Any) -> str:
+    """The dotted path of ``target`` (found by identity) inside ``document``; only on the
+    error path, so the walk above needs to carry no paths."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        current, path = stack.pop()
+        if current is target:
+            return path
+        if isinstance(current, dict):
+            pairs: Any = current.items()
+        elif isinstance(current, list):
+            pairs = enumerate(current)
+        else:
+            continue
+        stack.extend((child, f"{path}.{key}" if path else str(key)) for key, child in pairs)
+    return "?"
 
 
 def _first_difference(saved: BaseModel, loaded: BaseModel) -> str:

@@ -13,7 +13,9 @@ sweep finds. Downloads only ever follow a completed attachment's id.
 
 Why ownership lives in the attachment document: every lookup starts from it with the
 owner in the filter (through the store's unique ``owner, attachment_id`` index), and the
-GridFS file also carries its owner in ``metadata``, checked again on download.
+GridFS file also carries its owner and attachment in ``metadata``, checked again on
+download and before any delete (:mod:`chatkit_mongo._gridfs`): a ``file_id`` that
+points at another owner's bytes reaches nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from . import queries
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER
 from ._driver import gridfs_bucket, resolve, shielded
+from ._gridfs import erasable_file_ids
 from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
@@ -246,7 +249,8 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             grid_out = await self._bucket().open_download_stream(document[UploadField.FILE_ID])
         except NoFile:
             raise not_found from None
-        if (grid_out.metadata or {}).get(Field.OWNER) != owner:
+        metadata = grid_out.metadata or {}
+        if (metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)) != (owner, attachment_id):
             raise not_found
         attachment = ATTACHMENT_ADAPTER.validate_python(document[Field.DATA])
         return Download(attachment, int(grid_out.length), _chunks_of(grid_out))
@@ -273,7 +277,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                 projection={UploadField.FILE_ID: 1},
             )
             if previous is not None:
-                await self._delete_files([previous[UploadField.FILE_ID]])
+                await self._delete_owned_files(owner, [previous[UploadField.FILE_ID]])
 
         await shielded(unlink_then_delete())
 
@@ -284,7 +288,8 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         scope = {**queries.thread(owner, thread_id), UploadField.FILE_ID: {"$ne": None}}
         cursor = self._attachments.find(scope, {UploadField.FILE_ID: 1})
         documents = await cursor.to_list(None)
-        await self._delete_files([document[UploadField.FILE_ID] for document in documents])
+        file_ids = [document[UploadField.FILE_ID] for document in documents]
+        await self._delete_owned_files(owner, file_ids)
 
     async def sweep_orphans(
         self, *, abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER, now: datetime | None = None
@@ -474,17 +479,31 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             {**key, UploadField.FILE_ID: file_id}, {GridFSField.ID: 1}
         )
         if kept is None:
-            await self._delete_files([file_id])
+            await self._delete_owned_files(key[Field.OWNER], [file_id])
+
+    async def _delete_owned_files(self, owner: str, file_ids: list[Any]) -> None:
+        """The bytes of ``file_ids`` that are ``owner``'s; any other id is left alone.
+
+        Why the check, when the ids come from ``owner``'s own attachments: a reference
+        can be wrong (an imported or hand-edited document); another owner's bytes must
+        not go because of it.
+        """
+        await self._delete_files(
+            await erasable_file_ids(self._files, self._attachments, owner, file_ids)
+        )
 
     async def _delete_files(self, file_ids: list[Any]) -> None:
-        """GridFS files by id: the ``files`` documents, then the chunks, as the GridFS
-        spec orders it. Why plain deletes and not ``bucket.delete``: they take many ids
-        in one round trip, never raise for a file already gone, and also remove chunks
-        of a write that never reached its ``files`` document."""
+        """GridFS files by id: the chunks, then the ``files`` documents. Why plain deletes
+        and not ``bucket.delete``: they take many ids in one round trip, never raise for a
+        file already gone, and also remove chunks of a write that never reached its
+        ``files`` document. Why the chunks first (the GridFS spec deletes the ``files``
+        document first): the ``files`` document, with its owner, is how purge finds an
+        owner's bytes, so a delete cut short leaves it to find; no download reaches the
+        file meanwhile, as every caller has unlinked it or is deleting its attachment."""
         if not file_ids:
             return
-        await self._files.delete_many({GridFSField.ID: {"$in": file_ids}})
         await self._chunks.delete_many({GridFSField.FILES_ID: {"$in": file_ids}})
+        await self._files.delete_many({GridFSField.ID: {"$in": file_ids}})
 
     async def _sweep_abandoned(self, cutoff: datetime) -> int:
         stale = self._attachments.find(

@@ -7,6 +7,13 @@ and bytes that nothing points to any more, which a data-protection erasure must 
 do. For the same reason the
 GridFS chunks go before their files document: the files document is how the bytes
 of an owner are found.
+
+Why bytes are found through every path that reaches them: the files documents that
+name the owner, and the ``file_id`` of each attachment erased. An upload killed
+mid-stream has written chunks but not yet its files document (the driver writes it
+last); its attachment's ``file_id`` is then the only way to those chunks. Each id
+found through an attachment passes the ownership proof of :mod:`chatkit_mongo._gridfs`
+first, so a wrong reference never erases another owner's bytes.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from typing import Any
 from . import queries
 from ._checks import check_id
 from ._driver import AsyncDatabaseLike, shielded
+from ._gridfs import erasable_file_ids
 from ._text import plural
-from .schema import CollectionNames, Field, GridFSField, sort_key, utc_naive
+from .schema import CollectionNames, Field, GridFSField, UploadField, sort_key, utc_naive
 
 Progress = Callable[[int], None]
 """Called with how many more units of work are done, to drive a progress bar."""
@@ -53,10 +61,12 @@ async def purge_owner(
     *,
     dry_run: bool = False,
 ) -> PurgeCounts:
-    """Erase every thread, item, attachment and attachment byte of ``owner``."""
+    """Erase every thread, item, attachment and attachment byte of ``owner``, the bytes of
+    uploads cut off before their files document was written included."""
     check_id(owner, "owner")
     scope = {Field.OWNER: owner}
-    return await _erase(database, collections, scope, {GridFSField.METADATA_OWNER: owner}, dry_run)
+    files_filter = {GridFSField.METADATA_OWNER: owner}
+    return await _erase(database, collections, owner, scope, files_filter, dry_run=dry_run)
 
 
 async def purge_inactive(
@@ -100,7 +110,16 @@ async def purge_inactive(
                 GridFSField.METADATA_OWNER: thread[Field.OWNER],
                 GridFSField.METADATA_ATTACHMENT_ID: {"$in": attachment_ids},
             }
-            counts.add(await _erase(database, collections, scope, files_filter, dry_run))
+            counts.add(
+                await _erase(
+                    database,
+                    collections,
+                    thread[Field.OWNER],
+                    scope,
+                    files_filter,
+                    dry_run=dry_run,
+                )
+            )
         if on_progress is not None:
             on_progress(1)
     return counts
@@ -116,19 +135,33 @@ async def _attachment_ids(
 async def _erase(
     database: AsyncDatabaseLike,
     collections: CollectionNames,
+    owner: str,
     scope: dict[str, Any],
     files_filter: dict[str, Any],
+    *,
     dry_run: bool,
 ) -> PurgeCounts:
-    """Delete (or count) the documents of ``scope`` and the GridFS files of ``files_filter``."""
+    """Delete (or count) the documents of ``scope`` and ``owner``'s bytes: the GridFS files
+    of ``files_filter``, and the files the attachments of ``scope`` refer to."""
     files = database[collections.bucket_files]
     chunks = database[collections.bucket_chunks]
+    attachments = database[collections.attachments]
     file_ids = [document["_id"] async for document in files.find(files_filter, {"_id": 1})]
+    found = set(file_ids)
+    referrers = attachments.find(
+        {**scope, UploadField.FILE_ID: {"$ne": None}}, {UploadField.FILE_ID: 1, "_id": 0}
+    )
+    referenced = [
+        document[UploadField.FILE_ID]
+        async for document in referrers
+        if document[UploadField.FILE_ID] not in found
+    ]
+    file_ids += await erasable_file_ids(files, attachments, owner, referenced)
     chunks_filter = {GridFSField.FILES_ID: {"$in": file_ids}}
     ordered = (
         ("chunks", chunks, chunks_filter),
         ("files", files, {"_id": {"$in": file_ids}}),
-        ("attachments", database[collections.attachments], scope),
+        ("attachments", attachments, scope),
         ("items", database[collections.items], scope),
         ("threads", database[collections.threads], scope),
     )

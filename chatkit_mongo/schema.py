@@ -349,6 +349,36 @@ def owner_file_id(owner: str, unique: ObjectId | None = None) -> str:
     return f"{owner}{FILE_ID_SEPARATOR}{unique or ObjectId()}"
 
 
+FileId = ObjectId | str
+"""The GridFS file ids the attachment store writes: :func:`owner_file_id` strings, and
+the bare ObjectIds of files uploaded before ids carried the owner (still read)."""
+
+
+def file_id_owner(file_id: object) -> str | None:
+    """The owner an :func:`owner_file_id` names, exactly as the attachment store writes
+    one (``<owner>/`` then a lowercase 24-digit ObjectId hex); None for anything else.
+
+    Why the exact form: the owner in the id is part of the proof that bytes are the
+    owner's (:mod:`chatkit_mongo._gridfs`), so only the one shape the store writes counts.
+    ``rpartition`` is unambiguous, as the hex holds no separator: an owner ``"a/b"`` gives
+    ``"a/b/<hex>"``.
+    """
+    if not isinstance(file_id, str):
+        return None
+    owner, separator, suffix = file_id.rpartition(FILE_ID_SEPARATOR)
+    if not (separator and owner and ObjectId.is_valid(suffix) and str(ObjectId(suffix)) == suffix):
+        return None
+    return owner
+
+
+def is_file_id(value: object) -> bool:
+    """Whether ``value`` has a shape the attachment store writes as a file id: an
+    :func:`owner_file_id`, or a bare ObjectId (files uploaded before ids carried the
+    owner). Anything else (an operator document, a regular expression, another string,
+    another type) is no file id of this library."""
+    return type(value) is ObjectId or file_id_owner(value) is not None
+
+
 def file_id_time(file_id: object) -> datetime | None:
     """When the upload of ``file_id`` began: from its ObjectId (an :func:`owner_file_id`,
     or a bare ObjectId written before file ids carried the owner); None if unknown."""

@@ -169,6 +169,27 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "purge --older-than: the files of one expired thread's attachments",
         "one seek per shard on the owner_attachment index, per expired thread",
     ),
+    _scatter(
+        "attachments",
+        "find",
+        (UploadField.FILE_ID, Field.OWNER),
+        "the ownership proof before deleting bytes (delete_attachment, delete_thread, "
+        "purge), only for a bare ObjectId file id (uploaded before ids carried the owner) "
+        "that has no files document (an upload cut off mid-stream): does another owner's "
+        "attachment refer to it",
+        "a scan of every attachment on every shard (no index serves file_id, and the query "
+        "looks for the other owners, so it cannot carry one); never sent for an owner file "
+        "id, whose owner is in the id",
+    ),
+    _scatter(
+        "attachments",
+        "find",
+        (UploadField.FILE_ID,),
+        "import's pre-check, only for bare ObjectId file ids (exports of files uploaded "
+        "before ids carried the owner): which attachments refer to them",
+        "a scan of every attachment on every shard per batch of 500 such ids (no index "
+        "serves file_id); owner file ids are asked per owner, routed to its range",
+    ),
     *(
         _scatter(role, operation, (), "export (all owners): every document", "reads everything")
         for role in ("threads", "items", "attachments")

@@ -1,9 +1,17 @@
 """Export and import of stored data as JSON Lines, per owner or everything.
 
-Each line is ``{"kind": ..., "document": ...}`` in canonical MongoDB Extended JSON.
-Why canonical: it keeps every BSON type as it was (an Int64 stays an Int64, a date
-keeps its milliseconds, bytes stay bytes, an ObjectId stays one), so an import writes
-back byte for byte the documents that were exported, ``_id`` included.
+Each line is ``{"kind": ..., "format": 2, "document": ...}`` in canonical MongoDB
+Extended JSON. Why canonical: it keeps every BSON type as it was (an Int64 stays an
+Int64, a date keeps its milliseconds, bytes stay bytes, an ObjectId stays one), so an
+import writes back byte for byte the documents that were exported, ``_id`` included.
+
+Why user keys are escaped (format 2): Extended JSON writes a BSON value as an object
+with a ``$`` key (``{"$oid": ...}``), so it cannot tell a user's own ``$`` key (metadata
+``{"$oid": "x"}``) from a type. Every object key, at any depth, that starts with ``$`` or
+with the escape character ``~`` is written with one more ``~`` in front; on import one
+``~`` is taken off again. A raw ``$`` key in a format-2 line is therefore always a type,
+and a ``$`` object that is not a valid one makes the line malformed. Lines without a
+``format`` (files written before it existed) are read as plain Extended JSON, as then.
 
 Why import upserts by the unique keys, each starting with the owner: importing twice
 changes nothing, and a line can only ever write the data of the owner it names. A
@@ -18,28 +26,42 @@ is reported with its line number, and nothing has been written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO, get_args
 
 import bson
-from bson import json_util
-from bson.errors import BSONError
+from bson import DBRef, ObjectId, json_util
+from bson.code import Code
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from pydantic import TypeAdapter, ValidationError
 from pymongo import ReplaceOne
 
-from ._checks import check_id
-from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
+from ._checks import check_id, check_optional_id
+from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document
 from ._driver import AsyncDatabaseLike, shielded
-from .schema import CollectionNames, Field, GridFSField
+from .errors import UnstorableError
+from .schema import (
+    FILE_ID_SEPARATOR,
+    CollectionNames,
+    Field,
+    FileId,
+    GridFSField,
+    UploadField,
+    file_id_owner,
+    is_file_id,
+)
 
 Kind = Literal["thread", "item", "attachment", "file", "chunk"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 """In the order they are exported: a chunk's file always comes before the chunk."""
 _KIND: Final = "kind"
+_FORMAT: Final = "format"
 _DOCUMENT: Final = "document"
+FORMAT: Final = 2
+"""The version of the line format :func:`export_data` writes (see the module docstring)."""
+_ESCAPE: Final = "~"
 _BATCH_SIZE: Final = 500
 """Upserts sent per ``bulk_write``: few round trips, modest memory."""
 
@@ -156,8 +178,61 @@ async def export_data(
 
 
 def _write_line(out: TextIO, kind: Kind, document: dict[str, Any]) -> None:
-    line = {_KIND: kind, _DOCUMENT: document}
+    line = {_KIND: kind, _FORMAT: FORMAT, _DOCUMENT: _escape(document)}
     out.write(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n")
+
+
+def _escaped_key(key: str) -> str:
+    return _ESCAPE + key if key.startswith(("$", _ESCAPE)) else key
+
+
+def _escape(value: Any) -> Any:
+    """``value`` with every object key that starts with ``$`` or ``~`` given one more ``~``.
+
+    Also inside the BSON values that hold documents (a DBRef's id and extra fields, a
+    code's scope), since Extended JSON writes those as objects too. :func:`_unescape`
+    is its exact inverse.
+    """
+    if isinstance(value, dict):
+        return {_escaped_key(key): _escape(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_escape(child) for child in value]
+    if isinstance(value, DBRef):
+        extra = {k: _escape(v) for k, v in value.as_doc().items() if k not in _DBREF_KEYS}
+        return DBRef(value.collection, _escape(value.id), value.database, **extra)
+    if isinstance(value, Code) and value.scope is not None:
+        return Code(str(value), _escape(value.scope))
+    return value
+
+
+_DBREF_KEYS: Final = frozenset({"$ref", "$id", "$db"})
+
+
+def _unescape(value: Any) -> Any:
+    """The inverse of :func:`_escape`, on a parsed format-2 document.
+
+    A plain object left with a ``$`` key after parsing was not a valid Extended JSON
+    type (``{"$date": "soon"}`` or an operator such as ``{"$ne": null}``): format 2
+    escapes every user ``$`` key, so this is a malformed line, never user data.
+    """
+    if isinstance(value, dict):
+        unescaped = {}
+        for key, child in value.items():
+            if key.startswith("$"):
+                raise ValueError(
+                    f"{{{key!r}: ...}} is not an Extended JSON type this file format "
+                    f"can hold (a user key starting with $ is written as {_ESCAPE}{key})"
+                )
+            unescaped[key[1:] if key.startswith(_ESCAPE) else key] = _unescape(child)
+        return unescaped
+    if isinstance(value, list):
+        return [_unescape(child) for child in value]
+    if isinstance(value, DBRef):
+        extra = {k: _unescape(v) for k, v in value.as_doc().items() if k not in _DBREF_KEYS}
+        return DBRef(value.collection, _unescape(value.id), value.database, **extra)
+    if isinstance(value, Code) and value.scope is not None:
+        return Code(str(value), _unescape(value.scope))
+    return value
 
 
 async def import_data(
@@ -169,8 +244,9 @@ async def import_data(
 ) -> ImportCounts:
     """Upsert every line of ``path``; check the whole file first, and write nothing if
     a line is bad (:class:`ImportFileError` names it)."""
-    _check_file(path)
+    claims = _check_file(path)
     await _check_ids_free(database, collections, path)
+    await _check_file_claims(database, collections, claims)
     counts = ImportCounts()
     batch: list[ReplaceOne[dict[str, Any]]] = []
     batch_kind: Kind | None = None
@@ -222,8 +298,15 @@ def _get(document: dict[str, Any], path: str) -> Any:
 
 def _read_lines(path: Path) -> Iterator[tuple[int, Kind, dict[str, Any]]]:
     """``(line number, kind, document)`` of every non-blank line, each parsed and checked."""
-    with path.open(encoding="utf-8") as stream:
-        for number, text in enumerate(stream, start=1):
+    with path.open("rb") as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ImportFileError(
+                    f"line {number}: not valid UTF-8: byte {raw[exc.start]:#04x} at "
+                    f"position {exc.start} of the line"
+                ) from None
             if text.strip():
                 kind, document = _parse(number, text)
                 yield number, kind, document
@@ -232,19 +315,48 @@ def _read_lines(path: Path) -> Iterator[tuple[int, Kind, dict[str, Any]]]:
 def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
     try:
         line = json_util.loads(text, json_options=CANONICAL_JSON_OPTIONS)
-    except (ValueError, BSONError) as exc:  # InvalidId, for one, is no ValueError
-        raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from exc
-    if not isinstance(line, dict) or set(line) != {_KIND, _DOCUMENT}:
-        raise ImportFileError(f'line {number}: expected {{"{_KIND}": ..., "{_DOCUMENT}": ...}}')
+    except RecursionError:
+        raise ImportFileError(
+            f"line {number}: nested too deeply (MongoDB allows 100 levels)"
+        ) from None
+    except Exception as exc:
+        # Why every exception: the Extended JSON parsers raise ValueError, TypeError,
+        # KeyError, OverflowError, InvalidId... depending on how a wrapper is malformed;
+        # whichever it is, the line is not valid Extended JSON.
+        raise ImportFileError(
+            f"line {number}: not valid Extended JSON: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(line, dict) or set(line) - {_FORMAT} != {_KIND, _DOCUMENT}:
+        raise ImportFileError(
+            f'line {number}: expected {{"{_KIND}": ..., "{_FORMAT}": {FORMAT}, "{_DOCUMENT}": ...}}'
+        )
     kind, document = line[_KIND], line[_DOCUMENT]
     if kind not in KINDS:
         raise ImportFileError(f"line {number}: unknown kind {kind!r}; expected one of {KINDS}")
     if not isinstance(document, dict):
         raise ImportFileError(f"line {number}: the {kind} document is not an object")
+    if _FORMAT in line:
+        if line[_FORMAT] != FORMAT or isinstance(line[_FORMAT], bool):
+            raise ImportFileError(
+                f"line {number}: unknown format {line[_FORMAT]!r}; this version reads "
+                f"format {FORMAT} and lines without a format (written before it existed)"
+            )
+        try:
+            document = _unescape(document)
+        except RecursionError:
+            raise ImportFileError(
+                f"line {number}: nested too deeply (MongoDB allows 100 levels)"
+            ) from None
+        except ValueError as exc:
+            raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from None
     try:
         _check_document(kind, document)
     except (KeyError, TypeError, ValueError) as exc:
         raise ImportFileError(f"line {number}: bad {kind} document: {exc}") from exc
+    try:
+        check_document(document, f"the {kind} document")
+    except UnstorableError as exc:
+        raise ImportFileError(f"line {number}: {exc}") from None
     return kind, document
 
 
@@ -252,17 +364,39 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
     """Refuse a document the store could not read back, or one that names no owner.
 
     Why top-level ``$`` keys are refused here: the server refuses them in a replacement,
-    and only when that batch is written, after earlier batches were.
+    and only when that batch is written, after earlier batches were. Why every id and
+    reference must be a plain value of its one type (a str id, an ObjectId ``_id``, a
+    file id as the attachment store writes one for a file's ``_id``, a chunk's
+    ``files_id`` and an attachment's ``file_id``, a non-negative int ``n``): they reach
+    upsert filters, the pre-check's ``$in`` and, later, the deletes that follow a
+    reference; an object such as ``{"$ne": null}`` or a regular expression there would
+    match other documents.
     """
     operators = sorted(name for name in document if name.startswith("$"))
     if operators:
         raise ValueError(f"top-level field names cannot start with $: {operators}")
+    if "_id" in document and kind != "file":
+        _check_object_id(document["_id"], "_id")
     for name in _KEYS[kind]:
         value = _get(document, name)
-        if name in (Field.OWNER, GridFSField.METADATA_OWNER, Field.THREAD_ID, Field.ITEM_ID):
+        if name == GridFSField.FILES_ID:
+            _check_file_id(value, name, owner=None)
+        elif name == GridFSField.CHUNK_NUMBER:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise TypeError(f"{name} must be a non-negative int, not {value!r:.80}")
+        elif name != "_id":
             check_id(value, name)
-        if name == Field.ATTACHMENT_ID:
-            check_id(value, name)
+    if kind == "file":
+        _check_file_id(document["_id"], "_id", owner=_get(document, GridFSField.METADATA_OWNER))
+        check_id(_get(document, GridFSField.METADATA_ATTACHMENT_ID), "metadata.attachment_id")
+    if kind == "chunk" and not isinstance(document.get(GridFSField.CHUNK_DATA), bytes):
+        raise TypeError(f"{GridFSField.CHUNK_DATA} must be binary data")
+    if kind == "attachment":
+        check_optional_id(document.get(Field.THREAD_ID), Field.THREAD_ID)
+        if document.get(UploadField.FILE_ID) is not None:
+            _check_file_id(
+                document[UploadField.FILE_ID], UploadField.FILE_ID, document[Field.OWNER]
+            )
     adapter = _ADAPTERS.get(kind)
     if adapter is None:
         return
@@ -275,20 +409,187 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
         raise ValueError(f"{Field.DATA}.id is {model.id!r} but {_MODEL_ID[kind]} is {model_id!r}")
 
 
-def _check_file(path: Path) -> None:
-    """Parse every line, and refuse a chunk whose files document does not come first.
+def _check_object_id(value: Any, what: str) -> None:
+    if type(value) is not ObjectId:
+        raise TypeError(f"{what} must be an ObjectId, not {type(value).__name__}: {value!r:.80}")
 
-    Why: a chunk is then only ever written for a file whose owner this import checked.
+
+def _check_file_id(value: Any, what: str, owner: str | None) -> None:
+    """Refuse a file id of a shape the attachment store never writes, or one whose owner
+    prefix names another owner than the line's (``owner``; None for a chunk, whose file
+    line, checked so, must come before it).
+
+    Why both shapes: new uploads get :func:`~chatkit_mongo.schema.owner_file_id` ids,
+    and files uploaded before that keep their bare ObjectIds, which exports still hold.
+    Why a foreign prefix is refused outright: no upload of this owner can have made it.
+    """
+    if not is_file_id(value):
+        raise TypeError(
+            f"{what} must be a file id as the attachment store writes one, "
+            f'"<owner>{FILE_ID_SEPARATOR}<ObjectId hex>" or an ObjectId (from before file ids '
+            f"carried the owner), not {type(value).__name__}: {value!r:.80}"
+        )
+    named = file_id_owner(value)
+    if owner is not None and named is not None and named != owner:
+        raise ValueError(f"{what} {value!r:.80} is a file of the owner {named!r}, not of {owner!r}")
+
+
+@dataclass(frozen=True)
+class _FileClaim:
+    """Who a line says a GridFS file belongs to: a file line's metadata, or the
+    attachment line whose ``file_id`` refers to it."""
+
+    number: int
+    owner: str
+    attachment_id: str
+
+    def same_holder(self, other: _FileClaim | tuple[Any, Any]) -> bool:
+        owner, attachment_id = (
+            (other.owner, other.attachment_id) if isinstance(other, _FileClaim) else other
+        )
+        return (owner, attachment_id) == (self.owner, self.attachment_id)
+
+
+def _check_file(path: Path) -> dict[FileId, _FileClaim]:
+    """Parse every line, and refuse a chunk whose files document does not come first, or
+    two lines that give one GridFS file to two attachments; return the file claims.
+
+    Why: a chunk is then only ever written for a file whose owner this import checked,
+    and every file id the import mentions has one owner and attachment, which
+    :func:`_check_file_claims` then proves against the database.
     """
     file_ids: set[bytes] = set()
+    claims: dict[FileId, _FileClaim] = {}
     for number, kind, document in _read_lines(path):
+        claim: tuple[FileId, _FileClaim] | None = None
         if kind == "file":
             file_ids.add(_encoded(document["_id"]))
+            claim = (
+                document["_id"],
+                _FileClaim(
+                    number,
+                    _get(document, GridFSField.METADATA_OWNER),
+                    _get(document, GridFSField.METADATA_ATTACHMENT_ID),
+                ),
+            )
+        elif kind == "attachment" and document.get(UploadField.FILE_ID) is not None:
+            claim = (
+                document[UploadField.FILE_ID],
+                _FileClaim(number, document[Field.OWNER], document[Field.ATTACHMENT_ID]),
+            )
         elif kind == "chunk" and _encoded(document[GridFSField.FILES_ID]) not in file_ids:
             raise ImportFileError(
                 f"line {number}: chunk of file {document[GridFSField.FILES_ID]!r}, "
                 "whose files document does not come before it in this file"
             )
+        if claim is not None:
+            file_id, holder = claim
+            earlier = claims.setdefault(file_id, holder)
+            if not earlier.same_holder(holder):
+                raise ImportFileError(
+                    f"line {number}: file {file_id!r} is given to attachment "
+                    f"{holder.attachment_id!r} of {holder.owner!r}, but line {earlier.number} "
+                    f"gives it to attachment {earlier.attachment_id!r} of {earlier.owner!r}"
+                )
+    return claims
+
+
+async def _check_file_claims(
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    claims: dict[FileId, _FileClaim],
+) -> None:
+    """Refuse the import if a GridFS file it mentions is, in the database, another
+    attachment's (another owner's above all): its files document names another holder,
+    an attachment of another holder refers to it, or chunks of it exist that nothing
+    proves to be this holder's (an upload under way, whose files document comes last).
+
+    Why: an attachment's ``file_id`` is what its owner's deletes and downloads follow;
+    pointing alice's attachment at bob's bytes must not let alice reach them. Why the
+    attachments are searched by ``file_id``, which no index serves: within one owner's
+    attachments (or, for old bare ObjectId ids, all of them: see :func:`_referrers`), per
+    batch of 500 file ids, an operator's import buys the proof without an index every
+    write would pay for.
+    """
+    files = database[collections.bucket_files]
+    attachments = database[collections.attachments]
+    chunks = database[collections.bucket_chunks]
+    pending = list(claims.items())
+    errors: list[tuple[int, str]] = []
+    for start in range(0, len(pending), _BATCH_SIZE):
+        batch = dict(pending[start : start + _BATCH_SIZE])
+        ids = list(batch)
+        proven: set[FileId] = set()
+        async for file in files.find({"_id": {"$in": ids}}, {GridFSField.METADATA: 1}):
+            claim = batch[file["_id"]]
+            metadata = file.get(GridFSField.METADATA) or {}
+            holder = (metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID))
+            if claim.same_holder(holder):
+                proven.add(file["_id"])
+            else:
+                errors.append((claim.number, f"file {file['_id']!r} is {_holder(*holder)}"))
+        async for attachment in _referrers(attachments, batch):
+            file_id = attachment[UploadField.FILE_ID]
+            claim = batch[file_id]
+            holder = (attachment.get(Field.OWNER), attachment.get(Field.ATTACHMENT_ID))
+            if claim.same_holder(holder):
+                proven.add(file_id)
+            else:
+                errors.append(
+                    (claim.number, f"file {file_id!r} is referred to by {_holder(*holder)}")
+                )
+        unproven = [file_id for file_id in ids if file_id not in proven]
+        stored = chunks.find({GridFSField.FILES_ID: {"$in": unproven}}, {GridFSField.FILES_ID: 1})
+        # One query per batch: in the import of a sound file it finds nothing.
+        for file_id in {chunk[GridFSField.FILES_ID] async for chunk in stored}:
+            errors.append(
+                (
+                    batch[file_id].number,
+                    f"chunks of file {file_id!r} are stored already, and nothing "
+                    "shows they are this attachment's",
+                )
+            )
+    if errors:
+        number, message = min(errors)
+        claim = next(c for c in claims.values() if c.number == number)
+        raise ImportFileError(
+            f"line {number}: {message}, not attachment {claim.attachment_id!r} of {claim.owner!r}"
+        )
+
+
+async def _referrers(
+    attachments: Any, batch: dict[FileId, _FileClaim]
+) -> AsyncIterator[dict[str, Any]]:
+    """The attachments in the database that refer to a file of ``batch``.
+
+    Why two kinds of query: an :func:`~chatkit_mongo.schema.owner_file_id` can only be
+    its owner's (a line naming it for another owner was refused already), so only that
+    owner's attachments are asked, one query per owner, routed to the owner's shards.
+    A bare ObjectId (a file from before ids carried the owner) may be anyone's, so all
+    attachments are asked: a scan of every shard, as no index serves ``file_id``, listed
+    in :data:`chatkit_mongo.sharding.SCATTERS`; an operator's import of old files pays it.
+    """
+    projection = {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.FILE_ID: 1}
+    by_owner: dict[str, list[FileId]] = {}
+    legacy: list[FileId] = []
+    for file_id in batch:
+        owner = file_id_owner(file_id)
+        if owner is None:
+            legacy.append(file_id)
+        else:
+            by_owner.setdefault(owner, []).append(file_id)
+    filters = [
+        {Field.OWNER: owner, UploadField.FILE_ID: {"$in": ids}} for owner, ids in by_owner.items()
+    ]
+    if legacy:
+        filters.append({UploadField.FILE_ID: {"$in": legacy}})
+    for filter_ in filters:
+        async for attachment in attachments.find(filter_, projection):
+            yield attachment
+
+
+def _holder(owner: Any, attachment_id: Any) -> str:
+    return f"attachment {attachment_id!r} of {owner!r}"
 
 
 @dataclass

@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 from chatkit_mongo import MongoStore
 from chatkit_mongo._driver import AsyncDatabaseLike
 from chatkit_mongo.cli import Connection, cli
-from chatkit_mongo.schema import Field, GridFSField
+from chatkit_mongo.schema import Field, FileId, GridFSField, owner_file_id
 
 from . import capabilities
 from .conftest import NAMES, RequestContext, is_server
@@ -49,12 +49,16 @@ async def run(backend: str, database: Any, *args: str) -> Result:
 
 async def seed(
     database: Any, owner: str, thread_ids: list[str], created_at: datetime
-) -> list[ObjectId]:
+) -> list[FileId]:
     """Each thread with every item variant, a file and an image attachment, and their bytes
-    (three chunks each) as an attachment store would write them; returns the file ids."""
+    (three chunks each) as an attachment store would write them; returns the file ids.
+
+    The file attachment's bytes have an owner file id, as the store writes them now; the
+    image's a bare ObjectId, as releases before file ids carried the owner wrote them: so
+    every test on seeded data covers both shapes a deployment holds."""
     store: MongoStore[Any] = MongoStore(database)
     context = RequestContext(user_id=owner)
-    file_ids = []
+    file_ids: list[FileId] = []
     for thread_id in thread_ids:
         await store.save_thread(thread(thread_id, created_at=created_at), context)
         for number, item in enumerate(every_item(thread_id)):
@@ -65,7 +69,10 @@ async def seed(
             image_attachment(f"atc_image_{thread_id}", thread_id),
         ):
             await store.save_attachment(attachment, context)
-            file_ids.append(await store_bytes(database, owner, attachment.id, b"0123456789"))
+            legacy = attachment.type == "image"
+            file_ids.append(
+                await store_bytes(database, owner, attachment.id, b"0123456789", legacy=legacy)
+            )
     return file_ids
 
 
@@ -75,9 +82,12 @@ async def add_reply(database: Any, owner: str, thread_id: str, created_at: datet
     await store.add_thread_item(thread_id, item, RequestContext(user_id=owner))
 
 
-async def store_bytes(database: Any, owner: str, attachment_id: str, data: bytes) -> ObjectId:
-    """A GridFS files document and its chunks, written as GridFS lays them out."""
-    file_id = ObjectId()
+async def store_bytes(
+    database: Any, owner: str, attachment_id: str, data: bytes, *, legacy: bool = False
+) -> FileId:
+    """A GridFS files document and its chunks, written as GridFS lays them out, under an
+    owner file id (or, ``legacy``, a bare ObjectId as older releases wrote)."""
+    file_id: FileId = ObjectId() if legacy else owner_file_id(owner)
     await database[NAMES.bucket_files].insert_one(
         {
             "_id": file_id,

@@ -138,6 +138,48 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 
 metadata = st.dictionaries(hostile_keys, json_values, max_size=5)
 
+SPECIAL_KEYS: Final = (
+    "$oid", "$date", "$numberInt", "$numberLong", "$numberDouble", "$numberDecimal",
+    "$binary", "base64", "subType", "$type", "$uuid", "$regularExpression", "pattern",
+    "options", "$regex", "$options", "$timestamp", "t", "i", "$minKey", "$maxKey", "$code",
+    "$scope", "$symbol", "$dbPointer", "$undefined", "$ref", "$id", "$db",
+)  # fmt: skip
+"""Every key Extended JSON (canonical, relaxed and legacy) or BSON's DBRef decoding gives
+a meaning, with the inner keys of the wrappers that nest ($binary, $regularExpression,
+$timestamp)."""
+
+_payloads = st.one_of(
+    json_scalars,
+    st.sampled_from(["0123456789abcdef01234567", "soon", "not-hex", "1", "x", "AQID", "04"]),
+    st.lists(json_scalars, max_size=2),
+    st.fixed_dictionaries({"$numberLong": st.sampled_from(["1", "x"])}),
+)
+_wrappers = st.dictionaries(
+    st.sampled_from(SPECIAL_KEYS),
+    st.recursive(
+        _payloads,
+        lambda inner: st.dictionaries(st.sampled_from(SPECIAL_KEYS), inner, max_size=3),
+        max_leaves=4,
+    ),
+    min_size=1,
+    max_size=3,
+)
+_dbrefs = st.fixed_dictionaries(
+    {"$ref": st.sampled_from(["x", ""]) | json_scalars, "$id": _payloads},
+    optional={"$db": st.none() | st.sampled_from(["db", ""]) | json_scalars, "k": _payloads},
+)
+special_objects: st.SearchStrategy[dict[str, Any]] = _wrappers | _dbrefs
+"""Objects made of those keys, with payloads of the right shape, the wrong shape and none:
+type wrappers to Extended JSON, a DBRef to BSON, or plain user metadata to the store."""
+
+special_metadata = st.dictionaries(
+    hostile_keys,
+    special_objects | st.lists(special_objects, max_size=2) | json_values,
+    min_size=1,
+    max_size=3,
+)
+"""Metadata holding such objects, at the top and inside lists."""
+
 
 def nested(depth: int) -> dict[str, Any]:
     """A dict nested ``depth`` levels deep (the dict itself counts as one)."""

@@ -5,12 +5,13 @@ wrong (exit code 1 or 2), and nothing is written or erased.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Final
 
 import click
 import pytest
-from bson import json_util
+from bson import MinKey, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from chatkit_mongo.cli import _Duration
@@ -41,15 +42,36 @@ def _drop(name: str) -> Any:
     return lambda document: document.pop(name)
 
 
+_HEX: Final = "0123456789abcdef01234567"
 HOSTILE_DOCUMENTS: Final[dict[str, tuple[str, Any, str]]] = {
-    "operator key": ("item", _set("$set", {"owner": "bob"}), "cannot start with $: ['$set']"),
-    "operator key in a file": ("file", _set("$where", "1"), "cannot start with $"),
+    "operator key": ("item", _set("$set", {"owner": "bob"}), "{'$set': ...} is not an Extended"),
+    "operator key in a file": ("file", _set("$where", "1"), "{'$where': ...} is not an Extended"),
     "regex owner": ("thread", _set("owner", {"$regex": "."}), "owner must be a str"),
     "oid owner": ("attachment", _set("owner", {"$oid": "0" * 24}), "owner must be a str"),
     "date thread id": ("thread", _set("thread_id", {"$date": 0}), "thread_id must be a str"),
     "empty owner": ("item", _set("owner", ""), "owner must not be empty"),
     "no metadata": ("file", _drop("metadata"), "bad file document"),
-    "file owner injection": ("file", _set("metadata.owner", {"$ne": None}), "must be a str"),
+    "file owner injection": ("file", _set("metadata.owner", {"$ne": None}), "{'$ne': ...} is not"),
+    "regex file owner": ("file", _set("metadata.owner", re.compile(".")), "owner must be a str"),
+    "operator file id": ("file", _set("_id", {"$ne": None}), "{'$ne': ...} is not"),
+    "regex file id": ("file", _set("_id", re.compile(".")), "_id must be a file id"),
+    "string file id": ("file", _set("_id", "x"), "_id must be a file id"),
+    "owner without a hex": ("file", _set("_id", "alice/x"), "_id must be a file id"),
+    "owner, upper-case hex": ("file", _set("_id", "alice/" + _HEX.upper()), "must be a file id"),
+    "hex without an owner": ("file", _set("_id", "/" + _HEX), "_id must be a file id"),
+    "bob's file id": ("file", _set("_id", "bob/" + _HEX), "is a file of the owner 'bob', not"),
+    "string chunk files_id": ("chunk", _set("files_id", "x"), "files_id must be a file id"),
+    "regex chunk files_id": ("chunk", _set("files_id", re.compile(".")), "must be a file id"),
+    "operator chunk n": ("chunk", _set("n", {"$ne": None}), "{'$ne': ...} is not"),
+    "negative chunk n": ("chunk", _set("n", -1), "n must be a non-negative int"),
+    "bool chunk n": ("chunk", _set("n", True), "n must be a non-negative int"),
+    "text chunk data": ("chunk", _set("data", "abc"), "data must be binary data"),
+    "regex file_id": ("attachment", _set("file_id", re.compile(".")), "file_id must be a file"),
+    "minkey file_id": ("attachment", _set("file_id", MinKey()), "file_id must be a file id"),
+    "int file_id": ("attachment", _set("file_id", 7), "file_id must be a file id"),
+    "bob's file_id": ("attachment", _set("file_id", "bob/" + _HEX), "of the owner 'bob', not"),
+    "int thread _id": ("thread", _set("_id", 7), "_id must be an ObjectId"),
+    "operator attachment thread_id": ("attachment", _set("thread_id", {"$gt": ""}), "is not"),
     "no owner": ("attachment", _drop("owner"), "bad attachment document"),
     "no data": ("item", _drop("data"), "bad item document"),
 }

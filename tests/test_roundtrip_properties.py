@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any, Final
 
+import bson
 import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import (
@@ -38,6 +40,7 @@ from .strategies import (
     items,
     metadata,
     nested,
+    special_metadata,
     threads,
 )
 
@@ -204,5 +207,64 @@ def test_value_json_cannot_write_is_a_clear_unstorable_error(backend: str, bad: 
             runner.run(runner.store.save_thread(thread, ALICE))
         with pytest.raises(NotFoundError):
             runner.run(runner.store.load_thread("thr_b", ALICE))
+    finally:
+        runner.close()
+
+
+def _decodes_differently(value: Any) -> bool:
+    """Whether BSON gives ``value`` back as something else (the oracle: PyMongo's decoder)."""
+    return bool(bson.decode(bson.encode({"v": value})) != {"v": value})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(
+    extra=special_metadata,
+    kind=st.sampled_from(["thread", "item", "attachment"]),
+)
+def test_special_keys_in_metadata_load_back_equal_or_are_refused_naming_the_field(
+    backend: str, extra: dict[str, Any], kind: str
+) -> None:
+    """Every key Extended JSON or BSON gives a meaning ($oid, $date, $numberLong, $binary,
+    $regularExpression, $timestamp, $minKey, $code, $ref/$id/$db...), in objects of any
+    shape: each loads back equal, or, exactly when BSON would decode it as something
+    else (a DBRef), is refused with UnstorableError naming the element and the field,
+    and nothing is stored. On the real server this goes through the driver's decoder."""
+    runner = StoreRunner(backend)
+    store = runner.store
+    saved: Any
+    save: Coroutine[Any, Any, None]
+    load: Coroutine[Any, Any, Any]
+    if kind == "thread":
+        saved = ThreadMetadata(id="thr_s", created_at=BASE_TIME, metadata=extra)
+        save, load = store.save_thread(saved, ALICE), store.load_thread("thr_s", ALICE)
+    elif kind == "item":
+        saved = ClientToolCallItem(
+            id="tc_s",
+            thread_id="thr_s",
+            created_at=BASE_TIME,
+            call_id="c",
+            name="n",
+            arguments=extra,
+        )
+        save, load = (
+            store.add_thread_item("thr_s", saved, ALICE),
+            store.load_item("thr_s", "tc_s", ALICE),
+        )
+    else:
+        saved = FileAttachment(id="atc_s", name="a", mime_type="text/plain", metadata=extra)
+        save, load = store.save_attachment(saved, ALICE), store.load_attachment("atc_s", ALICE)
+    try:
+        if _decodes_differently(extra):
+            with pytest.raises(
+                UnstorableError,
+                match=r"(thread thr_s|item tc_s of thread thr_s|attachment atc_s) holds, "
+                r"at 'data\.(metadata|arguments)",
+            ):
+                runner.run(save)
+            with pytest.raises(NotFoundError):
+                runner.run(load)
+        else:
+            runner.run(save)
+            _same(saved, runner.run(load))
     finally:
         runner.close()
