@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest wire-server clean
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -16,7 +16,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(BIN)/.installed
+# The demo installs only its own extra (no linters or test tools), with pip's progress shown.
+$(BIN)/.demo-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the demo (chatkit-mongo[demo]) into $(VENV)..."
+	$(BIN)/python -m pip install --progress-bar on -e '.[demo]'
+	touch $@
+
+demo: $(BIN)/.demo-installed
 	$(BIN)/chatkit-mongo serve --host $(HOST) --port $(PORT)
 
 test: lint typecheck pytest
@@ -28,8 +35,13 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-pytest: $(BIN)/.installed
+# jongodb, the MongoDB-wire server the suite starts for its real-driver tier: fetched
+# with npm pack, sha256-checked, unpacked into .cache/ (ignored); a no-op once there.
+wire-server: $(BIN)/.installed
+	$(BIN)/python -m tests.jongodb
+
+pytest: $(BIN)/.installed wire-server
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,13 +1,17 @@
 """MongoDB persistence for OpenAI ChatKit servers."""
 
 from .attachments import Download, GridFSAttachmentStore, SweepReport, UploadData
+from .encryption import Encryption, generate_local_master_key
 from .errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
     ChatKitMongoError,
+    CiphertextError,
+    EncryptionConfigError,
     IncompleteUploadError,
     IndexConflictError,
     ItemConflictError,
+    KeyUnavailableError,
     OwnerError,
     UnstorableError,
     UploadConflictError,
@@ -35,8 +39,11 @@ __all__ = [
     "AttachmentTooLargeError",
     "AttachmentTypeError",
     "ChatKitMongoError",
+    "CiphertextError",
     "CollectionNames",
     "Download",
+    "Encryption",
+    "EncryptionConfigError",
     "Field",
     "GridFSAttachmentStore",
     "GridFSField",
@@ -47,6 +54,7 @@ __all__ = [
     "IndexSpec",
     "IndexStatus",
     "ItemConflictError",
+    "KeyUnavailableError",
     "MongoStore",
     "OwnerError",
     "OwnerResolver",
@@ -60,6 +68,7 @@ __all__ = [
     "default_owner",
     "ensure_indexes",
     "export_data",
+    "generate_local_master_key",
     "import_data",
     "index_specs",
     "plan_indexes",

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 from collections.abc import Awaitable, Generator, MutableMapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final, Generic, Protocol, TypeVar
 
+from gridfs import AsyncGridFSBucket
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.driver_info import DriverInfo
 
 _T = TypeVar("_T")
@@ -50,11 +53,33 @@ async def resolve(value: _T | Awaitable[_T]) -> _T:
 def identify(client: Any) -> None:
     """Add our DriverInfo to an injected client's handshake, where the driver allows it.
 
-    ``append_metadata`` exists on PyMongo 4.14+ clients; Motor and older clients lack it.
+    ``append_metadata`` exists on PyMongo 4.14+ clients, and on the PyMongo client a
+    Motor client wraps (its ``delegate``); older clients and the doubles lack it.
+    Why every check is on the type: a Motor client answers any unknown attribute with a
+    database (and that looks callable), so ``getattr(client, ...)`` finds "methods"
+    that do not exist. ``type()`` also tells mongomock-motor's client, which passes
+    ``isinstance`` for Motor's, from the real one.
     """
-    append = getattr(client, "append_metadata", None)
-    if callable(append):
-        append(DRIVER_INFO)
+    motor = sys.modules.get("motor.motor_asyncio")  # a Motor client implies it is loaded
+    if motor is not None and issubclass(type(client), motor.AsyncIOMotorClient):
+        client = client.delegate
+    append = getattr(type(client), "append_metadata", None)
+    if append is not None:
+        append(client, DRIVER_INFO)
+
+
+def gridfs_bucket(database: Any, bucket_name: str) -> Any:
+    """The driver's GridFS bucket: PyMongo's for a PyMongo Async database, Motor's
+    otherwise (Motor's module is imported only then).
+
+    ``isinstance`` and not ``type()`` here on purpose: pymongo-async-mock's database
+    passes it, so that double is handed PyMongo's bucket, as a PyMongo database would be.
+    """
+    if isinstance(database, AsyncDatabase):
+        return AsyncGridFSBucket(database, bucket_name=bucket_name)
+    from motor.motor_asyncio import AsyncIOMotorGridFSBucket  # noqa: PLC0415
+
+    return AsyncIOMotorGridFSBucket(database, bucket_name=bucket_name)
 
 
 def shielded(awaitable: Awaitable[_T]) -> Awaitable[_T]:

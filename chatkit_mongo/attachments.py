@@ -22,9 +22,8 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Generic, Protocol, cast
+from typing import Any, Final, Generic, Protocol
 
-from bson import ObjectId
 from chatkit.store import AttachmentStore, NotFoundError
 from chatkit.types import (
     Attachment,
@@ -33,22 +32,29 @@ from chatkit.types import (
     FileAttachment,
     ImageAttachment,
 )
-from gridfs import DEFAULT_CHUNK_SIZE, AsyncGridFSBucket
+from gridfs import DEFAULT_CHUNK_SIZE
 from gridfs.errors import NoFile
 from pymongo import ReturnDocument
-from pymongo.asynchronous.database import AsyncDatabase
 
 from . import queries
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER
-from ._driver import resolve, shielded
+from ._driver import gridfs_bucket, resolve, shielded
+from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
     IncompleteUploadError,
     UploadConflictError,
 )
-from .schema import Field, GridFSField, UploadField, bucket_collections
+from .schema import (
+    Field,
+    GridFSField,
+    UploadField,
+    bucket_collections,
+    file_id_time,
+    owner_file_id,
+)
 from .store import MongoStore, TContext, new_id
 
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
@@ -185,8 +191,8 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         owner = await self.store._begin(context)
         key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
         # Chosen here, not by the claim: should the claim's reply be lost, the release
-        # below still knows which claim to hand back.
-        file_id = ObjectId()
+        # below still knows which claim to hand back. Owner first: see owner_file_id.
+        file_id = owner_file_id(owner)
         try:
             claimed = await self._claim(key, attachment_id, file_id)
             attachment = ATTACHMENT_ADAPTER.validate_python(claimed[Field.DATA])
@@ -306,18 +312,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
     # ------------------------------------------------------------------ internals
 
     def _bucket(self) -> Any:
-        """The driver's bucket, made on first use: PyMongo's for a PyMongo Async
-        database, Motor's otherwise (Motor's module is imported only then)."""
+        """The driver's bucket (see :func:`gridfs_bucket`), made on first use."""
         if self._gridfs is None:
-            database = self.store.database
-            if isinstance(database, AsyncDatabase):
-                self._gridfs = AsyncGridFSBucket(database, bucket_name=self.bucket_name)
-            else:
-                from motor.motor_asyncio import AsyncIOMotorGridFSBucket  # noqa: PLC0415
-
-                self._gridfs = AsyncIOMotorGridFSBucket(
-                    cast(Any, database), bucket_name=self.bucket_name
-                )
+            self._gridfs = gridfs_bucket(self.store.database, self.bucket_name)
         return self._gridfs
 
     def _check_mime_type(self, mime_type: object) -> str:
@@ -372,25 +369,30 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         }
         await shielded(self._attachments.insert_one({**fields, **pending}))
 
-    async def _claim(
-        self, key: dict[str, Any], attachment_id: str, file_id: ObjectId
-    ) -> dict[str, Any]:
+    async def _claim(self, key: dict[str, Any], attachment_id: str, file_id: str) -> dict[str, Any]:
         """Awaiting -> receiving, with a fresh file id, in one atomic update.
 
         Why: two uploads to one attachment can then never both write, and the file id is
         on record before any chunk exists, so nothing written can go unaccounted for.
+        Why shielded: a claim the caller stopped waiting for may still land (Motor runs
+        it in a thread; PyMongo Async may have sent it). Unshielded, the release would
+        run first, find nothing to hand back, and the claim would then leave the
+        attachment receiving for an upload that is gone: every retry refused.
+        Waiting for the claim's end orders the release after it.
         """
         alive = self.store._alive()
-        claimed: dict[str, Any] | None = await self._attachments.find_one_and_update(
-            {**key, UploadField.STATE: UploadField.AWAITING, **alive},
-            {
-                "$set": {
-                    UploadField.STATE: UploadField.RECEIVING,
-                    UploadField.FILE_ID: file_id,
-                    UploadField.PENDING_SINCE: datetime.now(UTC),
-                }
-            },
-            return_document=ReturnDocument.AFTER,
+        claimed: dict[str, Any] | None = await shielded(
+            self._attachments.find_one_and_update(
+                {**key, UploadField.STATE: UploadField.AWAITING, **alive},
+                {
+                    "$set": {
+                        UploadField.STATE: UploadField.RECEIVING,
+                        UploadField.FILE_ID: file_id,
+                        UploadField.PENDING_SINCE: datetime.now(UTC),
+                    }
+                },
+                return_document=ReturnDocument.AFTER,
+            )
         )
         if claimed is not None:
             return claimed
@@ -405,7 +407,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         self,
         owner: str,
         attachment: Attachment,
-        file_id: ObjectId,
+        file_id: str,
         data: UploadData,
         declared_size: int | None,
     ) -> None:
@@ -424,8 +426,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             received += len(piece)
             if received > limit:
                 raise AttachmentTooLargeError(
-                    f"{attachment.name!r} passed {limit} bytes, the most allowed "
-                    + ("(max_bytes)" if limit == self.max_bytes else "(its declared size)")
+                    too_large_message(attachment.name, limit, limit != self.max_bytes)
                 )
             await shielded(grid_in.write(piece))
         if declared_size is not None and received != declared_size:
@@ -434,9 +435,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             )
         await shielded(grid_in.close())
 
-    async def _complete(
-        self, key: dict[str, Any], attachment_id: str, file_id: ObjectId
-    ) -> Attachment:
+    async def _complete(self, key: dict[str, Any], attachment_id: str, file_id: str) -> Attachment:
         """Receiving -> complete, only if this upload still holds the claim; clears the
         upload descriptor inside the metadata and nothing else there."""
         completed: dict[str, Any] | None = await shielded(
@@ -453,7 +452,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             raise NotFoundError(f"Attachment {attachment_id} not found")
         return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
 
-    async def _release(self, key: dict[str, Any], file_id: ObjectId) -> None:
+    async def _release(self, key: dict[str, Any], file_id: str) -> None:
         """After a failed upload: let the attachment await again and delete what it wrote.
 
         Why the bytes go only if no attachment refers to them afterwards: a completion
@@ -490,12 +489,14 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
     async def _sweep_abandoned(self, cutoff: datetime) -> int:
         stale = self._attachments.find(
             {UploadField.PENDING_SINCE: {"$lt": cutoff}},
-            {UploadField.PENDING_SINCE: 1},
+            {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.PENDING_SINCE: 1},
         )
         removed = 0
         for candidate in await stale.to_list(None):
             # Deleted only if still pending since the same moment: an upload that began
-            # or finished meanwhile keeps its attachment.
+            # or finished meanwhile keeps its attachment. Why the owner and attachment id
+            # in the filter: a single-document delete on a sharded collection must carry
+            # the whole shard key to be routed (older servers refuse it otherwise).
             taken = await shielded(self._attachments.find_one_and_delete(candidate))
             if taken is None:
                 continue
@@ -537,11 +538,14 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         orphans = [
             file_id
             for file_id in file_ids
-            if file_id not in existing
-            and not (isinstance(file_id, ObjectId) and file_id.generation_time >= cutoff)
+            if file_id not in existing and not _younger(file_id_time(file_id), cutoff)
         ]
         await shielded(self._delete_files(orphans))
         return len(orphans)
+
+
+def _younger(started: datetime | None, cutoff: datetime) -> bool:
+    return started is not None and started >= cutoff
 
 
 def _allowed_pattern(pattern: object) -> str:
@@ -584,3 +588,16 @@ async def _chunks_of(grid_out: Any) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         await resolve(grid_out.close())
+
+
+def too_large_message(name: str, limit: int, by_declared_size: bool) -> str:
+    """Why an upload was refused, in words: over the size declared when the attachment
+    was created, or over the store's ``max_bytes``."""
+    if by_declared_size:
+        return (
+            f"{name!r} is larger than its declared size, {plural(limit, 'byte')}; "
+            "nothing of it was kept"
+        )
+    return (
+        f"{name!r} is larger than {plural(limit, 'byte')}, the most this store accepts (max_bytes)"
+    )

@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,13 +41,23 @@ from chatkit.types import (
     UserMessageItem,
     UserMessageTextContent,
 )
-from pymongo import AsyncMongoClient, monitoring
-from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+from pymongo import monitoring
+from pymongo.errors import OperationFailure, PyMongoError
 
 from . import queries
-from ._driver import resolve
+from ._driver import AsyncDatabaseLike
+from ._params import WholeNumber
+from ._text import shown
 from .bench_concurrency import level_collections, measure_concurrency, percentile
 from .bench_overhead import OVERHEAD_OPERATIONS, measure_overhead
+from .connection import (
+    Connection,
+    connection_options,
+    one_line,
+    open_database,
+    open_uri,
+)
+from .connection import resolve as resolve_connection
 from .embedded import embedded_database
 from .explain import PlanSummary, explain, hot_queries
 from .schema import CollectionNames, Field
@@ -668,152 +678,168 @@ def _chart_growth(lines: Any, report: dict[str, Any]) -> None:
 
 
 class _Target:
-    """Where the run writes, and how it cleans up after itself."""
+    """Where the run writes, and what the reader should know about cleaning up."""
 
     def __init__(
         self, store: MongoStore[Any], round_trips: RoundTrips | None, backend: str, driver: str
     ) -> None:
-        self.store, self.round_trips, self.backend, self.driver = (
-            store,
-            round_trips,
-            backend,
-            driver,
-        )
+        self.store = store
+        self.round_trips = round_trips
+        self.backend = backend
+        self.driver = driver
         self.notes: list[str] = []
 
 
-def bench_collections(settings: BenchSettings) -> list[str]:
+def bench_collections(settings: BenchSettings, collections: CollectionNames) -> list[str]:
     """Every collection the run writes: the store's, and each concurrency level's."""
-    sets = [CollectionNames()] + [
-        level_collections(CollectionNames(), users) for users in settings.concurrency
-    ]
+    sets = [collections] + [level_collections(collections, users) for users in settings.concurrency]
     return [name for names in sets for name in names.by_role().values()]
 
 
-def _client(uri: str, driver: str, round_trips: RoundTrips, connect_timeout: float) -> Any:
-    options: dict[str, Any] = {
-        "event_listeners": [CommandCounter(round_trips)],
-        "serverSelectionTimeoutMS": round(connect_timeout * 1000),
-    }
-    if driver == "motor":
-        from motor.motor_asyncio import AsyncIOMotorClient  # noqa: PLC0415  (only if asked)
+@asynccontextmanager
+async def _open_motor(
+    connection: Connection, round_trips: RoundTrips
+) -> AsyncIterator[AsyncDatabaseLike]:
+    """A Motor client for the URI, opened and checked as :func:`open_database` opens
+    PyMongo's; closed on exit. The store names the library in the handshake
+    (Motor refuses a ``driver=`` of ours beside its own)."""
+    from motor.motor_asyncio import AsyncIOMotorClient  # noqa: PLC0415  (only when asked)
+    from pymongo.errors import ConfigurationError  # noqa: PLC0415
 
-        return AsyncIOMotorClient(uri, **options)
-    return AsyncMongoClient(uri, **options)
+    milliseconds = max(1, round(connection.timeout * 1000))
+    try:
+        client: Any = AsyncIOMotorClient(
+            connection.uri,
+            serverSelectionTimeoutMS=milliseconds,
+            connectTimeoutMS=milliseconds,
+            event_listeners=[CommandCounter(round_trips)],
+        )
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        raise click.ClickException(f"bad MongoDB URI: {one_line(exc)}") from exc
+    try:
+        try:
+            await client.admin.command("ping")
+        except PyMongoError as exc:
+            raise click.ClickException(
+                f"cannot reach MongoDB within {connection.timeout:g}s: {one_line(exc)}"
+            ) from exc
+        database: AsyncDatabaseLike = client[connection.database]
+        yield database
+    finally:
+        client.close()  # Motor's close is a plain call
 
 
 @asynccontextmanager
 async def _target(
-    uri: str | None,
-    database: str,
-    driver: str | None,
-    settings: BenchSettings,
-    connect_timeout: float,
+    connection: Connection, embedded: bool, driver: str | None, settings: BenchSettings
 ) -> AsyncIterator[_Target]:
     """The store to measure: a fresh database on the server, or the embedded backend.
 
     On a server the collections the run writes must be empty; the database is dropped
-    afterwards, or, where the server cannot drop databases, emptied.
+    afterwards or, where the server cannot drop databases, emptied. The server is opened
+    as every command opens it (:mod:`chatkit_mongo.connection`), with a command counter
+    on the client (PyMongo's, or Motor's with ``--driver motor``); an opener handed in
+    by a test is used as it is.
     """
-    if uri is None:
+    collections = connection.collections
+    if embedded:
         if driver == "pymongo":
             raise click.UsageError(
                 "the embedded backend is Motor-shaped (mongomock-motor); "
                 "--driver pymongo needs a server (--uri)"
             )
-        with embedded_database(database) as embedded:
-            yield _Target(
-                MongoStore(embedded), None, "embedded in-memory (mongomock-motor)", "motor-shaped"
-            )
+        with embedded_database(connection.database) as database:
+            store = MongoStore(database, collections=collections)
+            yield _Target(store, None, "embedded in-memory (mongomock-motor)", "motor-shaped")
         return
-    driver = driver or "pymongo"
-    round_trips = RoundTrips()
-    try:
-        client = _client(uri, driver, round_trips, connect_timeout)
-    except (ConfigurationError, ValueError) as exc:
-        raise click.BadParameter(f"not a usable MongoDB URI: {exc}", param_hint="--uri") from exc
-    try:
-        store: MongoStore[Any] = MongoStore(client[database])
-        if not await store.ping():
-            raise click.ClickException(
-                f"cannot reach the MongoDB server named by --uri within {connect_timeout:g} s"
+    round_trips: RoundTrips | None = None
+    opened: AbstractAsyncContextManager[AsyncDatabaseLike]
+    if connection.opener is open_uri and connection.uri:
+        round_trips = RoundTrips()
+        if driver == "motor":
+            opened = _open_motor(connection, round_trips)
+        else:
+            opened = open_database(
+                connection.uri,
+                connection.database,
+                connection.timeout,
+                event_listeners=[CommandCounter(round_trips)],
             )
-        for name in bench_collections(settings):
-            if await client[database][name].find_one({}, {"_id": 1}) is not None:
+    else:
+        opened = connection.open()
+    async with opened as database:
+        for name in bench_collections(settings, collections):
+            if await database[name].find_one({}, {"_id": 1}) is not None:
                 raise click.ClickException(
-                    f"collection {database}.{name} is not empty; the benchmark needs a "
+                    f"collection {database.name}.{name} is not empty; the benchmark needs a "
                     "database of its own (--database)"
                 )
-        info = await client.server_info()
-        target = _Target(store, round_trips, f"MongoDB {info.get('version', '?')}", driver)
+        info = await database.command("buildInfo")
+        target = _Target(
+            MongoStore(database, collections=collections),
+            round_trips,
+            f"MongoDB {info.get('version', '?')}",
+            driver or "pymongo",
+        )
         try:
             yield target
         finally:
-            await _clean_up(client, database, settings, target)
-    finally:
-        await resolve(client.close())
+            await _clean_up(database, settings, target)
 
 
-async def _clean_up(client: Any, database: str, settings: BenchSettings, target: _Target) -> None:
+async def _clean_up(database: AsyncDatabaseLike, settings: BenchSettings, target: _Target) -> None:
+    """Drop the database; where the server cannot, empty what the run wrote."""
     try:
-        await client.drop_database(database)
+        await database.client.drop_database(database.name)
     except OperationFailure as exc:
-        for name in bench_collections(settings):
-            await client[database][name].delete_many({})
+        for name in bench_collections(settings, target.store.collections):
+            await database[name].delete_many({})
         target.notes.append(
             f"the server cannot drop databases ({_said(exc)}): the benchmark's documents were "
-            f"deleted, but database {database!r} and its empty collections remain"
+            f"deleted, but database {database.name!r} and its empty collections remain"
         )
+
+
+def _parse_counts(value: str, example: str) -> tuple[int, ...]:
+    try:
+        return tuple(_COUNT.convert(part, None, None) for part in value.split(","))
+    except click.BadParameter:
+        raise click.BadParameter(f"expected {example}, got {shown(value)}") from None
+
+
+def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
+    return _parse_counts(value, "sizes like 100,1000,10000")
 
 
 def _parse_levels(
     context: click.Context, parameter: click.Parameter, value: str
 ) -> tuple[int, ...]:
-    if value.strip() in ("", "0", "none"):
+    if value.strip() == "0":
         return ()
-    try:
-        return tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected user counts like 1,8,32,128, got {value!r}") from None
+    return _parse_counts(value, "user counts like 1,8,32,128")
 
 
-def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected sizes like 100,1000,10000, got {value!r}") from None
+_COUNT: Final = WholeNumber(1, 10**9)
+"""Users, threads, turns, sizes, samples, page size: at least one, at most a billion."""
 
 
 @click.command("bench")
-@click.option(
-    "--uri",
-    envvar="MONGODB_URI",
-    default=None,
-    help="MongoDB connection string [default: env MONGODB_URI; when unset, the embedded "
-    "in-memory backend].",
-)
-@click.option(
-    "--database",
-    default=None,
-    help="A database whose benchmark collections are empty; dropped afterwards "
-    "[default: a new random name].",
-)
 @click.option(
     "--driver",
     type=click.Choice(DRIVERS),
     default=None,
     help="The driver on a server: PyMongo's native async API or Motor [default: pymongo].",
 )
-@click.option("--users", default=BenchSettings.users, show_default=True, type=int)
+@click.option("--users", default=BenchSettings.users, show_default=True, type=_COUNT)
 @click.option(
-    "--threads-per-user", default=BenchSettings.threads_per_user, show_default=True, type=int
+    "--threads-per-user", default=BenchSettings.threads_per_user, show_default=True, type=_COUNT
 )
-@click.option("--turns", default=BenchSettings.turns_per_thread, show_default=True, type=int)
+@click.option("--turns", default=BenchSettings.turns_per_thread, show_default=True, type=_COUNT)
 @click.option(
     "--pairs",
     default=BenchSettings.pairs,
     show_default=True,
-    type=int,
+    type=WholeNumber(0, 10**9),
     help="A/B pairs per operation in the overhead phase (0: skip it).",
 )
 @click.option(
@@ -827,7 +853,7 @@ def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str)
     "--seconds-per-level",
     default=BenchSettings.seconds_per_level,
     show_default=True,
-    type=float,
+    type=click.FloatRange(min=0.01, max=3600),
     help="How long each concurrency level runs.",
 )
 @click.option(
@@ -848,10 +874,10 @@ def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str)
     "--samples",
     default=BenchSettings.samples_per_size,
     show_default=True,
-    type=int,
+    type=_COUNT,
     help="Turns measured at each size (with --growth).",
 )
-@click.option("--page-size", default=BenchSettings.page_size, show_default=True, type=int)
+@click.option("--page-size", default=BenchSettings.page_size, show_default=True, type=_COUNT)
 @click.option(
     "--out",
     default="bench.json",
@@ -865,11 +891,11 @@ def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str)
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the figures as a PNG chart here (needs matplotlib).",
 )
-@click.option("--connect-timeout", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+@connection_options
+@click.pass_context
 def bench_command(
+    ctx: click.Context,
     *,
-    uri: str | None,
-    database: str | None,
     driver: str | None,
     users: int,
     threads_per_user: int,
@@ -883,12 +909,13 @@ def bench_command(
     page_size: int,
     out: Path,
     chart: Path | None,
-    connect_timeout: float,
 ) -> None:
     """Measure MongoStore under a ChatKit workload: its overhead over the bare driver,
     latency, round trips, index use, and many users on one event loop.
 
-    The default run takes about a minute; --growth adds the long thread-growth phase.
+    On the server named by --uri (or MONGODB_URI), in a database of its own (--database,
+    by default a new one), dropped afterwards; without a URI, on the embedded in-memory
+    backend. The default run takes about a minute; --growth adds the long phase.
     """
     try:
         settings = BenchSettings(
@@ -905,12 +932,11 @@ def bench_command(
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    name = database or f"chatkit_bench_{secrets.token_hex(4)}"
+    connection = resolve_connection(ctx, default_database=f"chatkit_bench_{secrets.token_hex(4)}")
+    embedded = connection.uri is None and connection.opener is open_uri
     progress = TerminalProgress()
     try:
-        report = asyncio.run(
-            _bench(uri, name, driver, settings, connect_timeout, progress=progress)
-        )
+        report = asyncio.run(_bench(connection, embedded, driver, settings, progress=progress))
     finally:
         progress.finish()
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -922,17 +948,16 @@ def bench_command(
 
 
 async def _bench(
-    uri: str | None,
-    database: str,
+    connection: Connection,
+    embedded: bool,
     driver: str | None,
     settings: BenchSettings,
-    connect_timeout: float,
     *,
     progress: Progress,
 ) -> dict[str, Any]:
     """The run; a server's refusal ends it with one line naming what was refused."""
     try:
-        async with _target(uri, database, driver, settings, connect_timeout) as target:
+        async with _target(connection, embedded, driver, settings) as target:
             started = time.perf_counter()
             figures = await run_benchmark(
                 target.store, settings, round_trips=target.round_trips, progress=progress

@@ -1,79 +1,56 @@
-"""The ``chatkit-mongo`` command: set up, check, export, import and erase stored data.
+"""The ``chatkit-mongo`` command: set up, check, export, import and erase stored data;
+serve the demo; run the benchmark.
 
-Why every command needs a URI: an in-memory database would start empty, so there would
-be nothing to check, export or erase. Why the database is opened through
-:class:`Connection`'s ``opener``: tests pass their own (``obj=`` of click's runner) to
-run the very same commands on the test doubles; a real URI builds a PyMongo
-``AsyncMongoClient`` and pings it first, so a bad URI or an unreachable server fails
-at once, with a message saying which.
+Every command that connects takes the same connection options (``--uri``,
+``--database``, ``--timeout`` in seconds, the collection names), before or after its
+name: see :mod:`chatkit_mongo.connection`. The operator commands need a URI: an
+in-memory database would start empty, so there would be nothing to check, export or
+erase. ``serve`` and ``bench`` use the embedded in-memory backend only when no URI was
+given anywhere (nor ``MONGODB_URI``), and say so.
+
+Why each command imports its work inside its body: ``--help`` must answer at once, and
+a plain install must run ``init`` without the demo's or the benchmark's extras.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import contextlib
+import os
 import re
+import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
 import click
-from pymongo import AsyncMongoClient
-from pymongo.errors import ConfigurationError, PyMongoError, ServerSelectionTimeoutError
 
-from ._driver import DRIVER_INFO, AsyncDatabaseLike
-from .create_indexes import create_indexes
-from .doctor import Finding, diagnose
+from ._params import Seconds, WholeNumber
+from ._text import plural, shown
+from .connection import Connection, connection_options, one_line, open_uri, resolve
 from .errors import ChatKitMongoError
-from .maintenance import Progress, purge_inactive, purge_owner
 from .schema import CollectionNames
-from .transfer import Kind, count_export, count_lines, export_data, import_data
+
+if TYPE_CHECKING:
+    from ._driver import AsyncDatabaseLike
+    from .doctor import Finding
+    from .maintenance import Progress
+
+__all__ = ["Connection", "cli", "main"]
 
 _T = TypeVar("_T")
 
-DEFAULT_TIMEOUT_SECONDS: Final = 5.0
 _DURATION: Final = re.compile(r"^\s*([0-9]+)\s*([smhdw])\s*$")
 r"""ASCII digits only: ``\d`` would also read Arabic-Indic or full-width digits."""
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-@dataclass(frozen=True)
-class Connection:
-    """Where the commands find their database, as given on the command line."""
-
-    uri: str | None
-    database: str
-    timeout: float
-    collections: CollectionNames
-    opener: Callable[[Connection], AbstractAsyncContextManager[AsyncDatabaseLike]]
-
-
-@asynccontextmanager
-async def open_uri(connection: Connection) -> AsyncIterator[AsyncDatabaseLike]:
-    """A PyMongo async client for ``connection.uri``, checked with a ``ping``, then closed."""
-    if not connection.uri:
-        raise click.ClickException("no MongoDB URI: pass --uri or set MONGODB_URI")
-    timeout_ms = int(connection.timeout * 1000)
-    try:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            connection.uri, serverSelectionTimeoutMS=timeout_ms, driver=DRIVER_INFO
-        )
-    except (ConfigurationError, ValueError, TypeError) as exc:
-        raise click.ClickException(f"bad MongoDB URI: {exc}") from exc
-    try:
-        try:
-            await client.admin.command("ping")
-        except ServerSelectionTimeoutError as exc:
-            raise click.ClickException(
-                f"cannot reach MongoDB within {connection.timeout:g}s: {exc}"
-            ) from exc
-        yield client[connection.database]
-    finally:
-        await client.close()
+_DURATION_EXAMPLES: Final = "30d, 12h, 90m, 3600s or 2w"
+_MAX_DURATION_DIGITS: Final = 12
+"""More digits than any duration a date can reach back (year 1 is ~6e10 seconds ago):
+refused before ``int()``, whose digit limit would otherwise end in a traceback."""
 
 
 class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in stubs only
@@ -85,25 +62,36 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in stubs 
         if isinstance(value, timedelta):
             return value
         match = _DURATION.match(str(value))
-        if match is None or int(match[1]) == 0:
-            self.fail(f"{value!r} is not a duration like 30d, 12h, 90m, 3600s or 2w", param, ctx)
+        if match is None:
+            self.fail(f"{shown(value)} is not a duration like {_DURATION_EXAMPLES}", param, ctx)
+        digits = match[1].lstrip("0")
+        if not digits:
+            self.fail(
+                f"{shown(value)} is no time at all; give a duration longer than zero", param, ctx
+            )
+        if len(digits) > _MAX_DURATION_DIGITS:
+            self.fail(f"{shown(value)} is longer than a duration can be", param, ctx)
         try:
-            return timedelta(**{_UNITS[match[2]]: int(match[1])})
+            return timedelta(**{_UNITS[match[2]]: int(digits)})
         except OverflowError:
-            self.fail(f"{value!r} is longer than a duration can be", param, ctx)
+            self.fail(f"{shown(value)} is longer than a duration can be", param, ctx)
 
 
 class _Group(click.Group):
-    """The command group, with ``serve`` and ``bench`` loaded only when asked for.
+    """The command group, with ``bench`` loaded only when it runs or shows its help.
 
-    Why lazily: they need the ``demo`` and ``bench`` extras (uvicorn, starlette,
-    matplotlib, the embedded backend), which the operator commands do not; a plain
-    install must still be able to run ``init`` or ``purge``.
+    Why lazily: it needs the ``bench`` extra, which the operator commands do not; a
+    plain install must still be able to run ``init`` or ``purge``. Its one-line help
+    is kept here so that listing the commands imports nothing.
     """
 
     _LAZY: Final = {
-        "serve": ("chatkit_mongo.demo", "serve_command", "demo"),
-        "bench": ("chatkit_mongo.bench", "bench_command", "bench"),
+        "bench": (
+            "chatkit_mongo.bench",
+            "bench_command",
+            "bench",
+            "Measure MongoStore under a ChatKit workload: latency, round trips, index use.",
+        ),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -112,9 +100,9 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self._LAZY:
             return super().get_command(ctx, cmd_name)
-        module_name, attribute, extra = self._LAZY[cmd_name]
+        module_name, attribute, extra, _ = self._LAZY[cmd_name]
         try:
-            module = importlib.import_module(module_name)
+            module = __import__(module_name, fromlist=[attribute])
         except ImportError as exc:
             raise click.ClickException(
                 f"'{cmd_name}' needs the {extra} extra: pip install 'chatkit-mongo[{extra}]' "
@@ -123,36 +111,37 @@ class _Group(click.Group):
         command: click.Command = getattr(module, attribute)
         return command
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self._LAZY:
+                rows.append((name, self._LAZY[name][3]))
+                continue
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--uri",
-    envvar="MONGODB_URI",
-    show_envvar=True,
-    help="MongoDB connection string.",
-)
-@click.option("--database", "-d", default="chatkit", show_default=True, help="Database name.")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT_SECONDS,
-    show_default=True,
-    help="Seconds to wait for the server before giving up.",
-)
-@click.pass_context
-def cli(ctx: click.Context, uri: str | None, database: str, timeout: float) -> None:
-    """Set up, check, export, import and erase chatkit-mongo data."""
-    opener = ctx.obj if callable(ctx.obj) else open_uri
-    ctx.obj = Connection(uri, database, timeout, CollectionNames(), opener)
+@connection_options
+def cli() -> None:
+    """Set up, check, export, import and erase chatkit-mongo data; serve the demo;
+    run the benchmark.
+
+    The connection options may be given before or after the command's name.
+    """
 
 
 def _run(
     connection: Connection, work: Callable[[AsyncDatabaseLike, CollectionNames], Awaitable[_T]]
 ) -> _T:
-    """Run ``work`` on the database; turn the errors a user can fix into clear messages."""
+    """Run ``work`` on the database; turn the errors a user can act on into one line."""
+    from pymongo.errors import PyMongoError  # noqa: PLC0415  (kept out of --help)
 
     async def main() -> _T:
-        async with connection.opener(connection) as database:
+        async with connection.open() as database:
             return await work(database, connection.collections)
 
     try:
@@ -160,7 +149,12 @@ def _run(
     except (ChatKitMongoError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     except PyMongoError as exc:
-        raise click.ClickException(f"MongoDB error: {exc}") from exc
+        raise click.ClickException(f"MongoDB error: {one_line(exc)}") from exc
+    except BrokenPipeError:
+        raise  # click ends quietly when the reader of standard output has gone
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        raise click.ClickException(f"cannot use{where}: {exc.strerror or exc}") from exc
 
 
 @contextmanager
@@ -175,13 +169,27 @@ def _progress(length: int, label: str, stream: TextIO | None = None) -> Iterator
 
 
 @cli.command()
-@click.option("--dry-run", is_flag=True, help="Show what would be created; create nothing.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show what would be created; create nothing. Without a URI, list the indexes "
+    "without connecting.",
+)
 @click.option(
     "--retention", is_flag=True, help="Also the TTL indexes of a store with retention set."
 )
-@click.pass_obj
-def init(connection: Connection, dry_run: bool, retention: bool) -> None:
+@connection_options
+@click.pass_context
+def init(ctx: click.Context, dry_run: bool, retention: bool) -> None:
     """Create the indexes the store needs (idempotent)."""
+    from .create_indexes import create_indexes, planned  # noqa: PLC0415
+
+    connection = resolve(ctx)
+    if dry_run and connection.uri is None and connection.opener is open_uri:
+        click.echo("no URI given: the indexes the store needs, compared with nothing", err=True)
+        for line in planned(connection.collections, retention=retention):
+            click.echo(line)
+        return
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> int:
         return await create_indexes(
@@ -199,63 +207,122 @@ def init(connection: Connection, dry_run: bool, retention: bool) -> None:
     help="Check a store with retention set: its TTL indexes, and its queries with their "
     "expiry filter.",
 )
-@click.pass_obj
-def doctor(connection: Connection, retention: bool) -> None:
-    """Check the server, the indexes and the plans of the hot queries."""
+@connection_options
+@click.pass_context
+def doctor(ctx: click.Context, retention: bool) -> None:
+    """Check the server, the indexes and the plans of the hot queries.
+
+    Exits 1 when a check fails; checks the server cannot run are reported and skipped.
+    """
+    from .doctor import diagnose, next_steps  # noqa: PLC0415
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
         return await diagnose(database, collections, retention=retention)
 
-    findings = _run(connection, work)
+    findings = _run(resolve(ctx), work)
     for finding in findings:
         click.echo(finding.describe())
     failed = [finding for finding in findings if finding.verdict == "fail"]
+    for step in next_steps(findings, retention=retention):
+        click.echo(f"next: {step}")
     if failed:
-        raise click.ClickException(f"{len(failed)} check(s) failed")
+        raise click.ClickException(f"{plural(len(failed), 'check')} failed")
+
+
+@contextmanager
+def _output_file(out: Path | None) -> Iterator[TextIO]:
+    """Standard output, or ``out`` written whole or not at all.
+
+    Why a temporary file renamed at the end: an export that fails half way must not
+    leave a truncated file that looks like a complete export. Opened before the
+    server is contacted, so a directory that does not exist is reported first.
+    """
+    if out is None:
+        yield sys.stdout
+        return
+    try:
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{out.name}.", suffix=".partial", dir=out.parent
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            yield stream
+        os.replace(temporary, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 @cli.command("export")
 @click.option("--owner", help="Only this owner's data (default: everyone's).")
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, writable=True, path_type=Path),
-    help="File to write (default: standard output).",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File to write, whole or not at all (default: standard output).",
 )
-@click.pass_obj
-def export_command(connection: Connection, owner: str | None, out: Path | None) -> None:
+@connection_options
+@click.pass_context
+def export_command(ctx: click.Context, owner: str | None, out: Path | None) -> None:
     """Write threads, items, attachments and their bytes as JSON Lines."""
+    from .transfer import Kind, count_export, export_data  # noqa: PLC0415
 
-    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> dict[Kind, int]:
-        total = await count_export(database, collections, owner)
-        with _progress(total, "exporting") as on_progress:
-            if out is None:
-                counts = await export_data(
-                    database, collections, sys.stdout, owner=owner, on_progress=on_progress
+    connection = resolve(ctx)
+    with _output_file(out) as stream:
+
+        async def work(
+            database: AsyncDatabaseLike, collections: CollectionNames
+        ) -> dict[Kind, int]:
+            total = await count_export(database, collections, owner)
+            with _progress(total, "exporting") as on_progress:
+                return await export_data(
+                    database, collections, stream, owner=owner, on_progress=on_progress
                 )
-            else:
-                with out.open("w", encoding="utf-8") as stream:
-                    counts = await export_data(
-                        database, collections, stream, owner=owner, on_progress=on_progress
-                    )
-        return counts
 
-    counts = _run(connection, work)
-    summary = ", ".join(f"{count} {kind}s" for kind, count in counts.items())
+        counts = _run(connection, work)
+        stream.flush()
+    summary = ", ".join(plural(count, kind) for kind, count in counts.items())
     click.echo(f"exported {summary}", err=True)
 
 
+@contextmanager
+def _input_file(file: Path) -> Iterator[Path]:
+    """``file``, or standard input (``-``) spooled to a temporary file.
+
+    Why spool: an import checks the whole file before its first write, then reads it
+    again to write; a pipe can be read only once.
+    """
+    if str(file) != "-":
+        yield file
+        return
+    with tempfile.TemporaryDirectory(prefix="chatkit-mongo-import-") as directory:
+        spooled = Path(directory) / "stdin.jsonl"
+        with spooled.open("wb") as stream:
+            shutil.copyfileobj(sys.stdin.buffer, stream)
+        yield spooled
+
+
 @cli.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.pass_obj
-def import_command(connection: Connection, file: Path) -> None:
-    """Upsert an export file; importing it twice changes nothing."""
+@click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path)
+)
+@connection_options
+@click.pass_context
+def import_command(ctx: click.Context, file: Path) -> None:
+    """Upsert an export file (- for standard input); importing it twice changes nothing."""
+    from .transfer import count_lines, import_data  # noqa: PLC0415
 
-    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> str:
-        with _progress(count_lines(file), "importing") as on_progress:
-            counts = await import_data(database, collections, file, on_progress=on_progress)
-        return counts.describe()
+    connection = resolve(ctx)
+    with _input_file(file) as path:
 
-    click.echo(f"imported {_run(connection, work)}")
+        async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> str:
+            with _progress(count_lines(path), "importing") as on_progress:
+                counts = await import_data(database, collections, path, on_progress=on_progress)
+            return counts.describe()
+
+        click.echo(f"imported {_run(connection, work)}")
 
 
 @cli.command()
@@ -263,14 +330,17 @@ def import_command(connection: Connection, file: Path) -> None:
 @click.option(
     "--older-than",
     type=_Duration(),
-    help="Erase threads whose last activity is older than this (30d, 12h, 2w...).",
+    help=f"Erase threads whose last activity is older than this ({_DURATION_EXAMPLES}).",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be erased; erase nothing.")
-@click.pass_obj
+@connection_options
+@click.pass_context
 def purge(
-    connection: Connection, owner: str | None, older_than: timedelta | None, dry_run: bool
+    ctx: click.Context, owner: str | None, older_than: timedelta | None, dry_run: bool
 ) -> None:
     """Erase one owner's data, or threads inactive for longer than a duration."""
+    from .maintenance import purge_inactive, purge_owner  # noqa: PLC0415
+
     if (owner is None) == (older_than is None):
         raise click.UsageError("give exactly one of --owner and --older-than")
 
@@ -287,9 +357,73 @@ def purge(
         return counts.describe()
 
     verb = "would erase" if dry_run else "erased"
-    click.echo(f"{verb} {_run(connection, work)}")
+    click.echo(f"{verb} {_run(resolve(ctx), work)}")
 
 
-def main() -> None:
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port", default=8000, show_default=True, type=WholeNumber(0, 65535), help="TCP port."
+)
+@click.option(
+    "--word-delay",
+    default=0.05,
+    show_default=True,
+    type=Seconds(minimum=0),
+    help="Seconds between streamed words.",
+)
+@connection_options
+@click.pass_context
+def serve_command(ctx: click.Context, host: str, port: int, word_delay: float) -> None:
+    """Run the demo ChatKit server: POST /chatkit, replies streamed word by word.
+
+    With a URI (--uri or MONGODB_URI) it serves from that MongoDB database, creating
+    its indexes on start; without one, from an embedded in-memory database that is
+    gone when the server stops. The X-User-Id header names the user each request acts
+    for.
+    """
+    try:
+        from .demo import serve  # noqa: PLC0415
+    except ImportError as exc:
+        raise click.ClickException(
+            f"'serve' needs the demo extra: pip install 'chatkit-mongo[demo]' ({exc})"
+        ) from exc
+    connection = resolve(ctx)
+    embedded = connection.uri is None and connection.opener is open_uri
+    serve(connection, embedded=embedded, host=host, port=port, word_delay=word_delay)
+
+
+@cli.command("shard")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the commands, and the index each key needs, without connecting.",
+)
+@connection_options
+@click.pass_context
+def shard_command(ctx: click.Context, dry_run: bool) -> None:
+    """Shard the collections with the chosen keys (on a mongos), and report each."""
+    from .sharding import planned_commands, shard  # noqa: PLC0415
+
+    connection = resolve(ctx)
+    if dry_run:  # nothing to read from the server: the commands follow from the names
+        for line in planned_commands(connection.database, connection.collections):
+            click.echo(line)
+        return
+
+    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> int:
+        return await shard(database, collections, click.echo)
+
+    if _run(connection, work) != 0:
+        raise click.ClickException("the collections are not all sharded with the expected keys")
+
+
+def main(argv: list[str] | None = None) -> None:
     """Console script entry point."""
-    cli(prog_name="chatkit-mongo")
+    cli.main(args=argv, prog_name="chatkit-mongo")
+
+
+def create_indexes_main(argv: list[str] | None = None) -> None:
+    """``chatkit-mongo-create-indexes``: an alias of ``chatkit-mongo init``, same options."""
+    arguments = sys.argv[1:] if argv is None else argv
+    cli.main(args=["init", *arguments], prog_name="chatkit-mongo")

@@ -11,13 +11,13 @@ Every write the store makes is logged.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Generic
 
-import click
 import uvicorn
 from chatkit.errors import ErrorCode
 from chatkit.server import ChatKitServer, StreamingResult
@@ -41,7 +41,6 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 from pydantic import ValidationError
-from pymongo.errors import ConfigurationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -50,6 +49,7 @@ from typing_extensions import TypeVar
 
 from .asgi import attachment_routes
 from .attachments import GridFSAttachmentStore
+from .connection import Connection
 from .embedded import embedded_database
 from .owner import MAX_OWNER_LENGTH, default_owner
 from .store import MongoStore
@@ -62,6 +62,10 @@ USER_HEADER: Final = "X-User-Id"
 CHATKIT_PATH: Final = "/chatkit"
 ATTACHMENTS_PATH: Final = "/attachments"
 DEMO_MAX_BYTES: Final = 16 * 1024 * 1024
+"""The largest attachment the demo accepts."""
+MAX_REQUEST_BYTES: Final = 1024 * 1024
+"""The largest ChatKit request body ``/chatkit`` reads: messages and ids are small, and
+files go through the attachment routes, so anything larger is refused (413) unread."""
 DEFAULT_WORD_DELAY: Final = 0.05
 """Seconds between streamed words when serving, slow enough to watch the stream."""
 
@@ -139,8 +143,12 @@ class LoggedStore(Store[TContext], Generic[TContext]):
         return await self.inner.load_attachment(attachment_id, context)
 
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
+        found = await _exists(self.inner.load_attachment(attachment_id, context))
         await self.inner.delete_attachment(attachment_id, context)
-        _log(context, "deleted attachment %s", attachment_id)
+        if found:
+            _log(context, "deleted attachment %s", attachment_id)
+        else:
+            _log(context, "attachment %s not found for this user: nothing deleted", attachment_id)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
@@ -159,12 +167,35 @@ class LoggedStore(Store[TContext], Generic[TContext]):
         return await self.inner.load_item(thread_id, item_id, context)
 
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
+        found = await _exists(self.inner.load_thread(thread_id, context))
         await self.inner.delete_thread(thread_id, context)
-        _log(context, "deleted thread %s with its items and attachment metadata", thread_id)
+        if found:
+            _log(context, "deleted thread %s with its items and attachments", thread_id)
+        else:
+            _log(context, "thread %s not found for this user: nothing deleted", thread_id)
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
+        found = await _exists(self.inner.load_item(thread_id, item_id, context))
         await self.inner.delete_thread_item(thread_id, item_id, context)
-        _log(context, "deleted item %s of thread %s", item_id, thread_id)
+        if found:
+            _log(context, "deleted item %s of thread %s", item_id, thread_id)
+        else:
+            _log(
+                context,
+                "item %s of thread %s not found for this user: nothing deleted",
+                item_id,
+                thread_id,
+            )
+
+
+async def _exists(load: Any) -> bool:
+    """Whether a load finds its document: read before a delete, so the log can say whether
+    anything was there to delete (a delete of what is missing is no error in ChatKit)."""
+    try:
+        await load
+    except NotFoundError:
+        return False
+    return True
 
 
 def _log(context: Any, message: str, *args: object) -> None:
@@ -252,45 +283,117 @@ def create_app(
     *,
     routes: Sequence[BaseRoute] = (),
     word_delay: float = 0.0,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> Starlette:
     """The demo's ASGI app: ``POST /chatkit`` on an :class:`EchoServer` over ``store``.
 
     ``attachment_store`` and ``routes`` (its upload and download routes) are the one
     place where attachment support is plugged in; without them ChatKit's
-    ``attachments.*`` requests fail, everything else works.
+    ``attachments.*`` requests are answered 501, everything else works.
     """
+    quiet_expected_errors()
     server = EchoServer(LoggedStore(store), attachment_store, word_delay=word_delay)
 
     async def chatkit_endpoint(request: Request) -> Response:
         try:
+            body = await read_body(request, max_request_bytes)
             context = context_from_headers(request.headers)
-            result = await server.process(await request.body(), context)
+            result = await server.process(body, context)
             if isinstance(result, StreamingResult):
-                return await _event_stream(result)
+                return await _event_stream(result, server.store, body, context)
             return Response(result.json, media_type="application/json")
+        except RequestTooLarge as exc:
+            return _error(413, str(exc))
         except ValidationError as exc:
             return _error(400, f"not a valid ChatKit request: {_first_error(exc)}")
         except NotFoundError as exc:
             return _error(404, str(exc))
         except ValueError as exc:  # OwnerError, UnstorableError, bad ids and limits
             return _error(400, str(exc))
+        except NotImplementedError as exc:  # input.transcribe, widget actions
+            return _error(501, f"this server does not support that request: {exc}")
+        except RuntimeError as exc:
+            if server.attachment_store is None:
+                return _error(501, "this server has no attachment store")
+            logger.exception("request failed")
+            return _error(500, f"internal error: {exc}")
 
     return Starlette(routes=[Route(CHATKIT_PATH, chatkit_endpoint, methods=["POST"]), *routes])
 
 
-async def _event_stream(result: StreamingResult) -> StreamingResponse:
-    """The stream as ``text/event-stream``, its first event read before answering.
+class RequestTooLarge(Exception):
+    """The request body is over the limit; nothing of it was parsed."""
 
-    Why read ahead: ChatKit loads the thread before its first event, so a missing thread
-    or a bad argument is still answered with a plain HTTP error. A failure after that
-    point ends the stream with ChatKit's error event instead of a cut connection.
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, counted as it streams in: refused past ``max_bytes`` before ChatKit
+    parses anything. Why count and not only trust Content-Length: a chunked body has
+    none, and a client may send more than it declares."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise RequestTooLarge(f"the request body is {declared} bytes; at most {max_bytes}")
+    received = bytearray()
+    async for piece in request.stream():
+        received += piece
+        if len(received) > max_bytes:
+            raise RequestTooLarge(f"the request body is over {max_bytes} bytes")
+    return bytes(received)
+
+
+_EXPECTED: Final = (NotFoundError, ValueError, NotImplementedError)
+
+
+class _ExpectedErrorsInOneLine(logging.Filter):
+    """ChatKit logs every failed stream with a traceback; for the failures a request
+    can cause (a missing thread, bad input, an unsupported request), which the demo
+    answers with a 4xx, one INFO line says what happened instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, _EXPECTED):
+            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_expected_errors() -> None:
+    """Install :class:`_ExpectedErrorsInOneLine` on ChatKit's logger, once."""
+    chatkit_logger = logging.getLogger("chatkit")
+    if not any(isinstance(f, _ExpectedErrorsInOneLine) for f in chatkit_logger.filters):
+        chatkit_logger.addFilter(_ExpectedErrorsInOneLine())
+
+
+async def _event_stream(
+    result: StreamingResult, store: Store[DemoContext], body: bytes, context: DemoContext
+) -> StreamingResponse:
+    """The stream as ``text/event-stream``, read ahead until the user's message is stored.
+
+    Why read ahead: ChatKit creates the thread, then stores the message; a failure
+    before the message is stored (a missing thread or attachment, a message the store
+    refuses) is answered with a plain HTTP error, and a thread this request created is
+    removed again, so a refused first message leaves no empty thread behind. A failure
+    after that point ends the stream with ChatKit's error event.
     """
     events = aiter(result)
-    first = await anext(events, b"")
+    ahead: list[bytes] = []
+    created: str | None = None
+    try:
+        while (event := await anext(events, None)) is not None:
+            ahead.append(event)
+            parsed = json.loads(event.removeprefix(b"data: "))
+            if parsed.get("type") != "thread.created":
+                break
+            created = parsed["thread"]["id"]
+    except Exception:
+        if created is not None:
+            await _remove_created_thread(store, created, body, context)
+        raise
 
-    async def body() -> AsyncIterator[bytes]:
-        if first:
-            yield first
+    async def stream() -> AsyncIterator[bytes]:
+        for event in ahead:
+            yield event
         try:
             async for event in events:
                 yield event
@@ -300,8 +403,29 @@ async def _event_stream(result: StreamingResult) -> StreamingResponse:
             yield b"data: " + error.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
     return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
+
+
+async def _remove_created_thread(
+    store: Store[DemoContext], thread_id: str, body: bytes, context: DemoContext
+) -> None:
+    """Undo a ``threads.create`` whose first message was refused.
+
+    ChatKit links the message's attachments to the new thread before storing the
+    message; they are unlinked first, so deleting the thread keeps the user's uploads.
+    """
+    params = json.loads(body).get("params", {})
+    for attachment_id in params.get("input", {}).get("attachments", []):
+        try:
+            attachment = await store.load_attachment(attachment_id, context)
+        except NotFoundError:
+            continue
+        if attachment.thread_id == thread_id:
+            unlinked = attachment.model_copy(update={"thread_id": None})
+            await store.save_attachment(unlinked, context)
+    await store.delete_thread(thread_id, context)
+    _log(context, "removed thread %s: its first message was refused", thread_id)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -314,78 +438,33 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {error['msg']}"
 
 
-@click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option(
-    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port."
-)
-@click.option(
-    "--uri",
-    envvar="MONGODB_URI",
-    default=None,
-    help="MongoDB connection string [default: env MONGODB_URI; when unset, the embedded "
-    "in-memory backend, whose data is gone when the server stops].",
-)
-@click.option("--database", default="chatkit", show_default=True, help="Database name.")
-@click.option(
-    "--word-delay",
-    default=DEFAULT_WORD_DELAY,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Seconds between streamed words.",
-)
-@click.option(
-    "--connect-timeout",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(min=0.1),
-    help="Seconds to wait for the MongoDB server before giving up.",
-)
-def serve_command(
-    *,
-    host: str,
-    port: int,
-    uri: str | None,
-    database: str,
-    word_delay: float,
-    connect_timeout: float,
+def serve(
+    connection: Connection, *, embedded: bool, host: str, port: int, word_delay: float
 ) -> None:
-    """Run the demo ChatKit server: POST /chatkit, replies streamed word by word.
+    """Run the demo server until stopped: on ``connection``'s database, or (``embedded``)
+    on an in-memory one of the same name. Indexes are created on start.
 
-    Set-up is done on start: indexes are created, and without --uri an in-memory
-    database is used, so no MongoDB is needed to try it. The X-User-Id header names
-    the user each request acts for.
+    Everything runs on one event loop: a PyMongo async client belongs to its loop.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
-    async def serve() -> None:
-        """Everything on one event loop: a PyMongo async client belongs to its loop."""
-        if uri is None:
-            with embedded_database(database) as embedded:
-                logger.info("backend: embedded in-memory database %r (gone when stopped)", database)
-                await _run(MongoStore(embedded), host, port, word_delay)
-            return
-        store = _open_store(uri, database, connect_timeout)
-        try:
-            if not await store.ping():
-                raise click.ClickException(
-                    f"cannot reach the MongoDB server named by --uri within {connect_timeout:g} s"
+    async def main() -> None:
+        if embedded:
+            with embedded_database(connection.database) as database:
+                logger.info(
+                    "backend: embedded in-memory database %r (no --uri given; gone when stopped)",
+                    connection.database,
                 )
-            logger.info("backend: MongoDB database %r", database)
-            await _run(store, host, port, word_delay)
-        finally:
-            await store.close()
+                store: MongoStore[Any] = MongoStore(database, collections=connection.collections)
+                await _run(store, host, port, word_delay)
+            return
+        async with connection.open() as database:
+            logger.info("backend: MongoDB database %r", database.name)
+            await _run(
+                MongoStore(database, collections=connection.collections), host, port, word_delay
+            )
 
-    asyncio.run(serve())
-
-
-def _open_store(uri: str, database: str, connect_timeout: float) -> MongoStore[Any]:
-    try:
-        return MongoStore.from_uri(
-            uri, database=database, serverSelectionTimeoutMS=round(connect_timeout * 1000)
-        )
-    except (ConfigurationError, ValueError) as exc:
-        raise click.BadParameter(f"not a usable MongoDB URI: {exc}", param_hint="--uri") from exc
+    asyncio.run(main())
 
 
 async def _run(store: MongoStore[Any], host: str, port: int, word_delay: float) -> None:

@@ -17,16 +17,22 @@ from pymongo.errors import PyMongoError
 
 from . import queries
 from ._driver import AsyncDatabaseLike
-from .explain import explain, hot_queries
+from .connection import one_line
+from .explain import PlanSummary, explain, hot_queries
 from .indexes import plan_indexes
 from .queries import Find
 from .schema import CollectionNames, Field, index_specs, utc_naive
+from .sharding import ROUTER_MSG, sharding_report
 
 Verdict = Literal["ok", "fail", "unavailable"]
 _PROBE_ID: Final = "doctor-probe"
 """Stands in for an owner or id when a collection is empty: the plan is the same."""
 _PROBE_PAGE: Final = 20
-_SHARDED_ROUTER: Final = "isdbgrid"
+_SHARDING_VERDICTS: Final[dict[bool | None, Verdict]] = {
+    True: "ok",
+    False: "fail",
+    None: "unavailable",
+}
 
 
 @dataclass(frozen=True)
@@ -45,30 +51,67 @@ async def diagnose(
     """Every finding, in the order a person reads them: server, indexes, queries.
 
     With ``retention``, the TTL indexes are expected too, and the hot queries are
-    explained with the expiry filter a store with retention adds to every read.
+    explained with the expiry filter a store with retention adds to every read. A
+    command the server lacks is reported once, naming it and the checks skipped.
     """
     findings = await _server_findings(database)
+    for ok, line in await sharding_report(database, collections):
+        findings.append(Finding(_SHARDING_VERDICTS[ok], "sharding", line))
     for status in await plan_indexes(database, collections, index_specs(retention)):
         verdict: Verdict = "ok" if status.state == "present" else "fail"
         findings.append(Finding(verdict, "index", status.describe()))
     now = utc_naive(datetime.now(UTC))
-    for label, find in await _hot_queries(database, collections):
+    hot = await _hot_queries(database, collections)
+    for number, (label, find) in enumerate(hot):
         sent = queries.visible(find, now) if retention else find
-        findings.append(await _explain_finding(database, collections, label, sent))
+        try:
+            summary = await explain(database, collections, sent)
+        except (NotImplementedError, PyMongoError) as exc:
+            skipped = ", ".join(name for name, _ in hot[number:])
+            reason = _lacking("explain", exc, f"the query-plan checks are skipped ({skipped})")
+            findings.append(Finding("unavailable", "query plans", reason))
+            break
+        findings.append(_plan_finding(label, summary))
     return findings
 
 
+def next_steps(findings: list[Finding], *, retention: bool = False) -> list[str]:
+    """What to do about the failures found, one line each."""
+    indexes = [f.detail for f in findings if f.verdict == "fail" and f.subject == "index"]
+    steps = []
+    if any(detail.endswith(": missing") for detail in indexes):
+        command = "chatkit-mongo init --retention" if retention else "chatkit-mongo init"
+        steps.append(f"run `{command}` (same connection options) to create the missing indexes")
+    if any(": conflict" in detail for detail in indexes):
+        steps.append(
+            "drop or rename the conflicting indexes named above, then run `chatkit-mongo init`"
+        )
+    if any(f.verdict == "fail" and f.subject != "index" for f in findings) and not indexes:
+        steps.append("a hot query is not served by its index; see the plans above")
+    return steps
+
+
+def _lacking(command: str, exc: BaseException, skipped: str) -> str:
+    """One line for a command the server does not run: which, why in brief, what is skipped."""
+    return f"the server does not run '{command}' ({one_line(exc)}); {skipped}"
+
+
 async def _server_findings(database: AsyncDatabaseLike) -> list[Finding]:
-    build = await database.command("buildInfo")
-    findings = [Finding("ok", "server version", str(build.get("version", "unknown")))]
+    try:
+        build = await database.command("buildInfo")
+    except (NotImplementedError, PyMongoError) as exc:
+        findings = [
+            Finding("unavailable", "server version", _lacking("buildInfo", exc, "version unknown"))
+        ]
+    else:
+        findings = [Finding("ok", "server version", str(build.get("version", "unknown")))]
     try:
         hello = await database.command("hello")
     except (NotImplementedError, PyMongoError) as exc:
-        reason = f"the server does not answer hello ({exc})"
+        reason = _lacking("hello", exc, "topology and transactions are not checked")
         findings.append(Finding("unavailable", "topology", reason))
-        findings.append(Finding("unavailable", "transactions", reason))
         return findings
-    if hello.get("msg") == _SHARDED_ROUTER:
+    if hello.get("msg") == ROUTER_MSG:
         topology = "sharded cluster"
     elif hello.get("setName"):
         topology = f"replica set {hello['setName']}"
@@ -95,13 +138,7 @@ async def _hot_queries(
     )
 
 
-async def _explain_finding(
-    database: AsyncDatabaseLike, collections: CollectionNames, label: str, find: Find
-) -> Finding:
-    try:
-        summary = await explain(database, collections, find)
-    except (NotImplementedError, PyMongoError) as exc:
-        return Finding("unavailable", label, f"explain is not available on this backend ({exc})")
+def _plan_finding(label: str, summary: PlanSummary) -> Finding:
     problems = summary.problems()
     detail = summary.describe()
     if problems:

@@ -53,3 +53,20 @@ class UploadConflictError(ChatKitMongoError):
 
 class IncompleteUploadError(ChatKitMongoError, ValueError):
     """Fewer bytes arrived than the size declared at creation; nothing of them is kept."""
+
+
+class EncryptionConfigError(ChatKitMongoError, ValueError):
+    """The encryption settings cannot work: a master key missing, short or not decodable,
+    an unknown KMS provider, or a malformed key vault namespace. Nothing was encrypted."""
+
+
+class CiphertextError(ChatKitMongoError):
+    """Encrypted content failed its integrity check: altered, truncated, reordered, spliced
+    from another file, or not in chatkit-mongo's format. No unauthenticated byte of it is
+    ever returned."""
+
+
+class KeyUnavailableError(ChatKitMongoError):
+    """Encrypted bytes cannot be read for this owner: the owner's data key is gone
+    (shredded), or they were made with another owner's key. The store reports such
+    content as not found."""

@@ -18,7 +18,7 @@ from pymongo.errors import OperationFailure
 
 from ._driver import AsyncDatabaseLike, resolve
 from .errors import IndexConflictError
-from .schema import INDEXES, CollectionNames, IndexSpec
+from .schema import INDEXES, CollectionNames, IndexSpec, describe_option
 
 IndexState = Literal["present", "missing", "conflict"]
 
@@ -35,9 +35,11 @@ class IndexStatus:
     collection: str
     state: IndexState
     detail: str = ""
+    created: bool = False
+    """Created by this call (``state`` is then ``present``)."""
 
     def describe(self) -> str:
-        text = f"{self.spec.describe(self.collection)}: {self.state}"
+        text = f"{self.spec.describe(self.collection)}: {'created' if self.created else self.state}"
         return f"{text} ({self.detail})" if self.detail else text
 
 
@@ -80,7 +82,8 @@ async def ensure_indexes(
             raise
         created.extend(missing)
     return [
-        IndexStatus(s.spec, s.collection, "present", "created") if s in created else s for s in plan
+        IndexStatus(s.spec, s.collection, "present", created=True) if s in created else s
+        for s in plan
     ]
 
 
@@ -95,17 +98,21 @@ def _status(spec: IndexSpec, collection: str, existing: Iterable[dict[str, Any]]
             return IndexStatus(
                 spec, collection, "conflict", f"an index named {spec.name} has keys {keys}"
             )
-        differences = [
-            f"{option}={index.get(option)!r}, needed {_wanted_options(spec).get(option)!r}"
+        wanted = _wanted_options(spec)
+        differing = [
+            option
             for option in _COMPARED_OPTIONS
-            if _normalise(index.get(option)) != _normalise(_wanted_options(spec).get(option))
+            if _normalise(index.get(option)) != _normalise(wanted.get(option))
         ]
-        if differences:
+        if differing:
+            have = ", ".join(describe_option(o, _normalise(index.get(o))) for o in differing)
+            need = ", ".join(describe_option(o, _normalise(wanted.get(o))) for o in differing)
             return IndexStatus(
                 spec,
                 collection,
                 "conflict",
-                f"index {index.get('name')} has the same keys with " + "; ".join(differences),
+                f"index {index.get('name')} has the same keys but {have}, "
+                f"where chatkit-mongo needs {need}",
             )
         detail = "" if index.get("name") == spec.name else f"as {index.get('name')}"
         return IndexStatus(spec, collection, "present", detail)

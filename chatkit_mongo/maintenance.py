@@ -19,6 +19,7 @@ from typing import Any
 from . import queries
 from ._checks import check_id
 from ._driver import AsyncDatabaseLike, shielded
+from ._text import plural
 from .schema import CollectionNames, Field, GridFSField, sort_key, utc_naive
 
 Progress = Callable[[int], None]
@@ -40,7 +41,9 @@ class PurgeCounts:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def describe(self) -> str:
-        return ", ".join(f"{getattr(self, f.name)} {f.name}" for f in fields(self))
+        return ", ".join(
+            plural(getattr(self, f.name), f.name.removesuffix("s")) for f in fields(self)
+        )
 
 
 async def purge_owner(

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from bson import ObjectId
+
 Direction = Literal[1, -1]
 Role = Literal["threads", "items", "attachments"]
 """The store's own collections."""
@@ -140,8 +142,29 @@ class IndexSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def describe(self, collection: str) -> str:
+        """``coll.name {keys}`` and every option the index is made with, as people read
+        them: ``unique``, ``sparse``, ``expireAfterSeconds=0``."""
         keys = ", ".join(f"{name}: {direction}" for name, direction in self.keys)
-        return f"{collection}.{self.name} {{{keys}}}{' unique' if self.unique else ''}"
+        options = {"unique": self.unique, **self.options}
+        shown = [
+            describe_option(name, value)
+            for name, value in options.items()
+            if value is not None and value is not False
+        ]
+        return " ".join([f"{collection}.{self.name} {{{keys}}}", *shown])
+
+
+def describe_option(name: str, value: Any) -> str:
+    """An index option as a listing shows it: a flag by its name, others ``name=value``;
+    an absent flag as ``not unique`` / ``not sparse``."""
+    if value is True:
+        return name
+    if value is None or value is False:
+        return f"not {name}" if name in _FLAG_OPTIONS else f"no {name}"
+    return f"{name}={value!r}"
+
+
+_FLAG_OPTIONS: Final = frozenset({"unique", "sparse"})
 
 
 INDEXES: Final[tuple[IndexSpec, ...]] = (
@@ -233,6 +256,126 @@ need the orphan sweep whatever happens to their ``files`` document; once an atta
 metadata is gone, the sweep removes its ``files`` document and chunks together, in the
 order the GridFS spec requires, and a download never reaches bytes of an expired
 attachment, because it starts from the metadata."""
+
+
+@dataclass(frozen=True)
+class ShardKey:
+    """The shard key of one collection, the index that supports it, and why it was chosen.
+
+    Every key is ranged and starts with the owner (the GridFS collections: with a file id
+    that starts with the owner, see :func:`owner_file_id`), so that one tenant's queries
+    go to the shards holding that tenant's range, and a zone on an owner range pins a
+    tenant's documents, bytes included, to a region. Every key ends with a field unique
+    within what precedes it, so no key value holds more than one document and no chunk
+    can grow jumbo: a very large owner or thread splits like any other range.
+    """
+
+    role: IndexedRole
+    fields: tuple[str, ...]
+    index: str
+    """The index of :data:`INDEXES` that supports the key (``_id_``: the built-in one)."""
+    why: str
+
+    def document(self) -> dict[str, int]:
+        """The key as ``shardCollection`` takes it: ranged, ascending."""
+        return dict.fromkeys(self.fields, 1)
+
+    def describe(self, collection: str) -> str:
+        return f"{collection} {{{', '.join(f'{name}: 1' for name in self.fields)}}}"
+
+
+ID_INDEX: Final = "_id_"
+
+SHARD_KEYS: Final[tuple[ShardKey, ...]] = (
+    ShardKey(
+        "threads",
+        (Field.OWNER, Field.THREAD_ID),
+        "owner_thread_unique",
+        why="a thread's reads and writes carry the whole key (one shard); a page of an "
+        "owner's threads carries its prefix (the owner's range)",
+    ),
+    ShardKey(
+        "items",
+        (Field.OWNER, Field.THREAD_ID, Field.ITEM_ID),
+        "owner_thread_item_unique",
+        why="an item's reads and writes carry the whole key (one shard); a page of a "
+        "thread carries owner and thread (the thread's range); a thread of millions of "
+        "items still splits by item id, so it never makes a jumbo chunk",
+    ),
+    ShardKey(
+        "attachments",
+        (Field.OWNER, Field.ATTACHMENT_ID),
+        "owner_attachment_unique",
+        why="an attachment's reads, claims and writes carry the whole key; a thread's "
+        "attachments (delete_thread, retention) carry the owner (the owner's range)",
+    ),
+    ShardKey(
+        "files",
+        (GridFSField.ID,),
+        ID_INDEX,
+        why="the driver reads a file by _id; the id starts with the owner, so the owner's "
+        "files sit in the owner's range and new uploads spread over owners instead of all "
+        "landing on the shard holding the newest ObjectId",
+    ),
+    ShardKey(
+        "chunks",
+        (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER),
+        "files_id_1_n_1",
+        why="the GridFS guidance: a download reads one file's chunks in order by files_id "
+        "and n; files_id starts with the owner, so the bytes follow the owner's zone",
+    ),
+)
+"""The chosen shard key of every collection: the one place the ``shard`` command, doctor,
+the targeting tests and the README's table read. See the README's Sharding section."""
+
+
+def shard_key_of(role: IndexedRole) -> ShardKey:
+    return next(key for key in SHARD_KEYS if key.role == role)
+
+
+FILE_ID_SEPARATOR: Final = "/"
+
+
+def owner_file_id(owner: str, unique: ObjectId | None = None) -> str:
+    """The GridFS ``_id`` of a new attachment's bytes: ``<owner>/<ObjectId hex>``.
+
+    Why not GridFS's default ObjectId: a sharded ``chunks`` collection is keyed by
+    ``files_id``, and ObjectIds only grow, so every new upload would land on the one shard
+    holding the top of the range; and chunks carry no owner, so a zone could not pin the
+    bytes to the owner's region. With the owner first, chunks and files sort by owner
+    like the other collections (a region prefix in the owner pins the bytes too), and the
+    ObjectId keeps the id unique and tells the orphan sweep when the upload began.
+    """
+    return f"{owner}{FILE_ID_SEPARATOR}{unique or ObjectId()}"
+
+
+def file_id_time(file_id: object) -> datetime | None:
+    """When the upload of ``file_id`` began: from its ObjectId (an :func:`owner_file_id`,
+    or a bare ObjectId written before file ids carried the owner); None if unknown."""
+    if isinstance(file_id, ObjectId):
+        return file_id.generation_time
+    if isinstance(file_id, str):
+        suffix = file_id.rpartition(FILE_ID_SEPARATOR)[2]
+        if ObjectId.is_valid(suffix):
+            return ObjectId(suffix).generation_time
+    return None
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """The strings that start with ``prefix``, as ``[lower, upper)`` in MongoDB's simple
+    (binary) order: the bounds of a zone on an owner prefix such as ``"eu:"``."""
+    if not prefix:
+        raise ValueError("a zone prefix must not be empty")
+    following = ord(prefix[-1]) + 1
+    if following > _LAST_CODE_POINT:
+        raise ValueError(f"zone prefix {prefix!r} cannot end with the last code point")
+    if _SURROGATES[0] <= following <= _SURROGATES[1]:  # no stored string holds one
+        following = _SURROGATES[1] + 1
+    return prefix, prefix[:-1] + chr(following)
+
+
+_LAST_CODE_POINT: Final = 0x10FFFF
+_SURROGATES: Final = (0xD800, 0xDFFF)
 
 
 def index_specs(retention: bool) -> tuple[IndexSpec, ...]:

@@ -1,11 +1,10 @@
-"""Create the indexes chatkit-mongo needs; see ``chatkit_mongo.create_indexes``.
+"""Create the indexes chatkit-mongo needs: the same command as ``chatkit-mongo init``.
 
-Also installed as the console command ``chatkit-mongo-create-indexes``.
+Also installed as the console command ``chatkit-mongo-create-indexes``; every option of
+``chatkit-mongo init`` works here (``--help`` lists them).
 """
 
-import sys
-
-from chatkit_mongo.create_indexes import main
+from chatkit_mongo.cli import create_indexes_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    create_indexes_main()

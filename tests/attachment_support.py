@@ -1,17 +1,22 @@
 """Helpers shared by the attachment suites: building a GridFSAttachmentStore, feeding it
-bytes that interleave, and talking to its HTTP routes as a given user."""
+bytes that interleave, talking to its HTTP routes as a given user (through httpx, or
+straight through ASGI with a body sent piece by piece), and watching for files written."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import sys
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore
 from chatkit_mongo.asgi import attachment_routes
@@ -50,19 +55,139 @@ def as_user(user: str) -> dict[str, str]:
     return {"x-user": user}
 
 
+def routes_app(attachments: GridFSAttachmentStore[Any]) -> Starlette:
+    """An application serving ``attachment_routes(attachments)`` and nothing else."""
+    return Starlette(routes=attachment_routes(attachments, context=context_of))
+
+
 @asynccontextmanager
 async def routes_client(
     attachments: GridFSAttachmentStore[Any],
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client over ``attachment_routes(attachments)``, in process through ASGI."""
-    app = Starlette(routes=attachment_routes(attachments, context=context_of))
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=routes_app(attachments))
     async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
         yield client
 
 
-GRIDFS_BACKENDS: Final = (
-    ("motor-mock", "mongodb") if os.environ.get("MONGODB_URI") else ("motor-mock",)
-)
-"""Backends whose GridFS bucket moves bytes, for tests parametrized by hand (hypothesis
-properties that cannot take the ``gridfs_backend`` fixture per example)."""
+@dataclass(frozen=True)
+class Exchange:
+    """What one request through :func:`drive` came to."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    consumed: int
+    """How many body bytes the application asked for and received."""
+
+    @property
+    def error(self) -> str:
+        """The message of an error answer (``{"error": ...}``)."""
+        message: str = json.loads(self.body)["error"]
+        return message
+
+
+async def drive(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    body: Iterable[bytes] = (),
+    *,
+    disconnect: bool = False,
+) -> Exchange:
+    """One request straight through ASGI: ``body`` handed over one piece per ``receive``
+    as the application asks, so an endless or huge body costs only what it reads. When
+    the pieces run out the body ends, or with ``disconnect`` the client goes away.
+
+    Why not httpx's ASGITransport: it reads a streamed body to its end before calling
+    the application, so it can neither send an endless body nor count what was read.
+    """
+    pieces: Iterator[bytes] = iter(body)
+    consumed = 0
+    body_over = False
+    response_done = asyncio.Event()
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal consumed, body_over
+        if not body_over:
+            piece = next(pieces, None)
+            if piece is not None:
+                consumed += len(piece)
+                return {"type": "http.request", "body": piece, "more_body": True}
+            body_over = True
+            if not disconnect:
+                return {"type": "http.request", "body": b"", "more_body": False}
+        if not disconnect:
+            await response_done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            response_done.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+        "server": ("chat.example", 443),
+        "client": ("127.0.0.1", 50000),
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return Exchange(
+        status=start["status"],
+        headers={k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]},
+        body=b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+        consumed=consumed,
+    )
+
+
+_WATCHES: list[list[str]] = []
+_WRITE_FLAGS: Final = os.O_WRONLY | os.O_RDWR | os.O_CREAT | getattr(os, "O_TMPFILE", 0)
+
+
+def _record_writes(event: str, args: tuple[Any, ...]) -> None:
+    if not _WATCHES:
+        return
+    if event in ("tempfile.mkstemp", "tempfile.mkdtemp"):
+        seen = f"{event} {args[0]}"
+    elif event == "open":
+        path, mode, flags = args
+        writable = any(c in mode for c in "wax+") if isinstance(mode, str) else False
+        if not (writable or (isinstance(flags, int) and flags & _WRITE_FLAGS)):
+            return
+        seen = f"open {path!r} mode={mode!r} flags={flags!r}"
+    else:
+        return
+    for watch in _WATCHES:
+        watch.append(seen)
+
+
+sys.addaudithook(_record_writes)
+"""Installed once (an audit hook cannot be removed) and idle unless a watch is open."""
+
+
+@contextmanager
+def files_written() -> Iterator[list[str]]:
+    """Every file opened for writing, or temporary file or directory made, while open.
+
+    Why audit events: a temporary file on Linux is opened with ``O_TMPFILE`` and never
+    appears in a directory, and libraries import ``tempfile`` names before a test could
+    patch them; the interpreter raises ``open`` and ``tempfile.*`` events for all of it.
+    """
+    seen: list[str] = []
+    _WATCHES.append(seen)
+    try:
+        yield seen
+    finally:
+        _WATCHES.remove(seen)

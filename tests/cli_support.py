@@ -22,23 +22,25 @@ from chatkit_mongo._driver import AsyncDatabaseLike
 from chatkit_mongo.cli import Connection, cli
 from chatkit_mongo.schema import Field, GridFSField
 
-from .conftest import MONGODB_URI, NAMES, RequestContext
+from . import capabilities
+from .conftest import NAMES, RequestContext, is_server
 from .samples import assistant_message, every_item, file_attachment, image_attachment, thread
 
 CHUNK_SIZE = 4
 
 
-def invoke(backend: str, database: Any, *args: str) -> Result:
+def invoke(backend: str, database: Any, *args: str, stdin: str | None = None) -> Result:
+    """The CLI run on ``database``, with ``stdin`` as its standard input."""
     runner = CliRunner()
-    if backend == "mongodb":
-        assert MONGODB_URI
-        return runner.invoke(cli, ["--uri", MONGODB_URI, "--database", database.name, *args])
+    if is_server(backend):  # the CLI opens its own PyMongo client from the URI
+        uri = capabilities.server().uri
+        return runner.invoke(cli, ["--uri", uri, "--database", database.name, *args], input=stdin)
 
     @asynccontextmanager
     async def opener(connection: Connection) -> AsyncIterator[AsyncDatabaseLike]:
         yield database
 
-    return runner.invoke(cli, list(args), obj=opener, env={"MONGODB_URI": None})
+    return runner.invoke(cli, list(args), obj=opener, env={"MONGODB_URI": None}, input=stdin)
 
 
 async def run(backend: str, database: Any, *args: str) -> Result:

@@ -1,9 +1,10 @@
 """Backends every behavioural test runs on.
 
-Each test that takes ``database`` (or ``store``) runs three times: on mongomock-motor
-(Motor-shaped), on pymongo-async-mock (PyMongo-Async-shaped), and against the real
-server named by ``MONGODB_URI``, which is skipped, with the reason shown, when unset.
-Every test gets a database of its own, dropped afterwards on the real server.
+Each test that takes ``database`` (or ``store``) runs four times: on the in-process
+doubles mongomock-motor (Motor-shaped) and pymongo-async-mock (PyMongo-Async-shaped),
+and through the real drivers, PyMongo's ``AsyncMongoClient`` and Motor's
+``AsyncIOMotorClient``, over a socket to a real server: jongodb, which the suite starts
+itself, or the mongod named by ``MONGODB_URI``. Every test gets a database of its own.
 """
 
 from __future__ import annotations
@@ -19,13 +20,20 @@ import mongomock.collection
 import mongomock_motor
 import pymongo_async_mock
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient
 
 from chatkit_mongo import CollectionNames, MongoStore
 
+from . import capabilities, jongodb, tiers
+
 MONGODB_URI = os.environ.get("MONGODB_URI")
-BACKENDS = ("motor-mock", "pymongo-mock", "mongodb")
-REAL_SERVER_SKIP = "MONGODB_URI is not set: the real-server run of this test is skipped"
+"""A real mongod to use instead of jongodb for the server backends, when set."""
+DOUBLES = ("motor-mock", "pymongo-mock")
+SERVER_BACKENDS = ("server-pymongo", "server-motor")
+"""The real drivers, PyMongo's ``AsyncMongoClient`` and Motor's ``AsyncIOMotorClient``,
+over a socket to the session's server (jongodb, or ``MONGODB_URI``)."""
+BACKENDS = (*DOUBLES, *SERVER_BACKENDS)
 NAMES = CollectionNames()
 """The default collection names: every store the tests build uses them, so a test that
 reads the raw documents finds them here."""
@@ -38,10 +46,26 @@ class RequestContext:
     user_id: str
 
 
+def is_server(backend: str) -> bool:
+    return backend in SERVER_BACKENDS
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs(*capabilities): the test's server runs need these server capabilities "
+        "(see tests/capabilities.py); a server lacking one skips them, naming it",
+    )
+
+
 def pytest_report_header() -> str:
     if MONGODB_URI:
-        return "real MongoDB: MONGODB_URI is set; every behavioural test also runs against it"
-    return "real MongoDB: MONGODB_URI is not set, so the 'mongodb' runs are skipped"
+        return "real-driver tier: on the server named by MONGODB_URI"
+    return f"real-driver tier: on jongodb {jongodb.VERSION}, started by the suite"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    capabilities.shutdown()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -64,38 +88,59 @@ def _mongomock_bulk_sort_fix() -> Iterator[None]:
         setattr(builder, name, original)
 
 
+@pytest.fixture(autouse=True)
+def _server_capabilities(request: pytest.FixtureRequest) -> None:
+    """On a server run (a ``backend`` or ``gridfs_backend`` parameter naming a server,
+    by fixture or by hand), skip a test marked ``needs(...)`` if the server lacks one."""
+    callspec = getattr(request.node, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    if any(params.get(name) in SERVER_BACKENDS for name in ("backend", "gridfs_backend")):
+        needed = [c for mark in request.node.iter_markers("needs") for c in mark.args]
+        capabilities.require(*needed)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
-    if name == "mongodb" and not MONGODB_URI:
-        pytest.skip(REAL_SERVER_SKIP)
     return name
 
 
 def make_client(backend: str) -> Any:
-    """A fresh client of the given backend kind."""
+    """A fresh client of the given backend kind; the real ones exactly as the README
+    builds them. Call it inside the test's event loop: both real clients bind to it."""
     if backend == "motor-mock":
         return mongomock_motor.AsyncMongoMockClient()
     if backend == "pymongo-mock":
         return pymongo_async_mock.AsyncMongoMockClient()
-    assert MONGODB_URI, REAL_SERVER_SKIP
-    return AsyncMongoClient(MONGODB_URI, serverSelectionTimeoutMS=10_000)
+    uri = capabilities.server().uri
+    if backend == "server-pymongo":
+        return AsyncMongoClient(uri)
+    assert backend == "server-motor", backend
+    return AsyncIOMotorClient(uri)
+
+
+async def close_client(client: Any) -> None:
+    """Close a real client: a coroutine in PyMongo Async, a plain call in Motor."""
+    if isinstance(client, AsyncMongoClient):
+        await client.close()
+    elif isinstance(client, AsyncIOMotorClient):
+        client.close()
 
 
 @pytest.fixture
 async def client(backend: str) -> AsyncIterator[Any]:
     client = make_client(backend)
     yield client
-    if backend == "mongodb":
-        await client.close()
+    await close_client(client)
 
 
 @asynccontextmanager
 async def scratch_database(client: Any, backend: str) -> AsyncIterator[Any]:
-    """A database of a fresh name, dropped afterwards on a real server."""
+    """A database of a fresh name: tests are isolated by name. Dropped afterwards where
+    the server can (a real mongod); jongodb cannot, and its databases end with it."""
     name = f"chatkit_test_{uuid.uuid4().hex[:12]}"
     yield client[name]
-    if backend == "mongodb":
+    if is_server(backend) and "dropDatabase" not in capabilities.server().missing:
         await client.drop_database(name)
 
 
@@ -129,19 +174,20 @@ def bob() -> RequestContext:
     return RequestContext(user_id="bob")
 
 
-@pytest.fixture(params=["motor-mock", "mongodb"])
+GRIDFS_BACKENDS = ("motor-mock", *SERVER_BACKENDS)
+"""Backends whose GridFS bucket moves bytes: mongomock-motor (Motor's bucket, inside
+``enabled_gridfs_integration``) and the real drivers. PyMongo's bucket refuses
+pymongo-async-mock's collections, so that double is not among them."""
+
+
+@pytest.fixture(params=GRIDFS_BACKENDS)
 def gridfs_backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Backends whose GridFS bucket moves bytes: mongomock-motor (Motor's bucket, inside
-    ``enabled_gridfs_integration``) and the real server. PyMongo's bucket refuses
-    pymongo-async-mock's collections, so that double is not among them."""
     name: str = request.param
-    if name == "mongodb" and not MONGODB_URI:
-        pytest.skip(REAL_SERVER_SKIP)
-    if name == "motor-mock":
+    if is_server(name):
+        yield name
+    else:
         with mongomock_motor.enabled_gridfs_integration():
             yield name
-    else:
-        yield name
 
 
 @pytest.fixture
@@ -150,5 +196,8 @@ async def gridfs_store(gridfs_backend: str) -> AsyncIterator[MongoStore[Any]]:
     client = make_client(gridfs_backend)
     async with scratch_database(client, gridfs_backend) as database:
         yield MongoStore(database)
-    if gridfs_backend == "mongodb":
-        await client.close()
+    await close_client(client)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    tiers.summarise(terminalreporter)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from datetime import datetime, timedelta, timezone
 from typing import Any, Final, TypeVar
 
@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 
 from chatkit_mongo import MongoStore
 
-from .conftest import make_client
+from . import capabilities
+from .conftest import close_client, is_server, make_client
 from .samples import every_item
 
 _T = TypeVar("_T")
@@ -65,11 +66,6 @@ def examples(ci: int) -> int:
     return _LONG_EXAMPLES or ci
 
 
-DOUBLES: Final = ("motor-mock", "pymongo-mock")
-"""Backends a property runs on by default; ``MONGODB_URI`` adds the real server."""
-BACKENDS: Final = (*DOUBLES, "mongodb") if os.environ.get("MONGODB_URI") else DOUBLES
-
-
 class StoreRunner:
     """An event loop and a fresh store on a fresh database, for one hypothesis example.
 
@@ -86,13 +82,19 @@ class StoreRunner:
         self.database = self.client[self._database_name]
         self.store: MongoStore[Any] = MongoStore(self.database)
 
-    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        return self._runner.run(coroutine)
+    def run(self, awaitable: Awaitable[_T]) -> _T:
+        """Await ``awaitable`` in the runner's loop: a coroutine, or the future Motor's
+        methods return (which the runner does not take as it is)."""
+
+        async def wait() -> _T:
+            return await awaitable
+
+        return self._runner.run(wait())
 
     def close(self) -> None:
-        if self.backend == "mongodb":
+        if is_server(self.backend) and capabilities.has("dropDatabase"):
             self.run(self.client.drop_database(self._database_name))
-            self.run(self.client.close())
+        self.run(close_client(self.client))
         self._runner.close()
 
 

@@ -1,6 +1,6 @@
 """The HTTP routes, through an ASGI client, on the GridFS-capable backends.
 
-Runs on mongomock-motor and on the real server when ``MONGODB_URI`` is set (see the
+Runs on mongomock-motor and through both real drivers on the server (see the
 ``gridfs_backend`` fixture for why not on pymongo-async-mock). The caller's identity
 comes from an ``x-user`` header, as an application's auth middleware would set it.
 """
@@ -148,8 +148,20 @@ async def test_a_request_without_an_owner_is_refused(http: httpx.AsyncClient) ->
     assert response.status_code == 403
 
 
-async def test_a_form_without_a_file_field_is_a_400(http: httpx.AsyncClient) -> None:
-    response = await http.post("/attachments", data={"other": "x"}, headers=as_user("alice"))
+async def test_a_form_without_a_file_field_is_a_400_and_a_body_not_multipart_a_415(
+    http: httpx.AsyncClient,
+) -> None:
+    no_file = await http.post(
+        "/attachments",
+        data={"other": "x"},
+        files={"picture": ("a.txt", b"x", "text/plain")},
+        headers=as_user("alice"),
+    )
+    urlencoded = await http.post("/attachments", data={"file": "x"}, headers=as_user("alice"))
+    raw = await http.post("/attachments", content=b"x", headers=as_user("alice"))
 
-    assert response.status_code == 400
-    assert "file" in response.json()["error"]
+    assert no_file.status_code == 400
+    assert 'field named "file"' in no_file.json()["error"]
+    assert urlencoded.status_code == raw.status_code == 415
+    assert "application/x-www-form-urlencoded" in urlencoded.json()["error"]
+    assert "without a Content-Type" in raw.json()["error"]

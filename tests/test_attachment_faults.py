@@ -14,6 +14,7 @@ upload shows that nothing becomes visible; on the real server that none was writ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -26,7 +27,7 @@ from chatkit_mongo import GridFSAttachmentStore, MongoStore, UploadConflictError
 from chatkit_mongo.schema import Field, GridFSField, UploadField
 
 from .attachment_support import CHUNK, make_attachments
-from .conftest import NAMES, RequestContext, make_client, scratch_database
+from .conftest import NAMES, RequestContext, close_client, make_client, scratch_database
 from .fault_support import FAULTS, Faulty, Timing, cancel_at_every_step
 
 ALICE: Final = RequestContext("alice")
@@ -130,8 +131,7 @@ async def fresh(gridfs_backend: str) -> AsyncIterator[Callable[[], Any]]:
     yield make
     for scratch in scratches:
         await scratch.__aexit__(None, None, None)
-    if gridfs_backend == "mongodb":
-        await client.close()
+    await close_client(client)
 
 
 class _Recording:
@@ -216,3 +216,55 @@ async def test_cancellation_at_every_await_leaves_the_attachment_whole_or_bytes_
     # At least the cancel before the op starts; the doubles never wait, so an op that
     # makes no chunk writes (delete) finishes in its first step there.
     assert points >= 1
+
+
+class _LandsLate:
+    """A collection whose first ``find_one_and_update`` goes on when its caller is
+    cancelled, and lands only once ``gate`` opens: as a Motor call running in a worker
+    thread does, or a command PyMongo Async has already sent."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.called = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.landing: asyncio.Future[Any] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if name != "find_one_and_update" or self.landing is not None:
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+            async def late() -> Any:
+                await self.gate.wait()
+                return await target(*args, **kwargs)
+
+            self.landing = asyncio.ensure_future(late())
+            self.called.set()
+            return asyncio.shield(self.landing)
+
+        return call
+
+
+async def test_a_claim_landing_after_its_cancellation_leaves_no_stuck_upload(
+    fresh: Callable[[], Any],
+) -> None:
+    """The upload is cancelled while its claim is in flight, and the claim reaches the
+    server only afterwards: the attachment must still end awaiting, and a retry work."""
+    attachments = await fresh()
+    attachment_id = await _prepared(attachments, "upload")
+    late = _LandsLate(attachments._attachments)
+    attachments._attachments = late
+    task = asyncio.ensure_future(OPS["upload"](attachments, attachment_id))
+    await late.called.wait()
+    task.cancel()
+    for _ in range(20):  # time for any clean-up that does not wait for the claim
+        await asyncio.sleep(0)
+    late.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert late.landing is not None
+    await late.landing
+    attachments._attachments = late._inner
+    assert await _state(attachments) == ([UploadField.AWAITING], 0, 0)
+    await _check_whole_or_bytes_less(attachments, "upload", attachment_id)

@@ -4,8 +4,8 @@ What each backend covers:
 
 * ``gridfs`` tests (the ``attachments`` fixture) move real bytes through a driver's
   GridFS bucket. They run on mongomock-motor (Motor's ``AsyncIOMotorGridFSBucket``
-  inside ``mongomock_motor.enabled_gridfs_integration()``) and on the real server when
-  ``MONGODB_URI`` is set (PyMongo's ``gridfs.AsyncGridFSBucket``). They do not run on
+  inside ``mongomock_motor.enabled_gridfs_integration()``) and on the server through
+  both real drivers (PyMongo's ``gridfs.AsyncGridFSBucket``, Motor's bucket). They do not run on
   pymongo-async-mock: PyMongo's bucket type-checks its collections and refuses the
   double's, so no byte can be written there.
 * ``metadata`` tests (the ``metadata_only`` fixture) refuse or look up before any byte
@@ -320,6 +320,7 @@ async def test_delete_thread_removes_the_bytes_of_that_threads_attachments(
     assert await attachments.read_bytes(bobs.id, bob) == b"c"
 
 
+@pytest.mark.needs("find_one_and_delete")  # the sweep takes abandoned uploads with it
 async def test_sweep_removes_orphans_and_abandoned_uploads_but_keeps_live_ones(
     attachments: GridFSAttachmentStore[Any], alice: RequestContext
 ) -> None:
@@ -515,6 +516,7 @@ async def test_upload_to_a_missing_or_foreign_attachment_is_not_found(
     assert document[UploadField.STATE] == UploadField.AWAITING
 
 
+@pytest.mark.needs("find_one_and_delete")  # the sweep takes abandoned uploads with it
 async def test_sweep_removes_attachments_pending_past_the_cut_off_only(
     metadata_only: GridFSAttachmentStore[Any], alice: RequestContext
 ) -> None:

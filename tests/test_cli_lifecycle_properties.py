@@ -11,7 +11,7 @@ GridFS chunk boundaries), for owners that share thread ids. Then:
   other owner's documents and bytes exactly as they were; ``--dry-run`` before it
   changes nothing and reports exactly the counts the real run then erases.
 
-Backends: mongomock-motor's GridFS and the real server when ``MONGODB_URI`` is set (see
+Backends: mongomock-motor's GridFS and both real drivers on the server (see
 ``gridfs_backend`` in conftest for why not pymongo-async-mock). Each example is a few
 CLI runs, so the CI budget is smaller than the profile's; ``CHATKIT_MONGO_EXAMPLES``
 raises it like every other property.
@@ -38,9 +38,9 @@ from chatkit_mongo.maintenance import PurgeCounts
 from chatkit_mongo.schema import GridFSField
 from chatkit_mongo.transfer import KINDS, ImportCounts, collection_of
 
-from .attachment_support import CHUNK, GRIDFS_BACKENDS, make_attachments
+from .attachment_support import CHUNK, make_attachments
 from .cli_support import all_documents, invoke, owner_documents
-from .conftest import NAMES, RequestContext
+from .conftest import GRIDFS_BACKENDS, NAMES, RequestContext
 from .strategies import StoreRunner, examples, items, threads
 
 OWNERS: Final = ("alice", "bob", "carol")

@@ -47,7 +47,7 @@ async def test_purge_owner_dry_run_counts_and_erases_nothing(backend: str, datab
     result = await run(backend, database, "purge", "--owner", "alice", "--dry-run")
 
     assert result.exit_code == 0, result.output
-    assert "would erase 1 threads, 11 items, 2 attachments, 2 files, 6 chunks" in result.output
+    assert "would erase 1 thread, 11 items, 2 attachments, 2 files, 6 chunks" in result.output
     assert _snapshot(await all_documents(database)) == before
 
 
@@ -62,7 +62,7 @@ async def test_purge_older_than_erases_only_threads_inactive_that_long(
     result = await run(backend, database, "purge", "--older-than", "30d")
 
     assert result.exit_code == 0, result.output
-    assert "erased 1 threads, 11 items, 2 attachments, 2 files, 6 chunks" in result.output
+    assert "erased 1 thread, 11 items, 2 attachments, 2 files, 6 chunks" in result.output
     after = await all_documents(database)
     remaining = {(d[Field.OWNER], d[Field.THREAD_ID]) for d in after[NAMES.threads]}
     assert remaining == {("alice", "thr_revived"), ("bob", "thr_old"), ("bob", "thr_new")}
@@ -81,7 +81,7 @@ async def test_purge_older_than_dry_run_changes_nothing(backend: str, database: 
 
     result = await run(backend, database, "purge", "--older-than", "4w", "--dry-run")
 
-    assert "would erase 1 threads, 11 items, 2 attachments, 2 files, 6 chunks" in result.output
+    assert "would erase 1 thread, 11 items, 2 attachments, 2 files, 6 chunks" in result.output
     assert _snapshot(await all_documents(database)) == before
 
 

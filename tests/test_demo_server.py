@@ -13,22 +13,23 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from chatkit.types import FileAttachment, ThreadMetadata
+from chatkit.types import FileAttachment, Page, ThreadMetadata
 from click.testing import CliRunner
 
 from chatkit_mongo import MongoStore
 from chatkit_mongo.asgi import attachment_routes
+from chatkit_mongo.attachments import too_large_message
 from chatkit_mongo.cli import cli
 from chatkit_mongo.demo import (
     ATTACHMENTS_PATH,
     CHATKIT_PATH,
     DEMO_USER,
+    MAX_REQUEST_BYTES,
     USER_HEADER,
     DemoContext,
     context_from_headers,
     create_app,
     demo_attachment_store,
-    serve_command,
 )
 
 NO_OPTIONS: dict[str, Any] = {}
@@ -50,8 +51,10 @@ class ChatKitClient:
         self.headers = {} if user is None else {USER_HEADER: user}
 
     async def send(self, kind: str, **params: Any) -> httpx.Response:
-        body = {"type": kind, "params": params}
-        return await self.http.post(CHATKIT_PATH, json=body, headers=self.headers)
+        # ASCII-escaped JSON, as browsers send it: a lone surrogate travels as \\ud800.
+        body = json.dumps({"type": kind, "params": params})
+        headers = {"Content-Type": "application/json", **self.headers}
+        return await self.http.post(CHATKIT_PATH, content=body, headers=headers)
 
     async def call(self, kind: str, **params: Any) -> Any:
         response = await self.send(kind, **params)
@@ -213,7 +216,7 @@ async def test_each_write_is_logged(
         f"[user carol] saved thread {thread_id} (title None)",
         f"[user carol] added user_message {user_message['id']} to thread {thread_id}",
         f"[user carol] added assistant_message {reply['id']} to thread {thread_id}",
-        f"[user carol] deleted thread {thread_id} with its items and attachment metadata",
+        f"[user carol] deleted thread {thread_id} with its items and attachments",
     ]
 
 
@@ -251,14 +254,151 @@ async def test_an_unusable_user_header_is_refused(
 
 
 async def test_a_failure_after_the_stream_started_ends_it_with_an_error_event(
-    http: httpx.AsyncClient, store: MongoStore[Any]
+    store: MongoStore[Any],
 ) -> None:
-    events = await ChatKitClient(http, "alice").stream(
-        "threads.create", input=user_input("hi", ("atc_missing",))
+    class FailingReplies(MongoStore[Any]):
+        async def add_thread_item(self, thread_id: str, item: Any, context: Any) -> None:
+            if item.type == "assistant_message":
+                raise RuntimeError("the reply could not be stored")
+            await super().add_thread_item(thread_id, item, context)
+
+    failing: MongoStore[Any] = FailingReplies(store.database)
+    transport = httpx.ASGITransport(app=create_app(failing))
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+        events = await ChatKitClient(http, "alice").stream("threads.create", input=user_input("hi"))
+    assert [events[0]["type"], events[1]["type"]] == ["thread.created", "thread.item.done"]
+    assert events[-1]["type"] == "error"  # ChatKit's own in-band error, not a cut stream
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "error"),
+    [
+        (user_input("hi", ("atc_missing",)), 404, "atc_missing"),
+        (user_input("x" * 17 * 2**20), 400, "16 MiB"),
+    ],
+    ids=["missing attachment", "over 16 MiB"],
+)
+async def test_a_refused_first_message_leaves_no_thread_behind(
+    *,
+    http_with_attachments: httpx.AsyncClient,
+    gridfs_store: MongoStore[Any],
+    message: dict[str, Any],
+    status: int,
+    error: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: ChatKit saves the thread before the message; the refusal left it empty."""
+    caplog.set_level(logging.INFO)
+    alice = ChatKitClient(http_with_attachments, "alice")
+    response = await alice.send("threads.create", input=message)
+    assert response.status_code == status, response.text
+    assert error in response.json()["error"]
+    assert (await alice.call("threads.list"))["data"] == []
+    assert await gridfs_store.load_threads(10, None, "asc", DemoContext("alice")) == Page(data=[])
+    assert any("its first message was refused" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.exc_info], "an expected error logs no traceback"
+
+
+async def test_a_refused_first_message_keeps_its_uploaded_attachment(
+    http_with_attachments: httpx.AsyncClient, gridfs_store: MongoStore[Any]
+) -> None:
+    """The rollback unlinks what ChatKit linked to the new thread; the upload stays."""
+    http = http_with_attachments
+    alice = ChatKitClient(http, "alice")
+    upload = await http.post(
+        ATTACHMENTS_PATH, files={"file": ("a.txt", b"abc", "text/plain")}, headers=alice.headers
     )
-    assert events[0]["type"] == "thread.created"
-    assert events[-1]["type"] == "error"
-    assert "atc_missing" in events[-1]["message"]
+    attachment_id = upload.json()["id"]
+    response = await alice.send(
+        "threads.create", input=user_input("x" * 17 * 2**20, (attachment_id,))
+    )
+    assert response.status_code == 400
+    kept = await gridfs_store.load_attachment(attachment_id, DemoContext("alice"))
+    assert kept.thread_id is None
+    download = await http.get(f"{ATTACHMENTS_PATH}/{attachment_id}", headers=alice.headers)
+    assert download.content == b"abc"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_an_oversized_request_is_refused_before_chatkit_reads_it(
+    store: MongoStore[Any], chunked: bool
+) -> None:
+    seen: list[bytes] = []
+    app = create_app(store, max_request_bytes=1000)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(100):
+            seen.append(b"x" * 100)
+            yield seen[-1]
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as http:
+        response = await http.post(
+            CHATKIT_PATH, content=body() if chunked else b"x" * 10_000, headers={USER_HEADER: "a"}
+        )
+    assert response.status_code == 413
+    assert "at most 1000" in response.text or "over 1000 bytes" in response.text
+    assert await store.load_threads(10, None, "asc", DemoContext("a")) == Page(data=[])
+
+
+async def test_the_default_request_limit_is_a_mebibyte(http: httpx.AsyncClient) -> None:
+    body = {"type": "threads.create", "params": {"input": user_input("x" * MAX_REQUEST_BYTES)}}
+    response = await http.post(CHATKIT_PATH, json=body)
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {
+                "type": "input.transcribe",
+                "params": {"audio_base64": "AAAA", "mime_type": "audio/ogg"},
+            },
+            "transcribe() must be overridden",
+        ),
+        (
+            {"type": "attachments.create", "params": {"name": "a", "size": 1, "mime_type": "a/b"}},
+            "this server has no attachment store",
+        ),
+    ],
+)
+async def test_unsupported_requests_get_501_and_no_traceback(
+    http: httpx.AsyncClient, body: dict[str, Any], message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    response = await http.post(CHATKIT_PATH, json=body)
+    assert response.status_code == 501
+    assert message in response.json()["error"]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_expected_404s_log_one_line_without_a_traceback(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: ChatKit logged a full traceback for a message to a missing thread."""
+    caplog.set_level(logging.INFO)
+    response = await ChatKitClient(http, "bob").send(
+        "threads.add_user_message", thread_id="thr_gone", input=user_input("hi")
+    )
+    assert response.status_code == 404
+    chatkit = [r for r in caplog.records if r.name == "chatkit" and "streamed" in r.getMessage()]
+    assert [r.levelname for r in chatkit] == ["INFO"]
+    assert "NotFoundError: Thread thr_gone not found" in chatkit[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_deleting_another_users_thread_logs_that_nothing_was_deleted(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, bob = ChatKitClient(http, "alice"), ChatKitClient(http, "bob")
+    thread_id = (await alice.stream("threads.create", input=user_input("mine")))[0]["thread"]["id"]
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.demo")
+    caplog.clear()
+    assert await bob.call("threads.delete", thread_id=thread_id) == {}
+    logged = [r.getMessage() for r in caplog.records if r.name == "chatkit_mongo.demo"]
+    assert logged == [f"[user bob] thread {thread_id} not found for this user: nothing deleted"]
+    assert len((await alice.call("threads.get_by_id", thread_id=thread_id))["items"]["data"]) == 2
 
 
 async def test_a_real_http_server_answers_one_request(store: MongoStore[Any]) -> None:
@@ -283,10 +423,10 @@ async def test_a_real_http_server_answers_one_request(store: MongoStore[Any]) ->
 
 
 def test_serve_refuses_a_bad_uri_with_a_clear_message() -> None:
-    result = CliRunner().invoke(serve_command, ["--uri", "http://not-mongodb"])
-    assert result.exit_code == 2
-    assert "--uri" in result.output
-    assert "not a usable MongoDB URI" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--uri", "http://not-mongodb"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: bad MongoDB URI: ")
+    assert result.output.count("\n") == 1
 
 
 def test_serve_reports_an_unreachable_server() -> None:
@@ -294,15 +434,15 @@ def test_serve_reports_an_unreachable_server() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    result = CliRunner().invoke(serve_command, ["--uri", uri, "--connect-timeout", "0.3"])
+    result = CliRunner().invoke(cli, ["serve", "--uri", uri, "--timeout", "0.3"])
     assert result.exit_code == 1
-    assert "cannot reach the MongoDB server named by --uri within 0.3 s" in result.output
+    assert result.output.startswith(f"Error: cannot reach MongoDB within 0.3s: 127.0.0.1:{port}: ")
 
 
 def test_serve_help_names_its_options() -> None:
-    result = CliRunner().invoke(serve_command, ["--help"])
+    result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0
-    for option in ("--host", "--port", "--uri", "MONGODB_URI", "embedded"):
+    for option in ("--host", "--port", "--uri", "MONGODB_URI", "embedded", "--timeout"):
         assert option in result.output
 
 
@@ -327,7 +467,8 @@ async def http_with_attachments(
     routes = attachment_routes(
         attachments, context=lambda request: context_from_headers(request.headers)
     )
-    app = create_app(gridfs_store, attachments, routes=routes)
+    # Room for a message past MongoDB's 16 MiB document limit, to show its refusal.
+    app = create_app(gridfs_store, attachments, routes=routes, max_request_bytes=18 * 2**20)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
         yield client
@@ -370,9 +511,32 @@ async def test_attachments_flow_through_the_demo_both_ways(
 def test_the_cli_lists_and_loads_serve_and_bench() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    listed = [line.split()[0] for line in result.output.split("Commands:")[1].splitlines() if line]
-    assert listed == ["bench", "doctor", "export", "import", "init", "purge", "serve"]
+    rows = result.output.split("Commands:")[1].splitlines()
+    listed = [line.split()[0] for line in rows if line.strip() and line[2] != " "]
+    assert listed == ["bench", "doctor", "export", "import", "init", "purge", "serve", "shard"]
     for name in ("serve", "bench"):
         sub = CliRunner().invoke(cli, [name, "--help"])
         assert sub.exit_code == 0, sub.output
         assert f"{name} [OPTIONS]" in sub.output
+
+
+async def test_an_upload_past_its_declared_size_is_refused_in_words(
+    http_with_attachments: httpx.AsyncClient,
+) -> None:
+    """Regression: "'notes.txt' passed 5 bytes, the most allowed (its declared size)"."""
+    alice = ChatKitClient(http_with_attachments, "alice")
+    created = await alice.call(
+        "attachments.create", name="notes.txt", size=5, mime_type="text/plain"
+    )
+    url = created["upload_descriptor"]["url"]
+    response = await http_with_attachments.post(url, content=b"11 bytes!!!", headers=alice.headers)
+    assert response.status_code == 413
+    assert response.json()["error"] == (
+        "'notes.txt' is larger than its declared size, 5 bytes; nothing of it was kept"
+    )
+
+
+def test_an_upload_past_max_bytes_is_refused_in_words() -> None:
+    assert too_large_message("a.bin", 1, by_declared_size=False) == (
+        "'a.bin' is larger than 1 byte, the most this store accepts (max_bytes)"
+    )

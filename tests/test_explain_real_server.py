@@ -1,12 +1,11 @@
 """On a real server, every hot query is an index scan with no in-memory sort.
 
-The doubles cannot explain a query, so this module needs ``MONGODB_URI``; without it
-each test is skipped with that reason.
+The doubles cannot explain a query, so this module runs on the server backends only,
+and only where the server can explain (a real mongod, not jongodb).
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -16,20 +15,22 @@ import pytest
 from chatkit_mongo import Field, MongoStore
 from chatkit_mongo.explain import explain, hot_queries
 
-from .conftest import MONGODB_URI, REAL_SERVER_SKIP, RequestContext, make_client
+from .conftest import SERVER_BACKENDS, RequestContext, scratch_database
 from .samples import BASE_TIME, assistant_message, thread
+
+pytestmark = [
+    pytest.mark.needs("explain"),
+    pytest.mark.parametrize("backend", SERVER_BACKENDS, indirect=True),
+]
 
 
 @pytest.fixture(params=[None, timedelta(days=30)], ids=["plain", "retention"])
-async def real_store(request: pytest.FixtureRequest) -> AsyncIterator[MongoStore[Any]]:
+async def real_store(
+    request: pytest.FixtureRequest, client: Any, backend: str
+) -> AsyncIterator[MongoStore[Any]]:
     """A store on the real server, without and with retention (whose reads add a filter)."""
-    if not MONGODB_URI:
-        pytest.skip(REAL_SERVER_SKIP)
-    client = make_client("mongodb")
-    name = f"chatkit_test_{uuid.uuid4().hex[:12]}"
-    yield MongoStore(client[name], retention=request.param)
-    await client.drop_database(name)
-    await client.close()
+    async with scratch_database(client, backend) as database:
+        yield MongoStore(database, retention=request.param)
 
 
 async def test_hot_queries_are_index_scans_without_sort(

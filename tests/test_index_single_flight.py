@@ -21,7 +21,8 @@ from pymongo import AsyncMongoClient, IndexModel, monitoring
 
 from chatkit_mongo import INDEXES, IndexConflictError, MongoStore
 
-from .conftest import MONGODB_URI, NAMES, RequestContext, scratch_database
+from . import capabilities
+from .conftest import NAMES, RequestContext, scratch_database
 from .samples import thread
 
 CALLERS: Final = 32
@@ -216,15 +217,14 @@ class _CommandNames(monitoring.CommandListener):
         """Only starts are counted."""
 
 
-@pytest.mark.parametrize("backend", ["mongodb"], indirect=True)
+@pytest.mark.parametrize("backend", ["server-pymongo"], indirect=True)
 async def test_the_wire_carries_one_index_check_for_concurrent_first_calls(
     backend: str, alice: RequestContext
 ) -> None:
     """On a real client, counted by the driver's own command events."""
-    assert MONGODB_URI
     listener = _CommandNames()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        MONGODB_URI, event_listeners=[listener], serverSelectionTimeoutMS=10_000
+        capabilities.server().uri, event_listeners=[listener]
     )
     try:
         async with scratch_database(client, backend) as database:

@@ -16,7 +16,8 @@ from chatkit_mongo import (
     MongoStore,
     plan_indexes,
 )
-from chatkit_mongo.create_indexes import create_indexes, main, planned
+from chatkit_mongo.cli import create_indexes_main
+from chatkit_mongo.create_indexes import create_indexes, planned
 
 from .conftest import NAMES, RequestContext
 from .samples import thread
@@ -35,7 +36,8 @@ async def _index_keys(database: Any, collection: str) -> dict[str, list[tuple[st
 async def test_ensure_indexes_creates_every_spec_and_is_idempotent(database: Any) -> None:
     store: MongoStore[Any] = MongoStore(database)
     first = await store.ensure_indexes()
-    assert [s.detail for s in first] == ["created"] * len(INDEXES)
+    assert [(s.state, s.created, s.detail) for s in first] == [("present", True, "")] * len(INDEXES)
+    assert all(s.describe().endswith(": created") for s in first)
     second = await store.ensure_indexes()
     assert [(s.state, s.detail) for s in second] == [("present", "")] * len(INDEXES)
     names = store.collections
@@ -61,8 +63,13 @@ async def test_same_keys_with_other_options_is_a_clear_conflict(database: Any) -
     await database[NAMES.threads].create_indexes(
         [IndexModel([("owner", 1), ("thread_id", 1)], name="legacy_not_unique")]
     )
-    with pytest.raises(IndexConflictError, match=r"legacy_not_unique.*unique"):
+    with pytest.raises(IndexConflictError) as raised:
         await MongoStore(database).ensure_indexes()
+    assert (
+        "chatkit_threads.owner_thread_unique {owner: 1, thread_id: 1} unique: conflict "
+        "(index legacy_not_unique has the same keys but not unique, where chatkit-mongo "
+        "needs unique)"
+    ) in str(raised.value)
     plan = await plan_indexes(database, NAMES)
     assert [s.state for s in plan].count("conflict") == 1
     # Nothing was created while the conflict stands.
@@ -123,7 +130,7 @@ async def test_script_function_creates_then_reports_present(database: Any) -> No
     assert len(lines) == len(INDEXES)
     lines.clear()
     assert await create_indexes(database, NAMES, dry_run=False, echo=lines.append) == 0
-    assert all(line.endswith("(created)") for line in lines)
+    assert all(line.endswith(": created") for line in lines)
     lines.clear()
     assert await create_indexes(database, NAMES, dry_run=False, echo=lines.append) == 0
     assert all(line.endswith(": present") for line in lines)
@@ -144,25 +151,52 @@ async def test_script_function_exits_1_naming_the_conflict(database: Any) -> Non
     )
 
 
+def _script(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``chatkit-mongo-create-indexes`` as installed: exit code, stdout, stderr."""
+    with pytest.raises(SystemExit) as exited:
+        create_indexes_main(list(argv))
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    assert isinstance(code, int)
+    return code, out, err
+
+
 def test_script_dry_run_without_a_server_prints_the_plan(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MONGODB_URI", raising=False)
-    assert main(["--dry-run", "--threads-collection", "t"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out == planned(CollectionNames(threads="t"))
-    assert out[0].startswith("t.owner_thread_unique {owner: 1, thread_id: 1} unique")
+    code, out, err = _script(capsys, "--dry-run", "--threads-collection", "t")
+    assert code == 0
+    assert out.splitlines() == planned(CollectionNames(threads="t"))
+    assert out.startswith("t.owner_thread_unique {owner: 1, thread_id: 1} unique")
+    assert "compared with nothing" in err
 
 
-def test_script_without_uri_explains_and_exits_2(
+def test_index_listings_show_every_option() -> None:
+    lines = planned(NAMES, retention=True)
+    assert any(
+        line.startswith("chatkit_attachments.pending_uploads {pending_since: 1} sparse  #")
+        for line in lines
+    )
+    ttl = [line for line in lines if "expires_at_ttl" in line]
+    assert len(ttl) == 3
+    assert all("{expires_at: 1} expireAfterSeconds=0  #" in line for line in ttl)
+
+
+def test_script_without_uri_explains_and_exits_1(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MONGODB_URI", raising=False)
-    assert main([]) == 2
-    assert "pass --uri or set MONGODB_URI" in capsys.readouterr().err
+    code, _, err = _script(capsys)
+    assert code == 1
+    assert err == "Error: no MongoDB URI: pass --uri or set MONGODB_URI\n"
 
 
-def test_script_with_unreachable_server_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["--uri", "mongodb://127.0.0.1:1", "--timeout-ms", "200"])
-    assert code == 2
-    assert "ServerSelectionTimeoutError" in capsys.readouterr().err
+def test_script_with_unreachable_server_says_so_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = _script(capsys, "--uri", "mongodb://127.0.0.1:1", "--timeout", "0.2")
+    assert code == 1
+    assert err.startswith("Error: cannot reach MongoDB within 0.2s: 127.0.0.1:1: ")
+    assert err.count("\n") == 1
+    assert "Topology Description" not in err

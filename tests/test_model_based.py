@@ -30,9 +30,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from chatkit_mongo import ItemConflictError
 
-from .conftest import RequestContext
+from .conftest import BACKENDS, RequestContext
 from .samples import BASE_TIME
-from .strategies import BACKENDS, StoreRunner
+from .strategies import StoreRunner
 
 _T = TypeVar("_T", ThreadMetadata, ThreadItem)
 

@@ -28,10 +28,9 @@ from hypothesis import strategies as st
 
 from chatkit_mongo import UnstorableError
 
-from .conftest import RequestContext
+from .conftest import BACKENDS, RequestContext
 from .samples import BASE_TIME
 from .strategies import (
-    BACKENDS,
     INT64_MAX,
     INT64_MIN,
     StoreRunner,

@@ -1,0 +1,589 @@
+"""The encryption engine: one data key per owner, documents and byte streams.
+
+Built on MongoDB's explicit client-side encryption (libmongocrypt through PyMongo's
+``AsyncClientEncryption`` or Motor's ``AsyncIOMotorClientEncryption``): every byte of
+content is encrypted with ``AEAD_AES_256_CBC_HMAC_SHA_512-Random`` under the owner's data
+key, so no cryptography is written here, and deleting the owner's key in the key vault
+is the one act that makes all of the owner's content unreadable (crypto-shredding).
+
+Documents (the ``data`` sub-document of a thread, item or attachment) become one BSON
+binary of subtype 6, libmongocrypt's ciphertext format (FLE 1 "random" blob)::
+
+    byte 0        2 (the blob kind: random-algorithm ciphertext)
+    bytes 1..16   the data key's UUID (the owner's key)
+    byte 17       3 (the BSON type of the plaintext: a document)
+    bytes 18..    IV (16) | AES-256-CBC of the BSON document, PKCS#7-padded | HMAC (32)
+
+so a ciphertext is ``len(bson.encode(data)) // 16 * 16 + 82`` bytes: 67 to 82 more than
+the plaintext (:data:`DOCUMENT_OVERHEAD_MAX`). Bytes 1..16 are checked against the
+owner's key BEFORE decrypting: content copied or imported under another owner reads as
+not found, though this process could decrypt it.
+
+Byte streams (attachment bytes), :data:`STREAM_MAGIC` then records::
+
+    STREAM_MAGIC (8 bytes: b"CKMENC" 0x00 0x01, the format and its version)
+    record*:  length (4 bytes, little-endian) | subtype-6 ciphertext (as above) of the
+              BSON document {f: file nonce (16 random bytes), a: bound_to, n: piece index,
+              z: is the final piece, b: up to PIECE_BYTES of plaintext}
+
+Each piece is its own authenticated ciphertext, so memory stays at about two pieces
+whatever the file's size, and no unauthenticated byte is ever handed out. The index,
+the final-piece flag, the file nonce and ``bound_to`` (the attachment id) sit inside the
+authenticated plaintext, so reordering, dropping, duplicating or splicing pieces from
+another file, cutting the stream short, appending to it, or moving a whole file to
+another attachment are all detected (:class:`CiphertextError`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from typing import Any, Final, Protocol, TypeGuard
+
+import bson
+from bson.binary import UUID_SUBTYPE, Binary
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
+from gridfs import DEFAULT_CHUNK_SIZE
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientEncryption
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.encryption import AsyncClientEncryption
+from pymongo.errors import ConfigurationError, DuplicateKeyError, EncryptionError
+
+from ._driver import resolve
+from .encryption import KEY_ALT_NAMES, KEY_VAULT_INDEX, Encryption
+from .errors import CiphertextError, EncryptionConfigError, KeyUnavailableError
+
+ALGORITHM: Final = "AEAD_AES_256_CBC_HMAC_SHA_512-Random"
+"""Random, not deterministic: equal content gives unequal ciphertexts, so nothing about
+the content can be learnt by comparing documents (content is never queried)."""
+ENCRYPTED_SUBTYPE: Final = 6
+_RANDOM_BLOB: Final = 2
+_KEY_ID: Final = slice(1, 17)
+_VALUE_TYPE: Final = 17
+_BSON_DOCUMENT: Final = 3
+_AES_BLOCK: Final = 16
+DOCUMENT_OVERHEAD_MAX: Final = 82
+"""Most bytes a ciphertext adds to its plaintext's BSON: 18 header, 16 IV, up to 16
+padding, 32 HMAC. The store keeps this much headroom under MongoDB's 16 MiB."""
+
+STREAM_MAGIC: Final = b"CKMENC\x00\x01"
+PIECE_BYTES: Final = DEFAULT_CHUNK_SIZE
+"""Plaintext per stream piece: one GridFS chunk (255 KiB), the unit the bucket moves."""
+_LENGTH_BYTES: Final = 4
+_PIECE_OVERHEAD_MAX: Final = 1024
+"""Bound on what a piece adds beyond its bytes (BSON framing, ``bound_to``, ciphertext
+overhead); a record announcing more than ``PIECE_BYTES`` plus this is refused before
+any of it is buffered, so a hostile length cannot make a reader allocate."""
+_MAX_BOUND_TO: Final = 512
+_NONCE_BYTES: Final = 16
+_MAX_CACHED_OWNERS: Final = 10_000
+"""Bounds the cache's memory in a process serving many owners (least recently used go)."""
+
+
+class ClientEncryptionLike(Protocol):
+    """The explicit-encryption calls the engine makes: PyMongo's ``AsyncClientEncryption``
+    and Motor's ``AsyncIOMotorClientEncryption`` both fit. Tests wrap a real one to inject
+    faults and cancellations."""
+
+    async def create_data_key(
+        self,
+        kms_provider: str,
+        master_key: Mapping[str, Any] | None = None,
+        key_alt_names: Sequence[str] | None = None,
+    ) -> Binary: ...
+
+    async def get_key_by_alt_name(self, key_alt_name: str) -> Any: ...
+
+    async def get_key(self, id: Binary) -> Any: ...
+
+    async def delete_key(self, id: Binary) -> Any: ...
+
+    async def encrypt(self, value: Any, algorithm: str, key_id: Binary | None = None) -> Binary: ...
+
+    async def decrypt(self, value: Binary) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+def open_client_encryption(
+    config: Encryption, key_vault_client: Any, codec_options: CodecOptions[Any]
+) -> ClientEncryptionLike:
+    """The driver's explicit-encryption object for ``key_vault_client``.
+
+    Why on the type: a Motor client answers any attribute with a database, so only
+    ``type(client)`` tells the drivers apart.
+    """
+    kind = type(key_vault_client)
+    try:
+        if issubclass(kind, AsyncMongoClient):
+            return AsyncClientEncryption(
+                dict(config.kms_providers),
+                config.key_vault_namespace,
+                key_vault_client,
+                codec_options,
+                kms_tls_options=_optional_dict(config.kms_tls_options),
+                key_expiration_ms=round(config.key_cache_seconds * 1000),
+            )
+        if issubclass(kind, AsyncIOMotorClient):
+            # Motor has no key_expiration_ms: libmongocrypt keeps its 60 s default there.
+            encryption: ClientEncryptionLike = AsyncIOMotorClientEncryption(
+                dict(config.kms_providers),
+                config.key_vault_namespace,
+                key_vault_client,
+                codec_options,
+                kms_tls_options=_optional_dict(config.kms_tls_options),
+            )
+            return encryption
+    except ConfigurationError as exc:  # pymongocrypt missing, or a provider it rejects
+        raise EncryptionConfigError(
+            f"client-side encryption cannot start: {exc}. Install chatkit-mongo[encryption]."
+        ) from exc
+    raise TypeError(
+        "encryption needs a pymongo.AsyncMongoClient or a motor AsyncIOMotorClient as key "
+        f"vault client, not {kind.__name__}"
+    )
+
+
+def has_key_vault_index(indexes: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether ``listIndexes`` of the key vault shows a unique index on ``keyAltNames``
+    alone (:data:`~chatkit_mongo.encryption.KEY_VAULT_INDEX`, or one equivalent for
+    uniqueness), the index that makes first writes race-safe."""
+    return any(
+        list(dict(index["key"]).items()) == [(KEY_ALT_NAMES, 1)] and bool(index.get("unique"))
+        for index in indexes
+    )
+
+
+async def ensure_key_vault_index(config: Encryption, key_vault_client: Any) -> None:
+    """Create :data:`~chatkit_mongo.encryption.KEY_VAULT_INDEX`; a no-op when present."""
+    await _key_vault(config, key_vault_client).create_indexes([KEY_VAULT_INDEX])
+
+
+async def key_vault_indexes(config: Encryption, key_vault_client: Any) -> list[dict[str, Any]]:
+    """The key vault's indexes as ``listIndexes`` reports them (for ``doctor``)."""
+    cursor = await resolve(_key_vault(config, key_vault_client).list_indexes())
+    indexes: list[dict[str, Any]] = await cursor.to_list(None)
+    return indexes
+
+
+def is_ciphertext(value: object) -> TypeGuard[Binary]:
+    """Whether a stored ``data`` field holds a ciphertext (else it is a plaintext
+    document, as written with encryption off): what a migration and ``doctor`` test."""
+    return isinstance(value, Binary) and value.subtype == ENCRYPTED_SUBTYPE
+
+
+def document_ciphertext_size(plaintext_bson_size: int) -> int:
+    """The length of a subtype-6 ciphertext of a document of this many BSON bytes."""
+    return plaintext_bson_size // _AES_BLOCK * _AES_BLOCK + DOCUMENT_OVERHEAD_MAX
+
+
+def encrypted_stream_size(size: int, bound_to: str) -> int:
+    """The exact length of :meth:`OwnerEncryption.encrypt_stream`'s output for ``size``
+    plaintext bytes (what GridFS stores, for quotas and the size overhead)."""
+    full, rest = divmod(size, PIECE_BYTES)
+    if full and not rest:  # the last full piece is the final one
+        full, rest = full - 1, PIECE_BYTES
+    nonce = Binary(bytes(_NONCE_BYTES))
+
+    def record(index: int, last: bool, length: int) -> int:
+        framing = len(bson.encode(_piece(nonce, bound_to, index, last, b"")))
+        return _LENGTH_BYTES + document_ciphertext_size(framing + length)
+
+    pieces = sum(record(index, False, PIECE_BYTES) for index in range(full))
+    return len(STREAM_MAGIC) + pieces + record(full, True, rest)
+
+
+class OwnerEncryption:
+    """Per-owner data keys and the encryption of documents and byte streams with them.
+
+    One per MongoDB client (its caches belong to that client's key vault). Reads never
+    create keys; the first write of an owner does. Use as ``async with`` or call
+    :meth:`close`; the key vault client stays open, it belongs to the caller.
+    """
+
+    def __init__(
+        self,
+        config: Encryption,
+        key_vault_client: Any,
+        *,
+        codec_options: CodecOptions[Any] = DEFAULT_CODEC_OPTIONS,
+        client_encryption: ClientEncryptionLike | None = None,
+    ) -> None:
+        """Args:
+        config: KMS providers, master key, key vault and cache lifetime.
+        key_vault_client: the ``AsyncMongoClient`` or ``AsyncIOMotorClient`` holding the
+            key vault (usually the store's own client).
+        codec_options: how decrypted documents are decoded; pass the store database's,
+            so decrypted content reads back exactly as unencrypted content does.
+        client_encryption: the explicit-encryption object to use instead of the
+            driver's own (a seam for tests; it must talk to the same key vault).
+        """
+        self.config: Final = config
+        self._key_vault_client = key_vault_client
+        self._encryption = client_encryption or open_client_encryption(
+            config, key_vault_client, codec_options
+        )
+        self._keys = _KeyCache(config.key_cache_seconds)
+        self._index_checked = False
+
+    async def __aenter__(self) -> OwnerEncryption:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._encryption.close()
+
+    # Keys -----------------------------------------------------------------------------
+
+    async def key_for_read(self, owner: str) -> Binary | None:
+        """The owner's data key id, or None when the owner has none (never had, or
+        shredded). Never creates a key."""
+        _check_owner(owner)
+        cached = self._keys.get(owner)
+        if cached is not None:
+            return cached
+        key_id = await self._find(owner)
+        if key_id is not None:
+            self._keys.put(owner, key_id)
+        return key_id
+
+    async def key_for_write(self, owner: str) -> Binary:
+        """The owner's data key id, created on the owner's first write.
+
+        Race-safe across processes: when two create the key at once, the key vault's
+        unique index refuses the second insert and the loser reads the winner's key.
+        Each step is one operation, and the cache is filled only with a key read back
+        or created, so a cancellation or fault at any point leaves either no key or
+        one complete key, and the next call carries on from there.
+        """
+        key_id = await self.key_for_read(owner)
+        if key_id is not None:
+            return key_id
+        await self._require_index()
+        try:
+            key_id = await self._encryption.create_data_key(
+                self.config.kms_provider,
+                master_key=_optional_dict(self.config.master_key),
+                key_alt_names=[owner],
+            )
+        except EncryptionError as exc:
+            if not isinstance(exc.cause, DuplicateKeyError):
+                raise
+            key_id = await self._find(owner)
+            if key_id is None:  # the winner's key was shredded at once
+                raise KeyUnavailableError(
+                    f"the data key of owner {owner!r} was created and deleted meanwhile; retry"
+                ) from exc
+        key_id = _as_key_id(key_id)
+        self._keys.put(owner, key_id)
+        return key_id
+
+    async def shred(self, owner: str) -> bool:
+        """Delete the owner's data key (every key named after the owner): all content
+        encrypted for the owner, in the database, backups and exports, becomes
+        unreadable. True if a key was deleted, False if the owner had none.
+
+        Other processes may go on using the key from their caches for at most
+        ``key_cache_seconds``; this process stops at once.
+        """
+        _check_owner(owner)
+        self._keys.evict(owner)
+        deleted = False
+        while (key_id := await self._find(owner)) is not None:
+            result = await self._encryption.delete_key(key_id)
+            deleted = deleted or result.deleted_count > 0
+        self._keys.evict(owner)
+        return deleted
+
+    # Documents ------------------------------------------------------------------------
+
+    async def encrypt(self, owner: str, data: Mapping[str, Any]) -> Binary:
+        """``data`` (a ``data`` sub-document) as one subtype-6 ciphertext under the
+        owner's key, created if the owner has none yet."""
+        return await self._encrypt_value(owner, dict(data))
+
+    async def decrypt(self, owner: str, ciphertext: Binary) -> dict[str, Any] | None:
+        """The document ``ciphertext`` holds, if it was made with ``owner``'s key; None
+        when it was made with another owner's key or the owner's key is gone.
+
+        Raises :class:`CiphertextError` when the value is not a document ciphertext or
+        fails its integrity check (altered).
+        """
+        key_uuid = _key_uuid(ciphertext, "an encrypted document")
+        key_id = await self.key_for_read(owner)
+        if key_id is None or bytes(key_id) != key_uuid:
+            return None
+        try:
+            value = await self._encryption.decrypt(ciphertext)
+        except EncryptionError as exc:
+            if await self._key_gone(owner, key_id):
+                return None
+            raise CiphertextError(
+                f"an encrypted document of owner {owner!r} failed its integrity check: {exc}"
+            ) from exc
+        if not isinstance(value, dict):
+            raise CiphertextError(
+                f"an encrypted document of owner {owner!r} holds a {type(value).__name__}"
+            )
+        return value
+
+    # Byte streams ---------------------------------------------------------------------
+
+    async def encrypt_stream(
+        self, owner: str, data: AsyncIterable[bytes], *, bound_to: str
+    ) -> AsyncIterator[bytes]:
+        """``data`` encrypted as a stream (see the module's docstring), for ``bound_to``
+        (the attachment id). Holds at most two pieces plus one input chunk."""
+        _check_bound_to(bound_to)
+        key_id = await self.key_for_write(owner)
+        nonce = Binary(secrets.token_bytes(_NONCE_BYTES))
+        yield STREAM_MAGIC
+        buffer = bytearray()
+        index = 0
+        async for chunk in data:
+            buffer += chunk
+            while len(buffer) > PIECE_BYTES:  # more follows, so this piece is not the last
+                piece = _take(buffer, PIECE_BYTES)
+                yield await self._seal(owner, key_id, _piece(nonce, bound_to, index, False, piece))
+                index += 1
+        final = _piece(nonce, bound_to, index, True, bytes(buffer))
+        yield await self._seal(owner, key_id, final)
+
+    async def decrypt_stream(
+        self, owner: str, data: AsyncIterable[bytes], *, bound_to: str
+    ) -> AsyncIterator[bytes]:
+        """The plaintext of a stream made by :meth:`encrypt_stream` for ``owner`` and
+        ``bound_to``, piece by piece, each authenticated before it is handed out.
+
+        Raises :class:`KeyUnavailableError` when the owner's key is gone or the stream
+        was made with another owner's key (before any byte), and :class:`CiphertextError`
+        when it was altered, cut short, extended, reordered or spliced. A caller
+        streaming to a client must treat an error after some bytes as a failed transfer.
+        """
+        _check_bound_to(bound_to)
+        key_id = await self.key_for_read(owner)
+        if key_id is None:
+            raise KeyUnavailableError(f"owner {owner!r} has no data key (shredded or never made)")
+        reader = _StreamReader()
+        expected = 0
+        nonce: bytes | None = None
+        async for chunk in data:
+            for record in reader.feed(chunk):
+                if reader.finished:
+                    raise CiphertextError("encrypted stream: data follows the final piece")
+                piece = await self._open(owner, key_id, record, expected)
+                nonce = nonce or piece["f"]
+                if piece["f"] != nonce:
+                    raise CiphertextError(
+                        f"encrypted stream: piece {expected} is from another file"
+                    )
+                if piece["a"] != bound_to:
+                    raise CiphertextError(
+                        f"encrypted stream: made for {piece['a']!r}, not for {bound_to!r}"
+                    )
+                reader.finished = bool(piece["z"])
+                expected += 1
+                yield bytes(piece["b"])
+        reader.close()
+
+    # Internals ------------------------------------------------------------------------
+
+    async def _seal(self, owner: str, key_id: Binary, piece: dict[str, Any]) -> bytes:
+        """One stream record: the piece's ciphertext after its length."""
+        ciphertext = await self._encrypt_value(owner, piece, key_id)
+        return len(ciphertext).to_bytes(_LENGTH_BYTES, "little") + ciphertext
+
+    async def _open(
+        self, owner: str, key_id: Binary, record: bytes, expected: int
+    ) -> dict[str, Any]:
+        ciphertext = Binary(record, ENCRYPTED_SUBTYPE)
+        if _key_uuid(ciphertext, f"encrypted stream piece {expected}") != bytes(key_id):
+            if expected == 0:
+                raise KeyUnavailableError(
+                    f"an encrypted stream was made with another key than owner {owner!r}'s"
+                )
+            raise CiphertextError(f"encrypted stream: piece {expected} is under another key")
+        try:
+            piece = await self._encryption.decrypt(ciphertext)
+        except EncryptionError as exc:
+            if await self._key_gone(owner, key_id):
+                raise KeyUnavailableError(f"the data key of owner {owner!r} is gone") from exc
+            raise CiphertextError(
+                f"encrypted stream: piece {expected} failed its integrity check: {exc}"
+            ) from exc
+        if not isinstance(piece, dict) or set(piece) != {"f", "a", "n", "z", "b"}:
+            raise CiphertextError(f"encrypted stream: piece {expected} is not a stream piece")
+        if piece["n"] != expected:
+            raise CiphertextError(
+                f"encrypted stream: piece {piece['n']} came where piece {expected} belongs "
+                "(reordered, dropped or duplicated)"
+            )
+        return piece
+
+    async def _encrypt_value(
+        self, owner: str, value: dict[str, Any], stream_key: Binary | None = None
+    ) -> Binary:
+        """Encrypt under the owner's key.
+
+        A document whose cached key was shredded by another process meanwhile takes a
+        fresh key once, instead of being written where nobody can read it. A stream piece
+        (``stream_key``) never changes key halfway through its file: it fails instead.
+        """
+        key_id = stream_key or await self.key_for_write(owner)
+        try:
+            return await self._encryption.encrypt(value, ALGORITHM, key_id=key_id)
+        except EncryptionError as exc:
+            if not await self._key_gone(owner, key_id):
+                raise
+            if stream_key is not None:
+                raise KeyUnavailableError(
+                    f"the data key of owner {owner!r} was deleted while a stream was encrypted"
+                ) from exc
+        return await self._encryption.encrypt(
+            value, ALGORITHM, key_id=await self.key_for_write(owner)
+        )
+
+    async def _key_gone(self, owner: str, key_id: Binary) -> bool:
+        """After a failure: whether the key is missing from the vault (then forgotten)."""
+        if await self._encryption.get_key(key_id) is not None:
+            return False
+        self._keys.evict(owner)
+        return True
+
+    async def _find(self, owner: str) -> Binary | None:
+        document = await self._encryption.get_key_by_alt_name(owner)
+        return None if document is None else _as_key_id(document["_id"])
+
+    async def _require_index(self) -> None:
+        """Refuse to create keys in a vault without the unique index: without it, two
+        processes could each create a key for one owner and write content under both."""
+        if self._index_checked:
+            return
+        if not has_key_vault_index(await key_vault_indexes(self.config, self._key_vault_client)):
+            raise EncryptionConfigError(
+                f"the key vault {self.config.key_vault_namespace} has no unique index on "
+                f"{KEY_ALT_NAMES}; create it first (ensure_key_vault_index, or the init command)"
+            )
+        self._index_checked = True
+
+
+class _StreamReader:
+    """Splits an encrypted stream into records, holding at most one record and a chunk."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._header = False
+        self.finished = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._buffer += chunk
+        if not self._header:
+            if len(self._buffer) < len(STREAM_MAGIC):
+                return []
+            if self._buffer[: len(STREAM_MAGIC)] != STREAM_MAGIC:
+                raise CiphertextError("not an encrypted stream of this format (bad header)")
+            del self._buffer[: len(STREAM_MAGIC)]
+            self._header = True
+        records: list[bytes] = []
+        while len(self._buffer) >= _LENGTH_BYTES:
+            length = int.from_bytes(self._buffer[:_LENGTH_BYTES], "little")
+            if length > PIECE_BYTES + _PIECE_OVERHEAD_MAX:
+                raise CiphertextError(f"encrypted stream: a record claims {length} bytes")
+            end = _LENGTH_BYTES + length
+            if len(self._buffer) < end:
+                break
+            del self._buffer[:_LENGTH_BYTES]
+            records.append(_take(self._buffer, length))
+        return records
+
+    def close(self) -> None:
+        if not self._header:
+            raise CiphertextError("encrypted stream: empty or cut short in its header")
+        if self._buffer or not self.finished:
+            raise CiphertextError("encrypted stream: cut short before its final piece")
+
+
+class _KeyCache:
+    """Owner -> data key id, each entry trusted for ``lifetime`` seconds."""
+
+    def __init__(self, lifetime: float) -> None:
+        self._lifetime = lifetime
+        self._entries: OrderedDict[str, tuple[Binary, float]] = OrderedDict()
+
+    def get(self, owner: str) -> Binary | None:
+        entry = self._entries.get(owner)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            del self._entries[owner]
+            return None
+        self._entries.move_to_end(owner)
+        return entry[0]
+
+    def put(self, owner: str, key_id: Binary) -> None:
+        self._entries[owner] = (key_id, time.monotonic() + self._lifetime)
+        self._entries.move_to_end(owner)
+        while len(self._entries) > _MAX_CACHED_OWNERS:
+            self._entries.popitem(last=False)
+
+    def evict(self, owner: str) -> None:
+        self._entries.pop(owner, None)
+
+
+def _take(buffer: bytearray, size: int) -> bytes:
+    """Remove and return the first ``size`` bytes of ``buffer``, copying them once."""
+    with memoryview(buffer) as view:
+        taken = bytes(view[:size])
+    del buffer[:size]
+    return taken
+
+
+def _piece(nonce: Binary, bound_to: str, index: int, last: bool, data: bytes) -> dict[str, Any]:
+    """A stream piece's plaintext: its bytes with what binds them to their place."""
+    return {"f": nonce, "a": bound_to, "n": index, "z": last, "b": Binary(data)}
+
+
+def _key_vault(config: Encryption, client: Any) -> Any:
+    return client[config.key_vault_database][config.key_vault_collection]
+
+
+def _key_uuid(ciphertext: object, what: str) -> bytes:
+    """The key UUID of a document ciphertext, read without decrypting."""
+    if not is_ciphertext(ciphertext):
+        raise CiphertextError(
+            f"{what} must be BSON binary subtype 6, got {type(ciphertext).__name__}"
+        )
+    if (
+        len(ciphertext) <= _VALUE_TYPE
+        or ciphertext[0] != _RANDOM_BLOB
+        or ciphertext[_VALUE_TYPE] != _BSON_DOCUMENT
+    ):
+        raise CiphertextError(f"{what} is not a randomly encrypted document")
+    return bytes(ciphertext[_KEY_ID])
+
+
+def _as_key_id(value: object) -> Binary:
+    if isinstance(value, uuid.UUID):
+        return Binary.from_uuid(value)
+    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE:
+        return Binary(bytes(value), UUID_SUBTYPE)
+    raise TypeError(f"a data key _id must be a UUID, got {value!r}")
+
+
+def _check_owner(owner: object) -> None:
+    if not isinstance(owner, str) or not owner:
+        raise ValueError(f"owner must be a non-empty str, got {owner!r}")
+
+
+def _check_bound_to(bound_to: object) -> None:
+    if not isinstance(bound_to, str) or not bound_to or len(bound_to) > _MAX_BOUND_TO:
+        raise ValueError(f"bound_to must be a non-empty str of at most {_MAX_BOUND_TO} characters")
+
+
+def _optional_dict(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    return None if value is None else dict(value)

@@ -1,0 +1,1 @@
+"""Runnable integration examples; each is run by the test suite."""
