@@ -46,7 +46,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from . import queries
 from ._driver import AsyncDatabaseLike
-from ._params import WholeNumber
+from ._params import Seconds, WholeNumber
 from ._text import shown
 from .bench_concurrency import level_collections, measure_concurrency, percentile
 from .bench_overhead import OVERHEAD_OPERATIONS, measure_overhead
@@ -853,7 +853,7 @@ _COUNT: Final = WholeNumber(1, 10**9)
     "--seconds-per-level",
     default=BenchSettings.seconds_per_level,
     show_default=True,
-    type=click.FloatRange(min=0.01, max=3600),
+    type=Seconds(),
     help="How long each concurrency level runs.",
 )
 @click.option(
