@@ -915,7 +915,7 @@ def bench_command(
 
     On the server named by --uri (or MONGODB_URI), in a database of its own (--database,
     by default a new one), dropped afterwards; without a URI, on the embedded in-memory
-    backend. The default run takes about a minute; --growth adds the long phase.
+    backend. The default run takes under a minute; --growth adds the long phase.
     """
     try:
         settings = BenchSettings(
