@@ -3,30 +3,34 @@
 A turn is what ChatKit does for one user message: load the thread, add the user's
 message, load the recent items for the model, add the assistant's reply once it has
 streamed (streaming itself touches no store), and list the user's threads for the
-sidebar. Many users take turns in many threads; then one thread grows from the first
-to the last size and the same turn is timed at each size. On a real server a turn
-must cost the same at 10,000 items as at 100: every query is an index range.
+sidebar. The run, in phases:
 
-Figures per operation: p50 and p99 latency, round trips per call (commands seen by a
-PyMongo ``CommandListener``, or, on a backend without command events, calls on the
-store's collections), and, where the server can ``explain()``, documents and keys
-examined per document returned by the queries the store sends.
+1. **overhead**: every Store operation against the bare driver call it makes, in
+   interleaved A/B pairs (:mod:`chatkit_mongo.bench_overhead`); the ratio store/bare;
+2. **workload**: many users take turns in many threads, one call at a time: p50/p99
+   latency and round trips per call (commands seen by a PyMongo ``CommandListener``,
+   or, on the embedded backend, calls on the collections);
+3. **explain**: documents and keys examined per document returned by the queries the
+   store sends, where the server can ``explain()``;
+4. **concurrency**: N simulated users on one event loop (:mod:`chatkit_mongo.bench_concurrency`);
+5. **growth** (``--growth``, long): one thread grows to each size and the same turn is
+   timed there. On a real server a turn must cost the same at 10,000 items as at 100.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import secrets
+import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TextIO, TypeVar
 
 import click
 from chatkit.types import (
@@ -38,16 +42,25 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 from pymongo import monitoring
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from . import queries
 from ._driver import AsyncDatabaseLike
-from ._params import WholeNumber
+from ._params import Seconds, WholeNumber
 from ._text import shown
-from .connection import Connection, connection_options, open_database, open_uri, resolve
+from .bench_concurrency import level_collections, measure_concurrency, percentile
+from .bench_overhead import OVERHEAD_OPERATIONS, measure_overhead
+from .connection import (
+    Connection,
+    connection_options,
+    one_line,
+    open_database,
+    open_uri,
+)
+from .connection import resolve as resolve_connection
 from .embedded import embedded_database
 from .explain import PlanSummary, explain, hot_queries
-from .schema import Field
+from .schema import CollectionNames, Field
 from .store import MongoStore
 
 _T = TypeVar("_T")
@@ -65,6 +78,9 @@ _ROUND_TRIP_METHODS: Final = frozenset(
 )
 """Collection methods that each send one command (a page fits in one batch)."""
 _GROWER: Final = "bench-grower"
+OVERHEAD_LIMIT: Final = 1.10
+"""The store may cost at most 10% more than the bare driver call it makes."""
+DRIVERS: Final = ("pymongo", "motor")
 _WORDS: Final = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while")
 
 
@@ -72,18 +88,31 @@ _WORDS: Final = ("the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "
 class BenchSettings:
     """How big the workload is. The defaults are the published run; tests shrink them."""
 
-    users: int = 20
-    threads_per_user: int = 5
-    turns_per_thread: int = 10
+    users: int = 10
+    threads_per_user: int = 2
+    turns_per_thread: int = 5
     sizes: tuple[int, ...] = (100, 1_000, 10_000)
     samples_per_size: int = 20
     page_size: int = 20
     reply_words: int = 40
+    pairs: int = 1000
+    """A/B pairs per operation in the overhead phase."""
+    concurrency: tuple[int, ...] = (1, 8, 32, 128)
+    """Simulated users at each concurrency level; empty: no concurrency phase."""
+    seconds_per_level: float = 4.0
+    growth: bool = False
+    """The long phase: one thread grown through ``sizes``."""
 
     def __post_init__(self) -> None:
         for name in ("users", "threads_per_user", "turns_per_thread", "samples_per_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.pairs < 0:
+            raise ValueError(f"pairs must be at least 0, got {self.pairs}")
+        if any(users < 1 for users in self.concurrency):
+            raise ValueError(f"concurrency levels must be at least 1, got {self.concurrency}")
+        if self.seconds_per_level <= 0:
+            raise ValueError(f"seconds_per_level must be positive, got {self.seconds_per_level}")
         if not 1 <= self.page_size <= 1000:
             raise ValueError(f"page_size must be between 1 and 1000, got {self.page_size}")
         if self.reply_words < 1:
@@ -106,6 +135,10 @@ class RoundTrips:
     def record(self) -> None:
         if self.operation is not None:
             self.counts[self.operation] += 1
+
+    def label(self, operation: str | None) -> None:
+        """Count what is sent from now on against ``operation`` (None: against nothing)."""
+        self.operation = operation
 
 
 class CommandCounter(monitoring.CommandListener):
@@ -147,10 +180,88 @@ class _CountingCollection:
         return counted
 
 
-def count_collection_calls(store: MongoStore[Any], round_trips: RoundTrips) -> None:
-    """Count round trips by the store's collection calls, where no listener can see them."""
-    for role, collection in list(store._collections.items()):
-        store._collections[role] = _CountingCollection(collection, round_trips)
+class CountingDatabase:
+    """A database handle whose collections count their calls; a store is built on it
+    where no listener can see the commands."""
+
+    def __init__(self, database: Any, round_trips: RoundTrips) -> None:
+        self._database = database
+        self._round_trips = round_trips
+
+    @property
+    def name(self) -> str:
+        name: str = self._database.name
+        return name
+
+    @property
+    def client(self) -> Any:
+        return self._database.client
+
+    def __getitem__(self, name: str) -> _CountingCollection:
+        return _CountingCollection(self._database[name], self._round_trips)
+
+    def command(self, command: Any, /) -> Any:
+        return self._database.command(command)
+
+
+class Progress:
+    """Where the run is: a phase and its steps. This one says nothing (tests, scripts)."""
+
+    def phase(self, label: str, total: int) -> None:
+        """A phase of ``total`` steps begins."""
+
+    def step(self) -> None:
+        """One step of the phase is done."""
+
+    def note(self, message: str) -> None:
+        """Something the reader should know (what the server lacks)."""
+
+
+class TerminalProgress(Progress):
+    """Progress on stderr: a line per phase, counted in place on a terminal."""
+
+    def __init__(self) -> None:
+        self._stream: TextIO = sys.stderr
+        self._live = self._stream.isatty()
+        self._label, self._total, self._done, self._shown = "", 0, 0, 0.0
+        self._started = time.perf_counter()
+
+    def phase(self, label: str, total: int) -> None:
+        self._end_line()
+        self._label, self._total, self._done = label, total, 0
+        if self._live:
+            self._show()
+        else:
+            click.echo(f"[{self._elapsed()}] {label}", err=True)
+
+    def step(self) -> None:
+        self._done += 1
+        now = time.perf_counter()
+        if self._live and (now - self._shown > 0.1 or self._done == self._total):
+            self._show()
+
+    def note(self, message: str) -> None:
+        self._end_line()
+        click.echo(f"note: {message}", err=True)
+
+    def finish(self) -> None:
+        self._end_line()
+
+    def _show(self) -> None:
+        self._shown = time.perf_counter()
+        share = f" {self._done}/{self._total}" if self._total else ""
+        self._stream.write(f"\r\033[K[{self._elapsed()}] {self._label}{share}")
+        self._stream.flush()
+
+    def _end_line(self) -> None:
+        if self._live and self._label:
+            self._show()
+            self._stream.write("\n")
+            self._stream.flush()
+        self._label = ""
+
+    def _elapsed(self) -> str:
+        return f"{time.perf_counter() - self._started:5.1f}s"
 
 
 class _Timings:
@@ -237,22 +348,47 @@ async def run_benchmark(
     settings: BenchSettings,
     *,
     round_trips: RoundTrips | None = None,
-    progress: Callable[[str], None] = lambda message: None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Run the workload on ``store`` (an empty database) and return the figures.
+    """Run every phase on ``store``'s database (its collections empty) and return the
+    figures.
 
     ``round_trips`` is the counter a :class:`CommandCounter` on the store's client feeds;
-    without one, the store's collection calls are counted instead.
+    without one, a store over a :class:`CountingDatabase` counts collection calls instead.
     """
-    await store.ensure_indexes()  # set-up, not part of any operation's figures
+    progress = progress or Progress()
     if round_trips is None:
         round_trips = RoundTrips()
-        count_collection_calls(store, round_trips)
+        store = MongoStore(
+            CountingDatabase(store.database, round_trips), collections=store.collections
+        )
+    await store.ensure_indexes()  # set-up, not part of any operation's figures
+
+    overhead: dict[str, dict[str, float]] = {}
+    if settings.pairs:
+        progress.phase(
+            "overhead: store vs bare driver, interleaved A/B pairs",
+            settings.pairs * len(OVERHEAD_OPERATIONS),
+        )
+        overhead = await measure_overhead(
+            store,
+            settings.pairs,
+            label=round_trips.label,
+            step=progress.step,
+            reply_words=settings.reply_words,
+        )
+        for operation, figures in overhead.items():
+            for side in ("store", "bare"):
+                trips = round_trips.counts.pop(f"{operation}/{side}", 0)
+                figures[f"{side}_round_trips"] = round(trips / settings.pairs, 3)
+
     timings = _Timings(round_trips)
     workload = _Workload(store, settings, timings)
-
-    progress(f"{settings.users} users take turns in {settings.threads_per_user} threads each")
     users = [f"bench-user-{index}" for index in range(settings.users)]
+    progress.phase(
+        f"workload: {settings.users} users take turns in {settings.threads_per_user} threads each",
+        settings.users * settings.threads_per_user * settings.turns_per_thread,
+    )
     threads = {
         user: [await workload.new_thread(user) for _ in range(settings.threads_per_user)]
         for user in users
@@ -261,16 +397,70 @@ async def run_benchmark(
         for user in users:
             for thread in threads[user]:
                 await workload.turn(user, thread)
+                progress.step()
     operations = _summarise(timings.samples, round_trips.counts)
 
-    growth = []
+    explained_thread = threads[users[0]][0]
+    explained_owner = users[0]
+    growth: list[dict[str, Any]] = []
+    if settings.growth:
+        explained_owner = _GROWER
+        explained_thread = await _grow(workload, settings, growth, progress)
+
+    progress.phase("explain: the plans of a turn's queries", 0)
+    explain, explain_note = await _explain_hot_queries(
+        store, explained_owner, explained_thread.id, settings.page_size
+    )
+    if explain_note is not None:
+        progress.note(explain_note)
+
+    concurrency: list[dict[str, float]] = []
+    if settings.concurrency:
+        progress.phase(
+            "concurrency: simulated users on one event loop, "
+            f"{settings.seconds_per_level:g} s per level",
+            len(settings.concurrency),
+        )
+        concurrency = await measure_concurrency(
+            store,
+            settings.concurrency,
+            settings.seconds_per_level,
+            reply_words=settings.reply_words,
+            step=progress.step,
+        )
+    return {
+        "settings": {
+            **asdict(settings),
+            "sizes": list(settings.sizes),
+            "concurrency": list(settings.concurrency),
+        },
+        "overhead": overhead,
+        "overhead_limit": OVERHEAD_LIMIT,
+        "operations": operations,
+        "explain": explain,
+        "explain_note": explain_note,
+        "concurrency": concurrency,
+        "growth": growth,
+        "growth_p50_ratio": _growth_ratio(growth) if growth else {},
+    }
+
+
+async def _grow(
+    workload: _Workload,
+    settings: BenchSettings,
+    growth: list[dict[str, Any]],
+    progress: Progress,
+) -> ThreadMetadata:
+    """One thread grown through ``settings.sizes``, the turn timed at each size."""
+    timings = workload.timings
     grower = await workload.new_thread(_GROWER, timed=False)
     items = 0
     for size in settings.sizes:
-        progress(f"growing one thread to {size} items")
+        progress.phase(f"growth: one thread grows to {size} items", (size - items + 1) // 2)
         while items < size:
             await workload.exchange(_GROWER, grower)
             items += 2
+            progress.step()
         sizing = _Timings(RoundTrips())
         workload.timings = sizing
         for _ in range(settings.samples_per_size):
@@ -278,16 +468,7 @@ async def run_benchmark(
         workload.timings = timings
         growth.append({"items": items, "operations": _summarise(sizing.samples, None)})
         items += 2 * settings.samples_per_size
-
-    explain, explain_note = await _explain_hot_queries(store, grower.id, settings.page_size)
-    return {
-        "settings": {**asdict(settings), "sizes": list(settings.sizes)},
-        "operations": operations,
-        "explain": explain,
-        "explain_note": explain_note,
-        "growth": growth,
-        "growth_p50_ratio": _growth_ratio(growth),
-    }
+    return grower
 
 
 def _summarise(
@@ -300,18 +481,13 @@ def _summarise(
             continue
         figures = {
             "calls": len(values),
-            "p50_ms": round(_percentile(values, 0.50) * 1000, 3),
-            "p99_ms": round(_percentile(values, 0.99) * 1000, 3),
+            "p50_ms": round(percentile(values, 0.50) * 1000, 3),
+            "p99_ms": round(percentile(values, 0.99) * 1000, 3),
         }
         if round_trips is not None:
             figures["round_trips_per_call"] = round(round_trips[operation] / len(values), 3)
         summary[operation] = figures
     return summary
-
-
-def _percentile(ordered: Sequence[float], fraction: float) -> float:
-    """Nearest rank: a value that was measured, never an interpolation between two."""
-    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
 
 
 def _growth_ratio(growth: list[dict[str, Any]]) -> dict[str, float]:
@@ -325,21 +501,32 @@ def _growth_ratio(growth: list[dict[str, Any]]) -> dict[str, float]:
 
 
 async def _explain_hot_queries(
-    store: MongoStore[Any], thread_id: str, page_size: int
+    store: MongoStore[Any], owner: str, thread_id: str, page_size: int
 ) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
-    """The explain figures of a turn's queries on the grown thread, or why there are none."""
+    """The explain figures of a turn's queries on one thread, or why there are none:
+    the server's own error, or that the backend has no query planner at all."""
     items = store.database[store.collections.items]
-    item = await items.find_one(queries.thread(_GROWER, thread_id), {Field.DATA: 0}) or {}
+    item = await items.find_one(queries.thread(owner, thread_id), {Field.DATA: 0}) or {}
     explained = {}
     for operation, find in hot_queries(
-        _GROWER, thread_id, item.get(Field.ITEM_ID, ""), item.get(Field.SORT_KEY), page_size
+        owner, thread_id, item.get(Field.ITEM_ID, ""), item.get(Field.SORT_KEY), page_size
     ):
         try:
             summary = await explain(store.database, store.collections, find)
-        except (NotImplementedError, PyMongoError):
-            return None, "this backend cannot explain() queries (the embedded in-memory one)"
+        except NotImplementedError:
+            return None, "cannot explain queries: this backend has no query planner"
+        except PyMongoError as exc:
+            return None, f"cannot explain queries: the server refused explain ({_said(exc)})"
         explained[operation] = explain_figures(summary)
     return explained, None
+
+
+def _said(exc: PyMongoError) -> str:
+    """What the server said, on one line: its errmsg and code where it sent them."""
+    if isinstance(exc, OperationFailure) and exc.details:
+        message = exc.details.get("errmsg") or str(exc)
+        return f"{message}, code {exc.code}" if exc.code is not None else str(message)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def explain_figures(summary: PlanSummary) -> dict[str, Any]:
@@ -357,12 +544,24 @@ def explain_figures(summary: PlanSummary) -> dict[str, Any]:
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The figures as a plain-text table."""
-    lines = [f"backend: {report['backend']}", ""]
-    lines.append(f"{'operation':<18} {'calls':>6} {'p50 ms':>9} {'p99 ms':>9} {'trips':>6}")
+    """The figures as plain-text tables."""
+    lines = [f"backend: {report['backend']}; driver: {report['driver']}", ""]
+    if report["overhead"]:
+        limit = report["overhead_limit"]
+        lines.append("store overhead over the bare driver call (p50 of interleaved A/B pairs):")
+        lines.append(f"{'operation':<20} {'pairs':>6} {'store us':>9} {'bare us':>9} {'ratio':>6}")
+        for operation, figures in report["overhead"].items():
+            flag = "" if figures["ratio"] <= limit else f"  over {limit:.2f}"
+            lines.append(
+                f"{operation:<20} {figures['pairs']:>6} {figures['store_p50_us']:>9.1f} "
+                f"{figures['bare_p50_us']:>9.1f} {figures['ratio']:>6.3f}{flag}"
+            )
+        lines.append("")
+    lines.append("one call at a time, in ChatKit turns:")
+    lines.append(f"{'operation':<20} {'calls':>6} {'p50 ms':>9} {'p99 ms':>9} {'trips':>6}")
     for operation, figures in report["operations"].items():
         lines.append(
-            f"{operation:<18} {figures['calls']:>6} {figures['p50_ms']:>9.3f} "
+            f"{operation:<20} {figures['calls']:>6} {figures['p50_ms']:>9.3f} "
             f"{figures['p99_ms']:>9.3f} {figures['round_trips_per_call']:>6.2f}"
         )
     lines.append("")
@@ -375,21 +574,40 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{figures['keys_examined']} keys examined for {figures['returned']} returned; "
                 f"index scan {figures['index_scan']}, in-memory sort {figures['in_memory_sort']}"
             )
-    lines.append("")
-    lines.append("p50 ms as one thread grows:")
-    lines.append(f"{'items':>8} " + " ".join(f"{operation:>18}" for operation in OPERATIONS[1:]))
-    for point in report["growth"]:
-        cells = " ".join(
-            f"{point['operations'][operation]['p50_ms']:>18.3f}" for operation in OPERATIONS[1:]
+    if report["concurrency"]:
+        lines.append("")
+        lines.append("concurrent users on one event loop (turns back to back):")
+        lines.append(
+            f"{'users':>6} {'turns':>7} {'turns/s':>9} {'turn p50 ms':>12} {'turn p99 ms':>12} "
+            f"{'lag p99 ms':>11} {'lag max ms':>11}"
         )
-        lines.append(f"{point['items']:>8} {cells}")
-    ratios = ", ".join(f"{op} x{ratio}" for op, ratio in report["growth_p50_ratio"].items())
-    lines.append(f"largest/smallest p50: {ratios}")
+        for level in report["concurrency"]:
+            lines.append(
+                f"{level['users']:>6} {level['turns']:>7} {level['turns_per_s']:>9.1f} "
+                f"{level['turn_p50_ms']:>12.2f} {level['turn_p99_ms']:>12.2f} "
+                f"{level['lag_p99_ms']:>11.2f} {level['lag_max_ms']:>11.2f}"
+            )
+    if report["growth"]:
+        lines.append("")
+        lines.append("p50 ms as one thread grows:")
+        lines.append(
+            f"{'items':>8} " + " ".join(f"{operation:>18}" for operation in OPERATIONS[1:])
+        )
+        for point in report["growth"]:
+            cells = " ".join(
+                f"{point['operations'][operation]['p50_ms']:>18.3f}" for operation in OPERATIONS[1:]
+            )
+            lines.append(f"{point['items']:>8} {cells}")
+        ratios = ", ".join(f"{op} x{ratio}" for op, ratio in report["growth_p50_ratio"].items())
+        lines.append(f"largest/smallest p50: {ratios}")
+    for note in report.get("notes", []):
+        lines.append(f"note: {note}")
     return "\n".join(lines)
 
 
 def write_chart(report: dict[str, Any], path: Path) -> None:
-    """A PNG: p50/p99 per operation, and p50 against thread size."""
+    """A PNG: latency per operation, the overhead ratios, the concurrency levels, and
+    latency against thread size when the growth phase ran."""
     try:
         import matplotlib  # noqa: PLC0415  (optional extra, loaded only for --chart)
 
@@ -399,7 +617,8 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         raise click.ClickException(
             "--chart needs matplotlib: pip install 'chatkit-mongo[bench]'"
         ) from exc
-    figure, (bars, lines) = pyplot.subplots(1, 2, figsize=(12, 4.5))
+    figure, axes = pyplot.subplots(2, 2, figsize=(13, 9))
+    (bars, ratios), (load, lines) = axes
     names = list(report["operations"])
     positions = range(len(names))
     for offset, key in ((-0.2, "p50_ms"), (0.2, "p99_ms")):
@@ -407,70 +626,197 @@ def write_chart(report: dict[str, Any], path: Path) -> None:
         bars.bar([p + offset for p in positions], values, width=0.4, label=key.split("_")[0])
     bars.set_xticks(list(positions), names, rotation=20)
     bars.set_ylabel("latency (ms)")
-    bars.set_title(f"Store operations ({report['backend']})")
+    bars.set_title(f"Store operations ({report['backend']}, {report['driver']})")
     bars.legend()
-    sizes = [point["items"] for point in report["growth"]]
-    for operation in OPERATIONS[1:]:
-        p50 = [point["operations"][operation]["p50_ms"] for point in report["growth"]]
-        lines.plot(sizes, p50, marker="o", label=operation)
-    lines.set_xscale("log")
-    lines.set_xlabel("items in the thread")
-    lines.set_ylabel("p50 latency (ms)")
-    lines.set_title("Latency as a thread grows")
-    lines.legend()
+    _chart_overhead(ratios, report)
+    _chart_concurrency(load, report)
+    _chart_growth(lines, report)
     figure.tight_layout()
     figure.savefig(path, format="png")
     pyplot.close(figure)
 
 
+def _chart_overhead(ratios: Any, report: dict[str, Any]) -> None:
+    overhead = report["overhead"]
+    ratios.bar(list(overhead), [figures["ratio"] for figures in overhead.values()])
+    ratios.axhline(report["overhead_limit"], color="red", linestyle="--", label="limit")
+    ratios.axhline(1.0, color="grey", linewidth=0.8)
+    ratios.tick_params(axis="x", labelrotation=60)
+    ratios.set_ylabel("store p50 / bare driver p50")
+    ratios.set_title("Store overhead (interleaved A/B)")
+    ratios.legend()
+
+
+def _chart_concurrency(load: Any, report: dict[str, Any]) -> None:
+    levels = report["concurrency"]
+    users = [level["users"] for level in levels]
+    load.plot(users, [level["turns_per_s"] for level in levels], marker="o", label="turns/s")
+    load.set_xscale("log", base=2)
+    load.set_xlabel("concurrent users on one event loop")
+    load.set_ylabel("turns per second")
+    lag = load.twinx()
+    lag.plot(users, [level["lag_p99_ms"] for level in levels], "r--", marker="s", label="lag p99")
+    lag.set_ylabel("event loop lag p99 (ms)")
+    load.set_title("Concurrency")
+    load.legend(loc="upper left")
+    lag.legend(loc="upper right")
+
+
+def _chart_growth(lines: Any, report: dict[str, Any]) -> None:
+    if report["growth"]:
+        sizes = [point["items"] for point in report["growth"]]
+        for operation in OPERATIONS[1:]:
+            p50 = [point["operations"][operation]["p50_ms"] for point in report["growth"]]
+            lines.plot(sizes, p50, marker="o", label=operation)
+        lines.set_xscale("log")
+        lines.legend()
+    else:
+        lines.text(0.5, 0.5, "growth phase not run (--growth)", ha="center", va="center")
+    lines.set_xlabel("items in the thread")
+    lines.set_ylabel("p50 latency (ms)")
+    lines.set_title("Latency as a thread grows")
+
+
+class _Target:
+    """Where the run writes, and what the reader should know about cleaning up."""
+
+    def __init__(
+        self, store: MongoStore[Any], round_trips: RoundTrips | None, backend: str, driver: str
+    ) -> None:
+        self.store = store
+        self.round_trips = round_trips
+        self.backend = backend
+        self.driver = driver
+        self.notes: list[str] = []
+
+
+def bench_collections(settings: BenchSettings, collections: CollectionNames) -> list[str]:
+    """Every collection the run writes: the store's, and each concurrency level's."""
+    sets = [collections] + [level_collections(collections, users) for users in settings.concurrency]
+    return [name for names in sets for name in names.by_role().values()]
+
+
+@asynccontextmanager
+async def _open_motor(
+    connection: Connection, round_trips: RoundTrips
+) -> AsyncIterator[AsyncDatabaseLike]:
+    """A Motor client for the URI, opened and checked as :func:`open_database` opens
+    PyMongo's; closed on exit. The store names the library in the handshake
+    (Motor refuses a ``driver=`` of ours beside its own)."""
+    from motor.motor_asyncio import AsyncIOMotorClient  # noqa: PLC0415  (only when asked)
+    from pymongo.errors import ConfigurationError  # noqa: PLC0415
+
+    milliseconds = max(1, round(connection.timeout * 1000))
+    try:
+        client: Any = AsyncIOMotorClient(
+            connection.uri,
+            serverSelectionTimeoutMS=milliseconds,
+            connectTimeoutMS=milliseconds,
+            event_listeners=[CommandCounter(round_trips)],
+        )
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        raise click.ClickException(f"bad MongoDB URI: {one_line(exc)}") from exc
+    try:
+        try:
+            await client.admin.command("ping")
+        except PyMongoError as exc:
+            raise click.ClickException(
+                f"cannot reach MongoDB within {connection.timeout:g}s: {one_line(exc)}"
+            ) from exc
+        database: AsyncDatabaseLike = client[connection.database]
+        yield database
+    finally:
+        client.close()  # Motor's close is a plain call
+
+
 @asynccontextmanager
 async def _target(
-    connection: Connection, embedded: bool
-) -> AsyncIterator[tuple[MongoStore[Any], RoundTrips | None, str]]:
+    connection: Connection, embedded: bool, driver: str | None, settings: BenchSettings
+) -> AsyncIterator[_Target]:
     """The store to measure: a fresh database on the server, or the embedded backend.
 
-    On a server the database must be empty (the benchmark writes into it) and is
-    dropped afterwards. The server is opened as every command opens it
-    (:mod:`chatkit_mongo.connection`), with a command counter on the client; an opener
-    handed in by a test is used as it is.
+    On a server the collections the run writes must be empty; the database is dropped
+    afterwards or, where the server cannot drop databases, emptied. The server is opened
+    as every command opens it (:mod:`chatkit_mongo.connection`), with a command counter
+    on the client (PyMongo's, or Motor's with ``--driver motor``); an opener handed in
+    by a test is used as it is.
     """
+    collections = connection.collections
     if embedded:
+        if driver == "pymongo":
+            raise click.UsageError(
+                "the embedded backend is Motor-shaped (mongomock-motor); "
+                "--driver pymongo needs a server (--uri)"
+            )
         with embedded_database(connection.database) as database:
-            yield MongoStore(database), None, "embedded in-memory (mongomock-motor)"
+            store = MongoStore(database, collections=collections)
+            yield _Target(store, None, "embedded in-memory (mongomock-motor)", "motor-shaped")
         return
     round_trips: RoundTrips | None = None
     opened: AbstractAsyncContextManager[AsyncDatabaseLike]
     if connection.opener is open_uri and connection.uri:
         round_trips = RoundTrips()
-        opened = open_database(
-            connection.uri,
-            connection.database,
-            connection.timeout,
-            event_listeners=[CommandCounter(round_trips)],
-        )
+        if driver == "motor":
+            opened = _open_motor(connection, round_trips)
+        else:
+            opened = open_database(
+                connection.uri,
+                connection.database,
+                connection.timeout,
+                event_listeners=[CommandCounter(round_trips)],
+            )
     else:
         opened = connection.open()
     async with opened as database:
-        client = database.client
-        if await client[database.name].list_collection_names():
-            raise click.ClickException(
-                f"database {database.name!r} is not empty; the benchmark needs a database "
-                "of its own"
-            )
+        for name in bench_collections(settings, collections):
+            if await database[name].find_one({}, {"_id": 1}) is not None:
+                raise click.ClickException(
+                    f"collection {database.name}.{name} is not empty; the benchmark needs a "
+                    "database of its own (--database)"
+                )
         info = await database.command("buildInfo")
+        target = _Target(
+            MongoStore(database, collections=collections),
+            round_trips,
+            f"MongoDB {info.get('version', '?')}",
+            driver or "pymongo",
+        )
         try:
-            yield MongoStore(database), round_trips, f"MongoDB {info.get('version', '?')}"
+            yield target
         finally:
-            await client.drop_database(database.name)
+            await _clean_up(database, settings, target)
 
 
-def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
+async def _clean_up(database: AsyncDatabaseLike, settings: BenchSettings, target: _Target) -> None:
+    """Drop the database; where the server cannot, empty what the run wrote."""
+    try:
+        await database.client.drop_database(database.name)
+    except OperationFailure as exc:
+        for name in bench_collections(settings, target.store.collections):
+            await database[name].delete_many({})
+        target.notes.append(
+            f"the server cannot drop databases ({_said(exc)}): the benchmark's documents were "
+            f"deleted, but database {database.name!r} and its empty collections remain"
+        )
+
+
+def _parse_counts(value: str, example: str) -> tuple[int, ...]:
     try:
         return tuple(_COUNT.convert(part, None, None) for part in value.split(","))
     except click.BadParameter:
-        raise click.BadParameter(
-            f"expected sizes like 100,1000,10000, got {shown(value)}"
-        ) from None
+        raise click.BadParameter(f"expected {example}, got {shown(value)}") from None
+
+
+def _parse_sizes(context: click.Context, parameter: click.Parameter, value: str) -> tuple[int, ...]:
+    return _parse_counts(value, "sizes like 100,1000,10000")
+
+
+def _parse_levels(
+    context: click.Context, parameter: click.Parameter, value: str
+) -> tuple[int, ...]:
+    if value.strip() == "0":
+        return ()
+    return _parse_counts(value, "user counts like 1,8,32,128")
 
 
 _COUNT: Final = WholeNumber(1, 10**9)
@@ -478,24 +824,58 @@ _COUNT: Final = WholeNumber(1, 10**9)
 
 
 @click.command("bench")
+@click.option(
+    "--driver",
+    type=click.Choice(DRIVERS),
+    default=None,
+    help="The driver on a server: PyMongo's native async API or Motor [default: pymongo].",
+)
 @click.option("--users", default=BenchSettings.users, show_default=True, type=_COUNT)
 @click.option(
     "--threads-per-user", default=BenchSettings.threads_per_user, show_default=True, type=_COUNT
 )
 @click.option("--turns", default=BenchSettings.turns_per_thread, show_default=True, type=_COUNT)
 @click.option(
+    "--pairs",
+    default=BenchSettings.pairs,
+    show_default=True,
+    type=WholeNumber(0, 10**9),
+    help="A/B pairs per operation in the overhead phase (0: skip it).",
+)
+@click.option(
+    "--concurrency",
+    default=",".join(str(users) for users in BenchSettings.concurrency),
+    show_default=True,
+    callback=_parse_levels,
+    help="Simulated users at each concurrency level (0: skip the phase).",
+)
+@click.option(
+    "--seconds-per-level",
+    default=BenchSettings.seconds_per_level,
+    show_default=True,
+    type=Seconds(),
+    help="How long each concurrency level runs.",
+)
+@click.option(
+    "--growth/--no-growth",
+    default=False,
+    show_default=True,
+    help="Also grow one thread through --sizes, timing a turn at each (minutes on a server, "
+    "far longer on the embedded backend).",
+)
+@click.option(
     "--sizes",
     default=",".join(str(size) for size in BenchSettings.sizes),
     show_default=True,
     callback=_parse_sizes,
-    help="Thread sizes (items) at which the growing thread is measured.",
+    help="Thread sizes (items) at which the growing thread is measured (with --growth).",
 )
 @click.option(
     "--samples",
     default=BenchSettings.samples_per_size,
     show_default=True,
     type=_COUNT,
-    help="Turns measured at each size.",
+    help="Turns measured at each size (with --growth).",
 )
 @click.option("--page-size", default=BenchSettings.page_size, show_default=True, type=_COUNT)
 @click.option(
@@ -516,20 +896,26 @@ _COUNT: Final = WholeNumber(1, 10**9)
 def bench_command(
     ctx: click.Context,
     *,
+    driver: str | None,
     users: int,
     threads_per_user: int,
     turns: int,
+    pairs: int,
+    concurrency: tuple[int, ...],
+    seconds_per_level: float,
+    growth: bool,
     sizes: tuple[int, ...],
     samples: int,
     page_size: int,
     out: Path,
     chart: Path | None,
 ) -> None:
-    """Measure MongoStore under a ChatKit workload: latency, round trips, index use.
+    """Measure MongoStore under a ChatKit workload: its overhead over the bare driver,
+    latency, round trips, index use, and many users on one event loop.
 
-    On the server named by --uri (or MONGODB_URI), in an empty database (--database,
-    by default a new one), dropped afterwards; without a URI, on the embedded
-    in-memory backend.
+    On the server named by --uri (or MONGODB_URI), in a database of its own (--database,
+    by default a new one), dropped afterwards; without a URI, on the embedded in-memory
+    backend. The default run takes under a minute; --growth adds the long phase.
     """
     try:
         settings = BenchSettings(
@@ -539,12 +925,20 @@ def bench_command(
             sizes=sizes,
             samples_per_size=samples,
             page_size=page_size,
+            pairs=pairs,
+            concurrency=concurrency,
+            seconds_per_level=seconds_per_level,
+            growth=growth,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    connection = resolve(ctx, default_database=f"chatkit_bench_{secrets.token_hex(4)}")
+    connection = resolve_connection(ctx, default_database=f"chatkit_bench_{secrets.token_hex(4)}")
     embedded = connection.uri is None and connection.opener is open_uri
-    report = asyncio.run(_bench(connection, embedded, settings))
+    progress = TerminalProgress()
+    try:
+        report = asyncio.run(_bench(connection, embedded, driver, settings, progress=progress))
+    finally:
+        progress.finish()
     out.write_text(json.dumps(report, indent=2) + "\n")
     click.echo(format_report(report))
     click.echo(f"\nfigures written to {out}")
@@ -553,14 +947,30 @@ def bench_command(
         click.echo(f"chart written to {chart}")
 
 
-async def _bench(connection: Connection, embedded: bool, settings: BenchSettings) -> dict[str, Any]:
-    async with _target(connection, embedded) as (store, round_trips, backend):
-        started = time.perf_counter()
-        figures = await run_benchmark(
-            store,
-            settings,
-            round_trips=round_trips,
-            progress=lambda message: click.echo(message, err=True),
-        )
-        seconds = round(time.perf_counter() - started, 3)
-    return {"backend": backend, "seconds": seconds, **figures}
+async def _bench(
+    connection: Connection,
+    embedded: bool,
+    driver: str | None,
+    settings: BenchSettings,
+    *,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The run; a server's refusal ends it with one line naming what was refused."""
+    try:
+        async with _target(connection, embedded, driver, settings) as target:
+            started = time.perf_counter()
+            figures = await run_benchmark(
+                target.store, settings, round_trips=target.round_trips, progress=progress
+            )
+            seconds = round(time.perf_counter() - started, 3)
+    except PyMongoError as exc:
+        raise click.ClickException(f"the server refused the benchmark: {_said(exc)}") from exc
+    for note in target.notes:
+        progress.note(note)
+    return {
+        "backend": target.backend,
+        "driver": target.driver,
+        "seconds": seconds,
+        **figures,
+        "notes": target.notes,
+    }

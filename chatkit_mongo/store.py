@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import threading
-import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Generic, Protocol
@@ -25,6 +23,7 @@ from ._codec import (
     dump,
 )
 from ._driver import AsyncDatabaseLike, identify, resolve, shielded
+from ._single_flight import OncePerClient
 from .errors import ItemConflictError
 from .indexes import IndexStatus, ensure_indexes
 from .owner import OwnerResolver, default_owner, resolve_owner
@@ -83,12 +82,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     # Why a class-level registry: applications often build a store per request or per
     # tenant over one shared client. Indexes then need checking once per client and
-    # collection set, not once per store. Keyed by id(client), cleaned up when the client
-    # is collected; a threading.Lock (not asyncio.Lock, which binds to one event loop)
-    # guards the set. Two coroutines may both check at start-up: the check and creation
-    # are idempotent, so that costs a redundant round trip, never a wrong index.
-    _indexed: ClassVar[dict[int, set[tuple[str, ...]]]] = {}
-    _indexed_guard: ClassVar[threading.Lock] = threading.Lock()
+    # collection set, not once per store, and the first calls after a start-up share one
+    # check however many arrive at once (see _single_flight).
+    _index_checks: ClassVar[OncePerClient] = OncePerClient()
 
     def __init__(
         self,
@@ -130,10 +126,10 @@ class MongoStore(Store[TContext], Generic[TContext]):
         self.max_page_size: Final = max_page_size
         self.retention: Final = Retention.of(retention, retention_refresh, clock)
         self._owner_of: OwnerResolver = owner or default_owner
-        self._auto_create_indexes = auto_create_indexes
         names = self.collections.by_role()
         self._collections: dict[Role, Any] = {role: database[name] for role, name in names.items()}
         self._index_key = (database.name, *names.values(), str(self.retention is not None))
+        self._indexes_checked = not auto_create_indexes
         self._owns_client = False
         self._closed = False
         # Set by GridFSAttachmentStore. Why a registration and not a constructor argument:
@@ -393,26 +389,19 @@ class MongoStore(Store[TContext], Generic[TContext]):
         make sure the indexes exist (once per client) before anything is written."""
         self._check_open()
         owner = resolve_owner(self._owner_of, context)
-        if self._auto_create_indexes and not self._is_indexed():
-            await self.ensure_indexes()
+        if not self._indexes_checked:
+            # Why a flag of the store's own on top of the registry: after the first call
+            # the hot path costs one attribute read, no lock.
+            await self._index_checks.run(self.database.client, self._index_key, self.ensure_indexes)
+            self._indexes_checked = True
         return owner
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("MongoStore is closed")
 
-    def _is_indexed(self) -> bool:
-        with self._indexed_guard:
-            return self._index_key in self._indexed.get(id(self.database.client), ())
-
     def _mark_indexed(self) -> None:
-        client = self.database.client
-        with self._indexed_guard:
-            done = self._indexed.get(id(client))
-            if done is None:
-                done = self._indexed[id(client)] = set()
-                weakref.finalize(client, self._indexed.pop, id(client), None)
-            done.add(self._index_key)
+        self._index_checks.mark_done(self.database.client, self._index_key)
 
     def _item_fields(
         self, owner: str, thread_id: str, item: ThreadItem

@@ -213,7 +213,9 @@ async def test_cancellation_at_every_await_leaves_the_attachment_whole_or_bytes_
         await _check_whole_or_bytes_less(attachments, op_name, attachment_id)
 
     points = await cancel_at_every_step(prepare, lambda prepared: OPS[op_name](*prepared), check)
-    assert points >= 3
+    # At least the cancel before the op starts; the doubles never wait, so an op that
+    # makes no chunk writes (delete) finishes in its first step there.
+    assert points >= 1
 
 
 class _LandsLate:

@@ -6,6 +6,7 @@ No timing thresholds: latency is only checked to be measured (positive, p50 <= p
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pymongo import AsyncMongoClient
 from chatkit_mongo import MongoStore
 from chatkit_mongo.bench import (
     OPERATIONS,
+    OVERHEAD_LIMIT,
     BenchSettings,
     CommandCounter,
     RoundTrips,
@@ -23,14 +25,25 @@ from chatkit_mongo.bench import (
     explain_figures,
     run_benchmark,
 )
+from chatkit_mongo.bench_overhead import OVERHEAD_OPERATIONS
 from chatkit_mongo.explain import summarise
 
 from . import capabilities
 from .conftest import is_server, scratch_database
 
 TINY = BenchSettings(
-    users=2, threads_per_user=2, turns_per_thread=3, sizes=(6, 20), samples_per_size=2, page_size=4
+    users=2,
+    threads_per_user=2,
+    turns_per_thread=3,
+    sizes=(6, 20),
+    samples_per_size=2,
+    page_size=4,
+    pairs=3,
+    concurrency=(1, 3),
+    seconds_per_level=0.15,
+    growth=True,
 )
+QUICK = replace(TINY, growth=False, pairs=0, concurrency=())
 TURNS = TINY.users * TINY.threads_per_user * TINY.turns_per_thread
 
 
@@ -39,7 +52,7 @@ def check_latencies(figures: dict[str, Any]) -> None:
 
 
 async def test_the_workload_reports_every_operation(store: MongoStore[Any]) -> None:
-    report = await run_benchmark(store, TINY)
+    report = await run_benchmark(store, QUICK)
 
     operations = report["operations"]
     assert list(operations) == list(OPERATIONS)
@@ -51,6 +64,45 @@ async def test_the_workload_reports_every_operation(store: MongoStore[Any]) -> N
         check_latencies(figures)
         assert figures["round_trips_per_call"] == 1.0, "each of these is one command"
     assert report["settings"]["sizes"] == [6, 20]
+    assert report["growth"] == []
+    assert report["overhead"] == {}
+    assert report["concurrency"] == []
+
+
+async def test_every_store_operation_is_paired_with_the_same_commands_sent_bare(
+    store: MongoStore[Any],
+) -> None:
+    """The A/B compares like with like: per pair, the store sends exactly the commands
+    its bare side sends, and both sides are timed every pair."""
+    report = await run_benchmark(store, replace(QUICK, pairs=4))
+
+    overhead = report["overhead"]
+    assert list(overhead) == list(OVERHEAD_OPERATIONS)
+    for operation, figures in overhead.items():
+        assert figures["pairs"] == 4
+        assert figures["store_p50_us"] > 0
+        assert figures["bare_p50_us"] > 0
+        ratio = figures["store_p50_us"] / figures["bare_p50_us"]
+        assert figures["ratio"] == pytest.approx(ratio, abs=0.01)
+        expected = 3 if operation == "delete_thread" else 1
+        assert figures["store_round_trips"] == figures["bare_round_trips"] == expected, operation
+    assert report["overhead_limit"] == OVERHEAD_LIMIT
+
+
+async def test_concurrency_levels_report_throughput_latency_and_loop_lag(
+    store: MongoStore[Any],
+) -> None:
+    report = await run_benchmark(store, replace(QUICK, concurrency=(1, 4)))
+
+    levels = report["concurrency"]
+    assert [level["users"] for level in levels] == [1, 4]
+    for level in levels:
+        assert level["turns"] >= level["users"], "every user finished at least one turn"
+        assert level["turns_per_s"] > 0
+        assert 0 < level["turn_p50_ms"] <= level["turn_p99_ms"]
+        assert 0 <= level["lag_p99_ms"] <= level["lag_max_ms"]
+    threads = await store.load_threads(10, None, "asc", {"user_id": "load-user-0"})
+    assert threads.data == [], "each level writes collections of its own"
 
 
 async def test_one_thread_grows_through_each_size(store: MongoStore[Any]) -> None:
@@ -80,7 +132,7 @@ async def test_one_thread_grows_through_each_size(store: MongoStore[Any]) -> Non
 async def test_explain_figures_come_from_the_server_or_are_declared_unknown(
     store: MongoStore[Any], backend: str
 ) -> None:
-    report = await run_benchmark(store, TINY)
+    report = await run_benchmark(store, QUICK)
 
     if is_server(backend) and capabilities.has("explain"):
         assert report["explain_note"] is None
@@ -88,9 +140,13 @@ async def test_explain_figures_come_from_the_server_or_are_declared_unknown(
             assert figures["index_scan"] is True
             assert figures["in_memory_sort"] is False
             assert figures["docs_examined_per_returned"] <= 1.0
+    elif is_server(backend):  # a server without explain: its own words are reported
+        assert report["explain_note"].startswith("cannot explain queries: the server refused")
     else:
         assert report["explain"] is None
-        assert "cannot explain" in report["explain_note"]
+        assert report["explain_note"] == (
+            "cannot explain queries: this backend has no query planner"
+        )
 
 
 def test_explain_output_is_read_as_a_server_writes_it() -> None:
@@ -135,10 +191,15 @@ async def test_commands_are_counted_by_a_listener_on_a_real_client(backend: str)
         capabilities.server().uri, event_listeners=[CommandCounter(round_trips)]
     )
     async with scratch_database(client, backend) as database:
-        report = await run_benchmark(MongoStore(database), TINY, round_trips=round_trips)
+        report = await run_benchmark(
+            MongoStore(database), replace(QUICK, pairs=2), round_trips=round_trips
+        )
     await client.close()
     for figures in report["operations"].values():
         assert figures["round_trips_per_call"] == 1.0
+    for operation, figures in report["overhead"].items():
+        expected = 3 if operation == "delete_thread" else 1
+        assert figures["store_round_trips"] == figures["bare_round_trips"] == expected
 
 
 @pytest.mark.parametrize(
@@ -148,6 +209,9 @@ async def test_commands_are_counted_by_a_listener_on_a_real_client(backend: str)
         ({"sizes": (100, 10)}, "sizes must be positive and increasing"),
         ({"sizes": ()}, "sizes must be positive and increasing"),
         ({"page_size": 5000}, "page_size must be between 1 and 1000"),
+        ({"pairs": -1}, "pairs must be at least 0"),
+        ({"concurrency": (8, 0)}, "concurrency levels must be at least 1"),
+        ({"seconds_per_level": 0}, "seconds_per_level must be positive"),
     ],
 )
 def test_settings_refuse_nonsense(change: dict[str, Any], message: str) -> None:
@@ -162,7 +226,8 @@ def run_cli(*arguments: str) -> Any:
 def test_the_command_writes_json_and_a_chart(tmp_path: Path) -> None:
     out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
     result = run_cli(
-        *("--users", "2", "--threads-per-user", "1", "--turns", "2"),
+        *("--users", "2", "--threads-per-user", "1", "--turns", "2", "--pairs", "2"),
+        *("--concurrency", "1,2", "--seconds-per-level", "0.1", "--growth"),
         *("--sizes", "4,10", "--samples", "2", "--page-size", "3"),
         *("--out", str(out), "--chart", str(chart)),
     )
@@ -170,12 +235,18 @@ def test_the_command_writes_json_and_a_chart(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["backend"].startswith("embedded")
+    assert report["driver"] == "motor-shaped"
     assert list(report["operations"]) == list(OPERATIONS)
+    assert list(report["overhead"]) == list(OVERHEAD_OPERATIONS)
+    assert [level["users"] for level in report["concurrency"]] == [1, 2]
     assert report["settings"]["sizes"] == [4, 10]
+    assert [point["items"] for point in report["growth"]] == [4, 10]
     assert report["seconds"] > 0
     assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    assert "load_thread_items" in result.output
-    assert "cannot explain" in result.output
+    for shown in ("load_thread_items", "store overhead", "lag p99 ms", "cannot explain"):
+        assert shown in result.output
+    for phase in ("overhead:", "workload:", "explain:", "concurrency:", "growth:"):
+        assert phase in result.output, "progress names every phase"
 
 
 @pytest.mark.parametrize(
@@ -183,6 +254,8 @@ def test_the_command_writes_json_and_a_chart(tmp_path: Path) -> None:
     [
         (("--sizes", "100,lots"), "expected sizes like 100,1000,10000"),
         (("--sizes", "100,10"), "sizes must be positive and increasing"),
+        (("--concurrency", "1,many"), "expected user counts like 1,8,32,128"),
+        (("--driver", "pymongo"), "--driver pymongo needs a server"),
     ],
 )
 def test_the_command_refuses_bad_arguments(
@@ -192,3 +265,36 @@ def test_the_command_refuses_bad_arguments(
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "bench.json").exists()
+
+
+@pytest.mark.parametrize("driver", ["pymongo", "motor"])
+def test_the_command_on_a_server_ends_cleanly_whatever_the_server_lacks(
+    tmp_path: Path, driver: str
+) -> None:
+    """No traceback for a server without explain or dropDatabase (the wire test server
+    lacks both): the server's own words, one line each, and a finished report."""
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(
+        bench_command,
+        [
+            *(
+                "--uri",
+                capabilities.server().uri,
+                "--driver",
+                driver,
+                "--users",
+                "2",
+                "--threads-per-user",
+            ),
+            *("1", "--turns", "1", "--pairs", "2", "--concurrency", "2"),
+            *("--seconds-per-level", "0.1", "--out", str(out)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    report = json.loads(out.read_text())
+    assert report["driver"] == driver
+    if not capabilities.has("explain"):
+        assert "cannot explain queries: the server refused explain" in result.output
+    if "dropDatabase" in capabilities.server().missing:
+        assert "the server cannot drop databases" in result.output

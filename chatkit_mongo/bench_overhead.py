@@ -1,0 +1,327 @@
+"""The store's own cost: each Store operation against the bare driver call it makes.
+
+Why A/B pairs interleaved in one run, on one collection, with the same document and
+the same filter: on a shared machine the server's and the machine's speed drift by
+more than the store costs; measured in turn, both sides meet the same drift, the same
+collection size and the same caches, so their ratio is the store's overhead. The side
+that goes first alternates from pair to pair.
+
+The bare side is the driver call the store makes, given a document that is ready to
+send (the very document the store wrote, read back, under a fresh id where a new one
+is needed) and the filter from :mod:`chatkit_mongo.queries`. Everything the store does
+besides (checking arguments and the owner, turning models into documents and back,
+refusing what would not round-trip, the size and depth limits, shielding writes from
+cancellation) is its overhead. Work the measurement itself needs (seeding, removing
+what a pair added) happens outside the timed calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from chatkit.types import (
+    AssistantMessageContent,
+    AssistantMessageItem,
+    FileAttachment,
+    ThreadMetadata,
+)
+
+from . import queries
+from .queries import Find
+from .schema import Field, Role
+from .store import MongoStore, new_id
+
+OVERHEAD_OPERATIONS: Final = (
+    "load_thread",
+    "load_item",
+    "load_attachment",
+    "load_thread_items",
+    "load_threads",
+    "save_thread",
+    "save_item",
+    "save_attachment",
+    "add_thread_item",
+    "delete_thread_item",
+    "delete_attachment",
+    "delete_thread",
+)
+"""Every Store operation that talks to the database."""
+OWNER: Final = "bench-overhead"
+_SEEDED_ITEMS: Final = 20
+_PAGE: Final = 20
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One operation's two sides: each a fresh awaitable per call, and its untimed chores."""
+
+    store: Callable[[], Awaitable[object]]
+    bare: Callable[[], Awaitable[object]]
+    before: Callable[[], Awaitable[None]] | None = None
+    after: Callable[[], Awaitable[None]] | None = None
+
+
+class OverheadRun:
+    """The A/B pairs of every operation on one store, one owner, one thread."""
+
+    def __init__(self, store: MongoStore[Any], reply_words: int = 40) -> None:
+        self.store = store
+        self.context = {"user_id": OWNER}
+        self.text = " ".join(["word"] * reply_words)
+        self.collections: dict[Role, Any] = {
+            role: store.database[name] for role, name in store.collections.by_role().items()
+        }
+        self.thread = ThreadMetadata(id=new_id("thread"), created_at=datetime.now(), title="A/B")
+        self.item = self._item(self.thread.id)
+        self.attachment = FileAttachment(
+            id=new_id("attachment"),
+            name="report.pdf",
+            mime_type="application/pdf",
+            thread_id=self.thread.id,
+        )
+        self.documents: dict[Role, dict[str, Any]] = {}
+
+    def _item(self, thread_id: str) -> AssistantMessageItem:
+        return AssistantMessageItem(
+            id=new_id("message"),
+            thread_id=thread_id,
+            created_at=datetime.now(),
+            content=[AssistantMessageContent(text=self.text)],
+        )
+
+    async def seed(self) -> None:
+        """A thread with a page of items and an attachment; their stored documents are
+        the bare side's templates."""
+        await self.store.save_thread(self.thread, self.context)
+        for _ in range(_SEEDED_ITEMS - 1):
+            await self.store.add_thread_item(
+                self.thread.id, self._item(self.thread.id), self.context
+            )
+        await self.store.add_thread_item(self.thread.id, self.item, self.context)
+        await self.store.save_attachment(self.attachment, self.context)
+        keys: dict[Role, dict[str, Any]] = {
+            "threads": queries.thread(OWNER, self.thread.id),
+            "items": queries.item(OWNER, self.thread.id, self.item.id),
+            "attachments": queries.attachment(OWNER, self.attachment.id),
+        }
+        for role, key in keys.items():
+            document = await self.collections[role].find_one(key)
+            assert document is not None, f"the seeded {role} document is missing"
+            del document["_id"]  # each copy gets its own, as a driver insert gives it
+            self.documents[role] = document
+
+    # ------------------------------------------------------------------ documents
+
+    def _new_item_document(self, thread_id: str) -> tuple[str, dict[str, Any]]:
+        """The stored item's document under a fresh id (and thread), as an insert sends it."""
+        template = self.documents["items"]
+        item_id = new_id("message")
+        sort_key = template[Field.SORT_KEY].split(" ")[0] + " " + item_id
+        data = {**template[Field.DATA], "id": item_id, "thread_id": thread_id}
+        return item_id, {
+            **template,
+            Field.THREAD_ID: thread_id,
+            Field.ITEM_ID: item_id,
+            Field.SORT_KEY: sort_key,
+            Field.DATA: data,
+        }
+
+    def _new_attachment_document(self) -> tuple[str, dict[str, Any]]:
+        template = self.documents["attachments"]
+        attachment_id = new_id("attachment")
+        data = {**template[Field.DATA], "id": attachment_id}
+        return attachment_id, {**template, Field.ATTACHMENT_ID: attachment_id, Field.DATA: data}
+
+    # ------------------------------------------------------------------ the pairs
+
+    def pairs(self) -> dict[str, _Pair]:
+        store, context, thread_id = self.store, self.context, self.thread.id
+        threads, items, attachments = (
+            self.collections["threads"],
+            self.collections["items"],
+            self.collections["attachments"],
+        )
+
+        def find_one(find: Find) -> Callable[[], Awaitable[object]]:
+            collection = self.collections[find.role]
+            return lambda: collection.find_one(find.filter, find.projection)
+
+        def page(find: Find) -> Callable[[], Awaitable[object]]:
+            collection = self.collections[find.role]
+
+            async def bare() -> object:
+                cursor = collection.find(find.filter, find.projection)
+                return await cursor.sort(list(find.sort)).limit(find.limit).to_list(None)
+
+            return bare
+
+        item_key = queries.item(OWNER, thread_id, self.item.id)
+        attachment_key = queries.attachment(OWNER, self.attachment.id)
+        thread_key = queries.thread(OWNER, thread_id)
+
+        def upsert(collection: Any, key: dict[str, Any], role: Role) -> Any:
+            document = self.documents[role]
+            return lambda: collection.update_one(key, {"$set": document}, upsert=True)
+
+        added: list[str] = []
+        ready: dict[str, dict[str, Any]] = {}
+
+        next_item: list[AssistantMessageItem] = []
+
+        async def new_item_and_document() -> None:
+            """Both sides' new items, made before the clock starts."""
+            item_id, document = self._new_item_document(thread_id)
+            ready["item"] = document
+            next_item.append(self._item(thread_id))
+            added.extend((item_id, next_item[-1].id))
+
+        async def remove_added() -> None:
+            for item_id in added:
+                await items.delete_one(queries.item(OWNER, thread_id, item_id))
+            added.clear()
+
+        doomed: dict[str, list[str]] = {"items": [], "attachments": [], "threads": []}
+
+        async def two_items() -> None:
+            for _ in range(2):
+                item_id, document = self._new_item_document(thread_id)
+                await items.insert_one(document)
+                doomed["items"].append(item_id)
+
+        async def two_attachments() -> None:
+            for _ in range(2):
+                attachment_id, document = self._new_attachment_document()
+                await attachments.insert_one(document)
+                doomed["attachments"].append(attachment_id)
+
+        async def two_threads() -> None:
+            for _ in range(2):
+                doomed_id = new_id("thread")
+                await threads.insert_one(
+                    {
+                        **self.documents["threads"],
+                        **queries.thread(OWNER, doomed_id),
+                        Field.DATA: {**self.documents["threads"][Field.DATA], "id": doomed_id},
+                    }
+                )
+                for _ in range(2):
+                    await items.insert_one(self._new_item_document(doomed_id)[1])
+                doomed["threads"].append(doomed_id)
+
+        async def bare_delete_thread() -> None:
+            scope = queries.thread(OWNER, doomed["threads"].pop())
+            await items.delete_many(scope)
+            await attachments.delete_many(scope)
+            await threads.delete_one(scope)
+
+        return {
+            "load_thread": _Pair(
+                lambda: store.load_thread(thread_id, context), find_one(Find("threads", thread_key))
+            ),
+            "load_item": _Pair(
+                lambda: store.load_item(thread_id, self.item.id, context),
+                find_one(Find("items", item_key)),
+            ),
+            "load_attachment": _Pair(
+                lambda: store.load_attachment(self.attachment.id, context),
+                find_one(Find("attachments", attachment_key)),
+            ),
+            "load_thread_items": _Pair(
+                lambda: store.load_thread_items(thread_id, None, _PAGE, "desc", context),
+                page(queries.items_page(OWNER, thread_id, None, "desc", _PAGE)),
+            ),
+            "load_threads": _Pair(
+                lambda: store.load_threads(_PAGE, None, "desc", context),
+                page(queries.threads_page(OWNER, None, "desc", _PAGE)),
+            ),
+            "save_thread": _Pair(
+                lambda: store.save_thread(self.thread, context),
+                upsert(threads, thread_key, "threads"),
+            ),
+            "save_item": _Pair(
+                lambda: store.save_item(thread_id, self.item, context),
+                upsert(items, item_key, "items"),
+            ),
+            "save_attachment": _Pair(
+                lambda: store.save_attachment(self.attachment, context),
+                upsert(attachments, attachment_key, "attachments"),
+            ),
+            "add_thread_item": _Pair(
+                lambda: store.add_thread_item(thread_id, next_item.pop(), context),
+                lambda: items.insert_one(ready.pop("item")),
+                before=new_item_and_document,
+                after=remove_added,
+            ),
+            "delete_thread_item": _Pair(
+                lambda: store.delete_thread_item(thread_id, doomed["items"].pop(), context),
+                lambda: items.delete_one(queries.item(OWNER, thread_id, doomed["items"].pop())),
+                before=two_items,
+            ),
+            "delete_attachment": _Pair(
+                lambda: store.delete_attachment(doomed["attachments"].pop(), context),
+                lambda: attachments.delete_one(
+                    queries.attachment(OWNER, doomed["attachments"].pop())
+                ),
+                before=two_attachments,
+            ),
+            "delete_thread": _Pair(
+                lambda: store.delete_thread(doomed["threads"].pop(), context),
+                bare_delete_thread,
+                before=two_threads,
+            ),
+        }
+
+
+async def measure_overhead(
+    store: MongoStore[Any],
+    pairs: int,
+    *,
+    label: Callable[[str | None], None] = lambda name: None,
+    step: Callable[[], None] = lambda: None,
+    reply_words: int = 40,
+) -> dict[str, dict[str, float]]:
+    """``pairs`` A/B pairs of every operation; per operation the p50 of each side in
+    microseconds and their ratio (store over bare). ``label`` is told which side runs
+    (``"<operation>/store"`` or ``"<operation>/bare"``), e.g. to count its commands;
+    ``step`` is called after each pair, for progress."""
+    run = OverheadRun(store, reply_words)
+    await run.seed()
+    figures: dict[str, dict[str, float]] = {}
+    for operation, pair in run.pairs().items():
+        sides: dict[str, list[float]] = {"store": [], "bare": []}
+        for index in range(pairs):
+            if pair.before is not None:
+                await pair.before()
+            order = ("store", "bare") if index % 2 == 0 else ("bare", "store")
+            for side in order:
+                call = pair.store if side == "store" else pair.bare
+                label(f"{operation}/{side}")
+                start = time.perf_counter()
+                await call()
+                sides[side].append(time.perf_counter() - start)
+                label(None)
+            if pair.after is not None:
+                await pair.after()
+            step()
+            await asyncio.sleep(0)
+        store_p50, bare_p50 = _median(sides["store"]), _median(sides["bare"])
+        figures[operation] = {
+            "pairs": pairs,
+            "store_p50_us": round(store_p50 * 1e6, 1),
+            "bare_p50_us": round(bare_p50 * 1e6, 1),
+            "ratio": round(store_p50 / bare_p50, 3),
+        }
+    return figures
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
