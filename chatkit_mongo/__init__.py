@@ -13,6 +13,7 @@ from .errors import (
     ItemConflictError,
     KeyUnavailableError,
     OwnerError,
+    StoreClosedError,
     UnstorableError,
     UploadConflictError,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "OwnerResolver",
     "PurgeCounts",
     "Retention",
+    "StoreClosedError",
     "SweepReport",
     "UnstorableError",
     "UploadConflictError",

@@ -29,6 +29,10 @@ class UnstorableError(ChatKitMongoError, ValueError):
     """
 
 
+class StoreClosedError(ChatKitMongoError, RuntimeError):
+    """The store closed the client it made (:meth:`MongoStore.close`); it takes no more calls."""
+
+
 class IndexConflictError(ChatKitMongoError):
     """An existing index blocks one the store needs (same keys or name, other options)."""
 

@@ -1,57 +1,27 @@
 """Erasing data: one owner's everything, or the threads nobody has touched for a while.
 
-Why the children go first and the thread last (as in ``MongoStore.delete_thread``):
-should the process stop halfway, a second run still finds the thread, and through it
-what is left of it. Deleting the thread first would hide the thread, but leave items
-and bytes that nothing points to any more, which a data-protection erasure must never
-do. For the same reason the
-GridFS chunks go before their files document: the files document is how the bytes
-of an owner are found.
-
-Why bytes are found through every path that reaches them: the files documents that
-name the owner, and the ``file_id`` of each attachment erased. An upload killed
-mid-stream has written chunks but not yet its files document (the driver writes it
-last); its attachment's ``file_id`` is then the only way to those chunks. Each id
-found through an attachment passes the ownership proof of :mod:`chatkit_mongo._gridfs`
-first, so a wrong reference never erases another owner's bytes.
+Both purges run the one erase cascade of :meth:`Persistence.erase
+<chatkit_mongo._persistence.Persistence.erase>` (the same as ``MongoStore.delete_thread``):
+the children first, the thread last, the GridFS chunks before their files document, every
+byte reached through an attachment passing the ownership proof first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import queries
 from ._checks import check_id
-from ._driver import AsyncDatabaseLike, shielded
-from ._gridfs import erasable_file_ids
-from ._text import plural
-from .schema import CollectionNames, Field, GridFSField, UploadField, sort_key, utc_naive
+from ._driver import AsyncDatabaseLike
+from ._persistence import Persistence, PurgeCounts
+from .schema import CollectionNames, Field, GridFSField, sort_key, utc_naive
+
+__all__ = ["Progress", "PurgeCounts", "purge_inactive", "purge_owner"]
 
 Progress = Callable[[int], None]
 """Called with how many more units of work are done, to drive a progress bar."""
-
-
-@dataclass
-class PurgeCounts:
-    """How many documents a purge removed (or, for a dry run, would remove)."""
-
-    threads: int = 0
-    items: int = 0
-    attachments: int = 0
-    files: int = 0
-    chunks: int = 0
-
-    def add(self, other: PurgeCounts) -> None:
-        for name in (f.name for f in fields(self)):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-    def describe(self) -> str:
-        return ", ".join(
-            plural(getattr(self, f.name), f.name.removesuffix("s")) for f in fields(self)
-        )
 
 
 async def purge_owner(
@@ -64,9 +34,12 @@ async def purge_owner(
     """Erase every thread, item, attachment and attachment byte of ``owner``, the bytes of
     uploads cut off before their files document was written included."""
     check_id(owner, "owner")
-    scope = {Field.OWNER: owner}
-    files_filter = {GridFSField.METADATA_OWNER: owner}
-    return await _erase(database, collections, owner, scope, files_filter, dry_run=dry_run)
+    return await _eraser(database, collections).erase(
+        owner,
+        {Field.OWNER: owner},
+        files_filter={GridFSField.METADATA_OWNER: owner},
+        dry_run=dry_run,
+    )
 
 
 async def purge_inactive(
@@ -92,8 +65,9 @@ async def purge_inactive(
     except OverflowError:
         raise ValueError(f"older_than ({older_than}) reaches back before the year 1") from None
     cutoff = sort_key(oldest, "")
-    threads = database[collections.threads]
-    items = database[collections.items]
+    eraser = _eraser(database, collections)
+    threads = eraser.collection("threads")
+    items = eraser.collection("items")
     # Why through the sort key: it starts with the creation time in fixed-width
     # digits, so "older than" is a string range, and the items check is one range on
     # the owner_thread_sort index.
@@ -105,19 +79,14 @@ async def purge_inactive(
         scope = queries.thread(thread[Field.OWNER], thread[Field.THREAD_ID])
         recent = await items.find_one({**scope, Field.SORT_KEY: {"$gte": cutoff}}, {"_id": 1})
         if recent is None:
-            attachment_ids = await _attachment_ids(database, collections, scope)
+            attachment_ids = await _attachment_ids(eraser, scope)
             files_filter = {
                 GridFSField.METADATA_OWNER: thread[Field.OWNER],
                 GridFSField.METADATA_ATTACHMENT_ID: {"$in": attachment_ids},
             }
             counts.add(
-                await _erase(
-                    database,
-                    collections,
-                    thread[Field.OWNER],
-                    scope,
-                    files_filter,
-                    dry_run=dry_run,
+                await eraser.erase(
+                    thread[Field.OWNER], scope, files_filter=files_filter, dry_run=dry_run
                 )
             )
         if on_progress is not None:
@@ -125,56 +94,14 @@ async def purge_inactive(
     return counts
 
 
-async def _attachment_ids(
-    database: AsyncDatabaseLike, collections: CollectionNames, scope: dict[str, Any]
-) -> list[str]:
-    cursor = database[collections.attachments].find(scope, {Field.ATTACHMENT_ID: 1, "_id": 0})
+def _eraser(database: AsyncDatabaseLike, collections: CollectionNames) -> Persistence:
+    """The persistence object over ``collections`` and their bucket, for a purge: no owner
+    resolver (the owner is given), no index check (purges never create indexes)."""
+    persistence = Persistence(database, collections, auto_create_indexes=False)
+    persistence.use_bucket(collections.bucket)
+    return persistence
+
+
+async def _attachment_ids(eraser: Persistence, scope: dict[str, Any]) -> list[str]:
+    cursor = eraser.collection("attachments").find(scope, {Field.ATTACHMENT_ID: 1, "_id": 0})
     return [document[Field.ATTACHMENT_ID] async for document in cursor]
-
-
-async def _erase(
-    database: AsyncDatabaseLike,
-    collections: CollectionNames,
-    owner: str,
-    scope: dict[str, Any],
-    files_filter: dict[str, Any],
-    *,
-    dry_run: bool,
-) -> PurgeCounts:
-    """Delete (or count) the documents of ``scope`` and ``owner``'s bytes: the GridFS files
-    of ``files_filter``, and the files the attachments of ``scope`` refer to."""
-    files = database[collections.bucket_files]
-    chunks = database[collections.bucket_chunks]
-    attachments = database[collections.attachments]
-    file_ids = [document["_id"] async for document in files.find(files_filter, {"_id": 1})]
-    found = set(file_ids)
-    referrers = attachments.find(
-        {**scope, UploadField.FILE_ID: {"$ne": None}}, {UploadField.FILE_ID: 1, "_id": 0}
-    )
-    referenced = [
-        document[UploadField.FILE_ID]
-        async for document in referrers
-        if document[UploadField.FILE_ID] not in found
-    ]
-    file_ids += await erasable_file_ids(files, attachments, owner, referenced)
-    chunks_filter = {GridFSField.FILES_ID: {"$in": file_ids}}
-    ordered = (
-        ("chunks", chunks, chunks_filter),
-        ("files", files, {"_id": {"$in": file_ids}}),
-        ("attachments", attachments, scope),
-        ("items", database[collections.items], scope),
-        ("threads", database[collections.threads], scope),
-    )
-    counts = PurgeCounts()
-    if dry_run:
-        for name, collection, filter_ in ordered:
-            setattr(counts, name, await collection.count_documents(filter_))
-        return counts
-
-    async def delete_in_order() -> None:
-        for name, collection, filter_ in ordered:
-            result = await collection.delete_many(filter_)
-            setattr(counts, name, result.deleted_count)
-
-    await shielded(delete_in_order())
-    return counts

@@ -48,7 +48,7 @@ async def test_hot_queries_are_index_scans_without_sort(
         {Field.OWNER: "alice", Field.ITEM_ID: "msg_150"}
     )
     for name, find in hot_queries("alice", "thr_1", "msg_150", anchor[Field.SORT_KEY]):
-        sent = real_store._visible(find)  # exactly as the store sends it
+        sent = real_store.persistence.visible(find)  # exactly as the store sends it
         summary = await explain(real_store.database, real_store.collections, sent)
         assert summary.problems() == [], f"{name}: {summary.describe()}"
         if name != "load_attachment":
