@@ -7,7 +7,9 @@ from .errors import (
     AttachmentTypeError,
     ChatKitMongoError,
     CiphertextError,
+    ConflictError,
     EncryptionConfigError,
+    ImportFileError,
     IncompleteUploadError,
     IndexConflictError,
     ItemConflictError,
@@ -32,7 +34,7 @@ from .schema import (
     index_specs,
 )
 from .store import MongoStore
-from .transfer import ImportCounts, ImportFileError, export_data, import_data
+from .transfer import ImportCounts, export_data, import_data
 
 __all__ = [
     "INDEXES",
@@ -42,6 +44,7 @@ __all__ = [
     "ChatKitMongoError",
     "CiphertextError",
     "CollectionNames",
+    "ConflictError",
     "Download",
     "Encryption",
     "EncryptionConfigError",

@@ -267,7 +267,8 @@ def _output_file(out: Path | None) -> Iterator[TextIO]:
 @click.pass_context
 def export_command(ctx: click.Context, owner: str | None, out: Path | None) -> None:
     """Write threads, items, attachments and their bytes as JSON Lines."""
-    from .transfer import Kind, count_export, export_data  # noqa: PLC0415
+    from .schema import Kind  # noqa: PLC0415
+    from .transfer import count_export, export_data  # noqa: PLC0415
 
     connection = resolve(ctx)
     with _output_file(out) as stream:

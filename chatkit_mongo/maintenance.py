@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import queries
-from ._checks import check_id
 from ._driver import AsyncDatabaseLike
 from ._persistence import Persistence, PurgeCounts
+from .owner import check_owner
 from .schema import CollectionNames, Field, GridFSField, sort_key, utc_naive
 
 __all__ = ["Progress", "PurgeCounts", "purge_inactive", "purge_owner"]
@@ -33,7 +33,7 @@ async def purge_owner(
 ) -> PurgeCounts:
     """Erase every thread, item, attachment and attachment byte of ``owner``, the bytes of
     uploads cut off before their files document was written included."""
-    check_id(owner, "owner")
+    check_owner(owner)
     return await _eraser(database, collections).erase(
         owner,
         {Field.OWNER: owner},

@@ -101,14 +101,15 @@ async def test_indexes_are_created_automatically_once_per_client(
     database: Any, alice: RequestContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    original = MongoStore.ensure_indexes
+    first: MongoStore[Any] = MongoStore(database)
+    persistence = type(first.persistence)  # where every call's index check starts
+    original = persistence.ensure_indexes
 
-    async def counting(self: MongoStore[Any]) -> Any:
+    async def counting(self: Any) -> Any:
         calls.append("ensure")
         return await original(self)
 
-    monkeypatch.setattr(MongoStore, "ensure_indexes", counting)
-    first: MongoStore[Any] = MongoStore(database)
+    monkeypatch.setattr(persistence, "ensure_indexes", counting)
     await first.save_thread(thread(), alice)
     await first.load_thread("thr_1", alice)
     second: MongoStore[Any] = MongoStore(database)  # same client: already done
