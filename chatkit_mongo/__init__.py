@@ -19,8 +19,9 @@ from .errors import (
     UnstorableError,
     UploadConflictError,
 )
-from .indexes import IndexStatus, ensure_indexes, plan_indexes
-from .maintenance import PurgeCounts, purge_inactive, purge_owner
+from .operations.erase import PurgeCounts, purge_inactive, purge_owner
+from .operations.indexes import IndexStatus, ensure_indexes, plan_indexes
+from .operations.transfer import ImportCounts, export_data, import_data
 from .owner import OwnerResolver, default_owner
 from .retention import Retention
 from .schema import (
@@ -34,7 +35,6 @@ from .schema import (
     index_specs,
 )
 from .store import MongoStore
-from .transfer import ImportCounts, export_data, import_data
 
 __all__ = [
     "INDEXES",

@@ -42,17 +42,17 @@ from chatkit.store import NotFoundError
 from chatkit.types import Attachment
 from pymongo import ReturnDocument
 
-from . import queries
+from . import _queries as queries
 from ._checks import check_id, check_optional_id
 from ._codec import ATTACHMENT_ADAPTER, check_document, dump
 from ._driver import AsyncDatabaseLike, shielded
 from ._gridfs import erasable_file_ids
+from ._queries import Find
 from ._single_flight import OncePerClient
 from ._text import plural
 from .errors import StoreClosedError, UploadConflictError
-from .indexes import IndexStatus, ensure_indexes
+from .operations.indexes import IndexStatus, ensure_indexes
 from .owner import OwnerResolver, default_owner, resolve_owner
-from .queries import Find
 from .retention import Retention
 from .schema import (
     CollectionNames,

@@ -37,7 +37,7 @@ from chatkit.types import (
 from gridfs import DEFAULT_CHUNK_SIZE
 from gridfs.errors import NoFile
 
-from . import queries
+from . import _queries as queries
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER
 from ._driver import gridfs_bucket, resolve, shielded

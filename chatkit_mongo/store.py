@@ -14,15 +14,15 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 from typing_extensions import TypeVar
 
-from . import queries
+from . import _queries as queries
 from ._checks import check_id, check_limit, check_optional_id, check_order
 from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document, dump
 from ._driver import AsyncDatabaseLike, identify, resolve, shielded
 from ._persistence import CollectionWrapper, Persistence
+from ._queries import Find
 from .errors import ItemConflictError
-from .indexes import IndexStatus
+from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
-from .queries import Find
 from .retention import Clock, Retention
 from .schema import CollectionNames, Field, sort_key, utc_naive
 

@@ -16,8 +16,8 @@ from chatkit_mongo import (
     MongoStore,
     plan_indexes,
 )
-from chatkit_mongo.cli import create_indexes_main
-from chatkit_mongo.create_indexes import create_indexes, planned
+from chatkit_mongo.apps.cli import create_indexes_main
+from chatkit_mongo.apps.create_indexes import create_indexes, planned
 
 from .conftest import NAMES, RequestContext
 from .samples import thread

@@ -26,8 +26,8 @@ from chatkit_mongo import (
     MongoStore,
     Retention,
 )
-from chatkit_mongo.cli import create_indexes_main
-from chatkit_mongo.create_indexes import planned
+from chatkit_mongo.apps.cli import create_indexes_main
+from chatkit_mongo.apps.create_indexes import planned
 
 from .cli_support import run
 from .conftest import NAMES, RequestContext

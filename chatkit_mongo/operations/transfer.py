@@ -38,12 +38,12 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from pydantic import ValidationError
 from pymongo import ReplaceOne
 
-from ._checks import check_id, check_optional_id
-from ._codec import check_document
-from ._driver import AsyncDatabaseLike, shielded
-from .errors import ImportFileError, UnstorableError
-from .owner import check_owner
-from .schema import (
+from .._checks import check_id, check_optional_id
+from .._codec import check_document
+from .._driver import AsyncDatabaseLike, shielded
+from ..errors import ImportFileError, UnstorableError
+from ..owner import check_owner
+from ..schema import (
     DOCUMENT_KINDS,
     FILE_ID_SEPARATOR,
     CollectionNames,
@@ -542,7 +542,8 @@ async def _referrers(
     owner's attachments are asked, one query per owner, routed to the owner's shards.
     A bare ObjectId (a file from before ids carried the owner) may be anyone's, so all
     attachments are asked: a scan of every shard, as no index serves ``file_id``, listed
-    in :data:`chatkit_mongo.sharding.SCATTERS`; an operator's import of old files pays it.
+    in :data:`chatkit_mongo.operations.sharding.SCATTERS`; an operator's import of old
+    files pays it.
     """
     projection = {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.FILE_ID: 1}
     by_owner: dict[str, list[FileId]] = {}

@@ -16,9 +16,9 @@ from typing import Any, Literal
 from pymongo import IndexModel
 from pymongo.errors import OperationFailure
 
-from ._driver import AsyncDatabaseLike, resolve
-from .errors import IndexConflictError
-from .schema import INDEXES, CollectionNames, IndexSpec, describe_option
+from .._driver import AsyncDatabaseLike, resolve
+from ..errors import IndexConflictError
+from ..schema import INDEXES, CollectionNames, IndexSpec, describe_option
 
 IndexState = Literal["present", "missing", "conflict"]
 

@@ -34,10 +34,10 @@ from chatkit.types import (
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient
 
-from ._codec import ITEM_ADAPTER, THREAD_ADAPTER, dump
-from ._driver import resolve
-from ._encryption import OwnerEncryption, encrypted_stream_size, ensure_key_vault_index
-from .encryption import LOCAL_KEY_BYTES, Encryption
+from .._codec import ITEM_ADAPTER, THREAD_ADAPTER, dump
+from .._driver import resolve
+from .._encryption import OwnerEncryption, encrypted_stream_size, ensure_key_vault_index
+from ..encryption import LOCAL_KEY_BYTES, Encryption
 
 MiB = 1024 * 1024
 DRIVERS = ("pymongo", "motor")

@@ -1,7 +1,7 @@
 """What the server says about the store's hot queries (``explain``).
 
 Used by ``chatkit-mongo doctor``, the benchmark and the real-server tests, on the very
-queries the store sends (see :mod:`chatkit_mongo.queries`): a check of the hot queries
+queries the store sends (see :mod:`chatkit_mongo._queries`): a check of the hot queries
 is only worth something if it checks the queries that actually run. A healthy plan
 scans an index (``IXSCAN``), never the collection, sorts nothing in memory (no ``SORT``
 stage), and examines about as many keys as it returns documents.
@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import queries
-from ._driver import AsyncDatabaseLike
-from .queries import Find
-from .schema import CollectionNames
+from .. import _queries as queries
+from .._driver import AsyncDatabaseLike
+from .._queries import Find
+from ..schema import CollectionNames
 
 _INDEX_SCANS = frozenset({"IXSCAN", "EXPRESS_IXSCAN", "IDHACK", "EXPRESS_IDHACK"})
 

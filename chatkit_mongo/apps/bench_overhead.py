@@ -8,7 +8,7 @@ that goes first alternates from pair to pair.
 
 The bare side is the driver call the store makes, given a document that is ready to
 send (the very document the store wrote, read back, under a fresh id where a new one
-is needed) and the filter from :mod:`chatkit_mongo.queries`. Everything the store does
+is needed) and the filter from :mod:`chatkit_mongo._queries`. Everything the store does
 besides (checking arguments and the owner, turning models into documents and back,
 refusing what would not round-trip, the size and depth limits, shielding writes from
 cancellation) is its overhead. Work the measurement itself needs (seeding, removing
@@ -31,10 +31,10 @@ from chatkit.types import (
     ThreadMetadata,
 )
 
-from . import queries
-from .queries import Find
-from .schema import Field, Role
-from .store import MongoStore, new_id
+from .. import _queries as queries
+from .._queries import Find
+from ..schema import Field, Role
+from ..store import MongoStore, new_id
 
 OVERHEAD_OPERATIONS: Final = (
     "load_thread",

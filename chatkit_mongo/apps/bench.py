@@ -6,13 +6,14 @@ streamed (streaming itself touches no store), and list the user's threads for th
 sidebar. The run, in phases:
 
 1. **overhead**: every Store operation against the bare driver call it makes, in
-   interleaved A/B pairs (:mod:`chatkit_mongo.bench_overhead`); the ratio store/bare;
+   interleaved A/B pairs (:mod:`chatkit_mongo.apps.bench_overhead`); the ratio store/bare;
 2. **workload**: many users take turns in many threads, one call at a time: p50/p99
    latency and round trips per call (commands seen by a PyMongo ``CommandListener``,
    or, on the embedded backend, calls on the collections);
 3. **explain**: documents and keys examined per document returned by the queries the
    store sends, where the server can ``explain()``;
-4. **concurrency**: N simulated users on one event loop (:mod:`chatkit_mongo.bench_concurrency`);
+4. **concurrency**: N simulated users on one event loop
+   (:mod:`chatkit_mongo.apps.bench_concurrency`);
 5. **growth** (``--growth``, long): one thread grows to each size and the same turn is
    timed there. On a real server a turn must cost the same at 10,000 items as at 100.
 """
@@ -44,10 +45,13 @@ from chatkit.types import (
 from pymongo import monitoring
 from pymongo.errors import OperationFailure, PyMongoError
 
-from . import queries
-from ._driver import AsyncDatabaseLike
+from .. import _queries as queries
+from .._driver import AsyncDatabaseLike
+from .._text import shown
+from ..operations.explain import PlanSummary, explain, hot_queries
+from ..schema import CollectionNames, Field
+from ..store import MongoStore
 from ._params import Seconds, WholeNumber
-from ._text import shown
 from .bench_concurrency import level_collections, measure_concurrency, percentile
 from .bench_overhead import OVERHEAD_OPERATIONS, measure_overhead
 from .connection import (
@@ -59,9 +63,6 @@ from .connection import (
 )
 from .connection import resolve as resolve_connection
 from .embedded import embedded_database
-from .explain import PlanSummary, explain, hot_queries
-from .schema import CollectionNames, Field
-from .store import MongoStore
 
 _T = TypeVar("_T")
 
@@ -737,7 +738,7 @@ async def _target(
 
     On a server the collections the run writes must be empty; the database is dropped
     afterwards or, where the server cannot drop databases, emptied. The server is opened
-    as every command opens it (:mod:`chatkit_mongo.connection`), with a command counter
+    as every command opens it (:mod:`chatkit_mongo.apps.connection`), with a command counter
     on the client (PyMongo's, or Motor's with ``--driver motor``); an opener handed in
     by a test is used as it is.
     """

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import queries
-from ._driver import AsyncDatabaseLike
-from ._persistence import Persistence, PurgeCounts
-from .owner import check_owner
-from .schema import CollectionNames, Field, GridFSField, sort_key, utc_naive
+from .. import _queries as queries
+from .._driver import AsyncDatabaseLike
+from .._persistence import Persistence, PurgeCounts
+from ..owner import check_owner
+from ..schema import CollectionNames, Field, GridFSField, sort_key, utc_naive
 
 __all__ = ["Progress", "PurgeCounts", "purge_inactive", "purge_owner"]
 

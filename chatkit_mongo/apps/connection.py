@@ -26,16 +26,16 @@ from typing import Any, Final, TypeVar
 import click
 from click.core import ParameterSource
 
-from ._driver import AsyncDatabaseLike
+from .._driver import AsyncDatabaseLike
+from .._text import shown
+from ..schema import CollectionNames
 from ._params import Seconds
-from ._text import shown
-from .schema import CollectionNames
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 DEFAULT_DATABASE: Final = "chatkit"
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
-_META: Final = "chatkit_mongo.connection"
+_META: Final = "chatkit_mongo.apps.connection"
 _COLLECTION_OPTIONS: Final = {
     "threads_collection": "threads",
     "items_collection": "items",
@@ -167,7 +167,7 @@ async def open_database(
         ServerSelectionTimeoutError,
     )
 
-    from ._driver import DRIVER_INFO  # noqa: PLC0415
+    from .._driver import DRIVER_INFO  # noqa: PLC0415
 
     milliseconds = max(1, round(wait_seconds * 1000))
     try:

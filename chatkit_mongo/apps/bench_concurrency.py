@@ -28,8 +28,8 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 
-from .schema import CollectionNames
-from .store import MongoStore
+from ..schema import CollectionNames
+from ..store import MongoStore
 
 TICK: Final = 0.001
 """The ticker's period (1 ms)."""
@@ -47,7 +47,7 @@ def level_collections(base: CollectionNames, users: int) -> CollectionNames:
 
 
 async def _turn(store: MongoStore[Any], user: str, thread_id: str, words: str) -> None:
-    """What ChatKit does for one user message (see :mod:`chatkit_mongo.bench`)."""
+    """What ChatKit does for one user message (see :mod:`chatkit_mongo.apps.bench`)."""
     context = {"user_id": user}
     thread = await store.load_thread(thread_id, context)
     await store.add_thread_item(
