@@ -50,6 +50,16 @@ async def resolve(value: _T | Awaitable[_T]) -> _T:
     return value
 
 
+def open_client(uri: str, **options: Any) -> Any:
+    """The one way the library opens a URI: PyMongo's ``AsyncMongoClient`` naming
+    chatkit-mongo in its handshake; ``options`` go to the client. Used by
+    ``MongoStore.from_uri``, every CLI command and the benchmark. Imported late so that
+    modules that only describe data (and ``--help``) do not load the driver's client."""
+    from pymongo import AsyncMongoClient  # noqa: PLC0415
+
+    return AsyncMongoClient(uri, driver=DRIVER_INFO, **options)
+
+
 def identify(client: Any) -> None:
     """Add our DriverInfo to an injected client's handshake, where the driver allows it.
 

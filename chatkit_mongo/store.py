@@ -10,14 +10,13 @@ from typing import Any, Final, Generic
 
 from chatkit.store import NotFoundError, Store, StoreItemType, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
-from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 from typing_extensions import TypeVar
 
 from . import _queries as queries
 from ._checks import check_id, check_limit, check_optional_id, check_order
 from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document, dump
-from ._driver import AsyncDatabaseLike, identify, resolve, shielded
+from ._driver import AsyncDatabaseLike, identify, open_client, resolve, shielded
 from ._persistence import CollectionWrapper, Persistence
 from ._queries import Find
 from .errors import ItemConflictError
@@ -134,7 +133,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         keywords = _keyword_options(cls)
         store_options = {name: value for name, value in options.items() if name in keywords}
         client_options = {name: value for name, value in options.items() if name not in keywords}
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, **client_options)
+        client = open_client(uri, **client_options)
         store: MongoStore[Any] = cls(client[database], **store_options)
         store._owns_client = True
         return store

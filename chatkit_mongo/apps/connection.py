@@ -160,22 +160,20 @@ async def open_database(
     A URI that does not parse, an unreachable server or refused credentials end in a
     one-line :class:`click.ClickException` naming the host and the cause.
     """
-    from pymongo import AsyncMongoClient  # noqa: PLC0415  (kept out of --help)
-    from pymongo.errors import (  # noqa: PLC0415
+    from pymongo.errors import (  # noqa: PLC0415  (kept out of --help)
         ConfigurationError,
         PyMongoError,
         ServerSelectionTimeoutError,
     )
 
-    from .._driver import DRIVER_INFO  # noqa: PLC0415
+    from .._driver import open_client  # noqa: PLC0415
 
     milliseconds = max(1, round(wait_seconds * 1000))
     try:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        client = open_client(
             uri,
             serverSelectionTimeoutMS=milliseconds,
             connectTimeoutMS=milliseconds,
-            driver=DRIVER_INFO,
             **client_options,
         )
     except (ConfigurationError, ValueError, TypeError) as exc:
