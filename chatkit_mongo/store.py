@@ -14,7 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from typing_extensions import TypeVar
 
 from . import _queries as queries
-from ._checks import check_id, check_limit, check_optional_id, check_order
+from ._checks import Order, check_id, check_limit, check_optional_id, check_order
 from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document, dump
 from ._driver import AsyncDatabaseLike, identify, open_client, resolve, shielded
 from ._persistence import CollectionWrapper, Persistence
@@ -205,17 +205,16 @@ class MongoStore(Store[TContext], Generic[TContext]):
         self, limit: int, after: str | None, order: str, context: TContext
     ) -> Page[ThreadMetadata]:
         owner = await self.persistence.begin(context)
-        limit = check_limit(limit, self.max_page_size)
-        direction = check_order(order)
-        after = check_optional_id(after, "after")
-        anchor = None
-        if after is not None:
-            anchor = await self._anchor(
-                queries.anchor("threads", queries.thread(owner, after)),
-                f"Thread {after} not found",
-            )
-        return await self._page(
-            queries.threads_page(owner, anchor, direction, limit), THREAD_ADAPTER.validate_python
+        return await self._keyset_page(
+            limit,
+            after,
+            order,
+            anchor_of=lambda after_id: queries.anchor("threads", queries.thread(owner, after_id)),
+            not_found="Thread {after} not found",
+            page_of=lambda anchor, direction, size: queries.threads_page(
+                owner, anchor, direction, size
+            ),
+            parse=THREAD_ADAPTER.validate_python,
         )
 
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
@@ -234,18 +233,16 @@ class MongoStore(Store[TContext], Generic[TContext]):
     ) -> Page[ThreadItem]:
         owner = await self.persistence.begin(context)
         check_id(thread_id, "thread_id")
-        limit = check_limit(limit, self.max_page_size)
-        direction = check_order(order)
-        after = check_optional_id(after, "after")
-        anchor = None
-        if after is not None:
-            anchor = await self._anchor(
-                queries.anchor("items", queries.item(owner, thread_id, after)),
-                f"Item {after} not found in thread {thread_id}",
-            )
-        return await self._page(
-            queries.items_page(owner, thread_id, anchor, direction, limit),
-            ITEM_ADAPTER.validate_python,
+        return await self._keyset_page(
+            limit,
+            after,
+            order,
+            anchor_of=lambda after: queries.anchor("items", queries.item(owner, thread_id, after)),
+            not_found=f"Item {{after}} not found in thread {thread_id}",
+            page_of=lambda anchor, direction, size: queries.items_page(
+                owner, thread_id, anchor, direction, size
+            ),
+            parse=ITEM_ADAPTER.validate_python,
         )
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
@@ -366,6 +363,27 @@ class MongoStore(Store[TContext], Generic[TContext]):
             raise NotFoundError(not_found)
         anchor: str = document[Field.SORT_KEY]
         return anchor
+
+    async def _keyset_page(
+        self,
+        limit: int,
+        after: str | None,
+        order: str,
+        *,
+        anchor_of: Callable[[str], Find],
+        not_found: str,
+        page_of: Callable[[str | None, Order, int], Find],
+        parse: Callable[[Any], _T],
+    ) -> Page[_T]:
+        """One page of threads or items: the arguments checked, the ``after`` element's
+        sort key looked up (``NotFoundError`` if it is gone), then one index range."""
+        limit = check_limit(limit, self.max_page_size)
+        direction = check_order(order)
+        after = check_optional_id(after, "after")
+        anchor = None
+        if after is not None:
+            anchor = await self._anchor(anchor_of(after), not_found.format(after=after))
+        return await self._page(page_of(anchor, direction, limit), parse)
 
     async def _page(self, find: Find, parse: Callable[[Any], _T]) -> Page[_T]:
         documents = await self.persistence.find_page(find)

@@ -26,7 +26,7 @@ import secrets
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -35,12 +35,9 @@ from typing import Any, Final, TextIO, TypeVar
 
 import click
 from chatkit.types import (
-    AssistantMessageContent,
     AssistantMessageItem,
-    InferenceOptions,
     ThreadMetadata,
     UserMessageItem,
-    UserMessageTextContent,
 )
 from pymongo import monitoring
 from pymongo.errors import OperationFailure, PyMongoError
@@ -52,12 +49,17 @@ from ..operations.explain import PlanSummary, explain, hot_queries
 from ..schema import CollectionNames, Field
 from ..store import MongoStore
 from ._params import Seconds, WholeNumber
-from .bench_concurrency import level_collections, measure_concurrency, percentile
+from .bench_concurrency import (
+    assistant_message,
+    level_collections,
+    measure_concurrency,
+    percentile,
+    user_message,
+)
 from .bench_overhead import OVERHEAD_OPERATIONS, measure_overhead
 from .connection import (
     Connection,
     connection_options,
-    one_line,
     open_database,
     open_uri,
 )
@@ -327,20 +329,11 @@ class _Workload:
         return " ".join(_WORDS[(self.counter + i) % len(_WORDS)] for i in range(count))
 
     def _user_message(self, thread: ThreadMetadata, context: Any) -> UserMessageItem:
-        return UserMessageItem(
-            id=self.store.generate_item_id("message", thread, context),
-            thread_id=thread.id,
-            created_at=datetime.now(),
-            content=[UserMessageTextContent(text=self._words(20))],
-            inference_options=InferenceOptions(),
-        )
+        return user_message(self.store, thread, context, self._words(20))
 
     def _reply(self, thread: ThreadMetadata, context: Any) -> AssistantMessageItem:
-        return AssistantMessageItem(
-            id=self.store.generate_item_id("message", thread, context),
-            thread_id=thread.id,
-            created_at=datetime.now(),
-            content=[AssistantMessageContent(text=self._words(self.settings.reply_words))],
+        return assistant_message(
+            self.store, thread, context, self._words(self.settings.reply_words)
         )
 
 
@@ -697,37 +690,10 @@ def bench_collections(settings: BenchSettings, collections: CollectionNames) -> 
     return [name for names in sets for name in names.by_role().values()]
 
 
-@asynccontextmanager
-async def _open_motor(
-    connection: Connection, round_trips: RoundTrips
-) -> AsyncIterator[AsyncDatabaseLike]:
-    """A Motor client for the URI, opened and checked as :func:`open_database` opens
-    PyMongo's; closed on exit. The store names the library in the handshake
-    (Motor refuses a ``driver=`` of ours beside its own)."""
+def _motor_client() -> Callable[..., Any]:
     from motor.motor_asyncio import AsyncIOMotorClient  # noqa: PLC0415  (only when asked)
-    from pymongo.errors import ConfigurationError  # noqa: PLC0415
 
-    milliseconds = max(1, round(connection.timeout * 1000))
-    try:
-        client: Any = AsyncIOMotorClient(
-            connection.uri,
-            serverSelectionTimeoutMS=milliseconds,
-            connectTimeoutMS=milliseconds,
-            event_listeners=[CommandCounter(round_trips)],
-        )
-    except (ConfigurationError, ValueError, TypeError) as exc:
-        raise click.ClickException(f"bad MongoDB URI: {one_line(exc)}") from exc
-    try:
-        try:
-            await client.admin.command("ping")
-        except PyMongoError as exc:
-            raise click.ClickException(
-                f"cannot reach MongoDB within {connection.timeout:g}s: {one_line(exc)}"
-            ) from exc
-        database: AsyncDatabaseLike = client[connection.database]
-        yield database
-    finally:
-        client.close()  # Motor's close is a plain call
+    return AsyncIOMotorClient
 
 
 @asynccontextmanager
@@ -757,15 +723,16 @@ async def _target(
     opened: AbstractAsyncContextManager[AsyncDatabaseLike]
     if connection.opener is open_uri and connection.uri:
         round_trips = RoundTrips()
-        if driver == "motor":
-            opened = _open_motor(connection, round_trips)
-        else:
-            opened = open_database(
-                connection.uri,
-                connection.database,
-                connection.timeout,
-                event_listeners=[CommandCounter(round_trips)],
-            )
+        # Motor: only when asked. The store names the library in Motor's handshake
+        # (Motor refuses a driver= of ours beside its own).
+        make_client = _motor_client() if driver == "motor" else None
+        opened = open_database(
+            connection.uri,
+            connection.database,
+            connection.timeout,
+            make_client=make_client,
+            event_listeners=[CommandCounter(round_trips)],
+        )
     else:
         opened = connection.open()
     async with opened as database:

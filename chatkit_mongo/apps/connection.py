@@ -27,6 +27,7 @@ import click
 from click.core import ParameterSource
 
 from .._driver import AsyncDatabaseLike
+from .._driver import resolve as awaited
 from .._text import shown
 from ..schema import CollectionNames
 from ._params import Seconds
@@ -153,9 +154,16 @@ def given_options(ctx: click.Context) -> ConnectionOptions:
 
 @asynccontextmanager
 async def open_database(
-    uri: str, database: str, wait_seconds: float, **client_options: Any
+    uri: str,
+    database: str,
+    wait_seconds: float,
+    *,
+    make_client: Callable[..., Any] | None = None,
+    **client_options: Any,
 ) -> AsyncIterator[AsyncDatabaseLike]:
-    """A PyMongo async client for ``uri``, checked with a ``ping``, closed on exit.
+    """A client for ``uri``, checked with a ``ping``, closed on exit: PyMongo's async
+    client (the library's :func:`~chatkit_mongo._driver.open_client`), or the one
+    ``make_client`` builds (the benchmark's Motor client).
 
     A URI that does not parse, an unreachable server or refused credentials end in a
     one-line :class:`click.ClickException` naming the host and the cause.
@@ -170,7 +178,7 @@ async def open_database(
 
     milliseconds = max(1, round(wait_seconds * 1000))
     try:
-        client = open_client(
+        client = (make_client or open_client)(
             uri,
             serverSelectionTimeoutMS=milliseconds,
             connectTimeoutMS=milliseconds,
@@ -189,7 +197,7 @@ async def open_database(
             raise click.ClickException(f"MongoDB refused the connection: {one_line(exc)}") from exc
         yield client[database]
     finally:
-        await client.close()
+        await awaited(client.close())  # a coroutine in PyMongo Async, a plain call in Motor
 
 
 _TOPOLOGY_NOISE: Final = re.compile(
