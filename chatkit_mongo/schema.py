@@ -14,7 +14,13 @@ from typing import Any, Final, Literal
 from bson import ObjectId
 from pydantic import TypeAdapter
 
+from ._checks import MAX_ID_LENGTH as MAX_ID_LENGTH  # noqa: PLC0414  (re-exported)
 from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
+from ._codec import MAX_DOCUMENT_BYTES as MAX_DOCUMENT_BYTES  # noqa: PLC0414
+from ._codec import MAX_NESTING as MAX_NESTING  # noqa: PLC0414
+
+# Re-exported above: the limits a stored value must keep, which error messages name
+# (ids of at most MAX_ID_LENGTH characters, MongoDB's 16 MiB documents and 100 levels).
 
 Direction = Literal[1, -1]
 Role = Literal["threads", "items", "attachments"]

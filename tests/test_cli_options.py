@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatkit_mongo._driver import AsyncDatabaseLike
+from chatkit_mongo import AsyncDatabaseLike
 from chatkit_mongo._text import plural, shown
 from chatkit_mongo.apps._params import Seconds, WholeNumber
 from chatkit_mongo.apps.cli import _Duration, cli

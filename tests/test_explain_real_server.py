@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from chatkit_mongo import Field, MongoStore
+from chatkit_mongo import MongoStore
 from chatkit_mongo.operations.explain import explain, hot_queries
+from chatkit_mongo.schema import Field
 
 from .conftest import SERVER_BACKENDS, RequestContext, scratch_database
 from .samples import BASE_TIME, assistant_message, thread

@@ -7,17 +7,11 @@ from typing import Any
 import pytest
 from pymongo import IndexModel
 
-from chatkit_mongo import (
-    INDEXES,
-    CollectionNames,
-    Field,
-    GridFSField,
-    IndexConflictError,
-    MongoStore,
-    plan_indexes,
-)
+from chatkit_mongo import CollectionNames, IndexConflictError, MongoStore
 from chatkit_mongo.apps.cli import create_indexes_main
 from chatkit_mongo.apps.create_indexes import create_indexes, planned
+from chatkit_mongo.operations.indexes import plan_indexes
+from chatkit_mongo.schema import INDEXES, Field, GridFSField
 
 from .conftest import NAMES, RequestContext
 from .samples import thread

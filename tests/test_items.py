@@ -9,7 +9,8 @@ import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import ThreadItem
 
-from chatkit_mongo import Field, ItemConflictError, MongoStore
+from chatkit_mongo import ItemConflictError, MongoStore
+from chatkit_mongo.schema import Field
 
 from .conftest import RequestContext
 from .samples import BASE_TIME, assistant_message, every_item, thread

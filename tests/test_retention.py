@@ -17,17 +17,10 @@ from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams
 from pymongo import IndexModel
 
-from chatkit_mongo import (
-    INDEXES,
-    RETENTION_INDEXES,
-    Field,
-    GridFSAttachmentStore,
-    IndexConflictError,
-    MongoStore,
-    Retention,
-)
+from chatkit_mongo import GridFSAttachmentStore, IndexConflictError, MongoStore, Retention
 from chatkit_mongo.apps.cli import create_indexes_main
 from chatkit_mongo.apps.create_indexes import planned
+from chatkit_mongo.schema import INDEXES, RETENTION_INDEXES, Field
 
 from .cli_support import run
 from .conftest import NAMES, RequestContext

@@ -17,7 +17,8 @@ import pytest
 from mockupdb import MockupDB
 from pymongo import AsyncMongoClient
 
-from chatkit_mongo import Field, MongoStore
+from chatkit_mongo import MongoStore
+from chatkit_mongo.schema import Field
 
 from .conftest import RequestContext
 from .samples import BASE_TIME, assistant_message
