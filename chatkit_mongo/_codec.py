@@ -58,7 +58,48 @@ def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, An
 
 def check_document(document: dict[str, Any], what: str) -> None:
     """Refuse, before anything is sent, a document MongoDB would reject or truncate, or
-    one that would not read back as it is (see :func:`is_dbref_shaped`)."""
+    one that would not read back as it is (see :func:`is_dbref_shaped`).
+
+    Why the encode comes first: most documents are small, and a small one can hold
+    neither too deep a nesting nor a DBRef-shaped object unseen, so the walk that looks
+    for those is skipped (see :func:`_needs_scan`). Whenever the encode fails or the
+    walk cannot be skipped, the checks run in their full order, so the error is the one
+    the full check gives.
+    """
+    try:
+        encoded = bson.encode(document)
+    except (OverflowError, InvalidDocument, UnicodeEncodeError, RecursionError):
+        encoded = None
+    if encoded is None or _needs_scan(encoded):
+        _check_structure(document, what)
+        _check_encoded(document, what, encoded)
+        return
+    _check_size(len(encoded), what)
+
+
+_DBREF_KEY: Final = b"\x02$ref\x00"
+"""A string element keyed ``$ref`` as BSON: what every DBRef-shaped object holds."""
+_LEVEL_BYTES: Final = 7
+"""The fewest BSON bytes one more level of nesting adds: the element's type byte, a
+one-byte key ("0" for an array) and its NUL, and the nested document's length and NUL."""
+_SCAN_FROM_BYTES: Final = 5 + _LEVEL_BYTES * MAX_NESTING
+"""The smallest BSON document nested past ``MAX_NESTING`` levels (an empty innermost
+document is 5 bytes): anything shorter is provably nested deeply enough to store."""
+
+
+def _needs_scan(encoded: bytes) -> bool:
+    """Whether the encoded document may be nested too deep or hold a DBRef shape.
+
+    Why this is exact and not a guess: a document nested ``MAX_NESTING + 1`` levels
+    is at least ``_SCAN_FROM_BYTES`` long, and a DBRef-shaped object holds a string
+    element ``$ref``, whose type byte, key and NUL then appear in the bytes (they may
+    also appear inside a string value: then the walk runs for nothing, never the other
+    way round).
+    """
+    return len(encoded) >= _SCAN_FROM_BYTES or _DBREF_KEY in encoded
+
+
+def _check_structure(document: dict[str, Any], what: str) -> None:
     depth, dbref = _scan(document)
     if depth > MAX_NESTING:
         raise UnstorableError(f"{what} is nested {depth} levels deep; MongoDB allows {MAX_NESTING}")
@@ -69,8 +110,12 @@ def check_document(document: dict[str, Any], what: str) -> None:
             '"$ref" and an "$id" (and a "$db" that is absent, null or a string) back as a '
             "DBRef, a database reference, not as the object saved. Rename its keys."
         )
+
+
+def _check_encoded(document: dict[str, Any], what: str, encoded: bytes | None) -> None:
+    """The encoder's refusal, named; or the size limit of the ``encoded`` document."""
     try:
-        size = len(bson.encode(document))
+        size = len(encoded if encoded is not None else bson.encode(document))
     except OverflowError as exc:
         raise UnstorableError(
             f"{what} holds an integer outside MongoDB's 64-bit range ({exc})"
@@ -82,6 +127,10 @@ def check_document(document: dict[str, Any], what: str) -> None:
             f"{what} holds a string with a lone surrogate ({exc.object[exc.start : exc.end]!r}), "
             "which BSON's UTF-8 cannot encode"
         ) from exc
+    _check_size(size, what)
+
+
+def _check_size(size: int, what: str) -> None:
     if size > MAX_DOCUMENT_BYTES - _SIZE_HEADROOM:
         raise UnstorableError(
             f"{what} is {size} bytes as BSON; a MongoDB document holds at most "
