@@ -243,12 +243,14 @@ class _MultipartFile:
                 "multipart/form-data needs a boundary parameter of 1 to "
                 f"{_MAX_BOUNDARY} characters, got {boundary!r:.100}"
             )
-        reader = cls(body, boundary, max_bytes)
-        while reader._file is None:
-            if reader._ended or not await reader._feed():
+        return await cls(body, boundary, max_bytes)._file_part()
+
+    async def _file_part(self) -> _FilePart:
+        while self._file is None:
+            if self._ended or not await self._feed():
                 raise ValueError('send the file as a multipart/form-data field named "file"')
-        name, mime_type = reader._file
-        return _FilePart(name, mime_type, reader._file_bytes())
+        name, mime_type = self._file
+        return _FilePart(name, mime_type, self._file_bytes())
 
     async def _file_bytes(self) -> AsyncGenerator[bytes]:
         while True:

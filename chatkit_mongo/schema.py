@@ -339,8 +339,10 @@ RETENTION_INDEXES: Final[tuple[IndexSpec, ...]] = tuple(
 )
 """Why no TTL index on the GridFS bucket: the chunks (the bytes) carry no date, so they
 need the orphan sweep whatever happens to their ``files`` document; once an attachment's
-metadata is gone, the sweep removes its ``files`` document and chunks together, in the
-order the GridFS spec requires, and a download never reaches bytes of an expired
+metadata is gone, the sweep removes its chunks and ``files`` document together, in the one
+order of :meth:`Persistence.delete_unreferenced_files
+<chatkit_mongo._persistence.Persistence.delete_unreferenced_files>` (chunks first), and a
+download never reaches bytes of an expired
 attachment, because it starts from the metadata."""
 
 

@@ -215,9 +215,9 @@ class OverheadRun:
 
         async def bare_delete_thread() -> None:
             scope = queries.thread(OWNER, doomed["threads"].pop())
+            await attachments.delete_many(scope)  # the store's cascade, in its order
             await items.delete_many(scope)
-            await attachments.delete_many(scope)
-            await threads.delete_one(scope)
+            await threads.delete_many(scope)
 
         return {
             "load_thread": _Pair(
