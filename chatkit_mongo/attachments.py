@@ -40,7 +40,7 @@ from gridfs.errors import NoFile
 from . import _queries as queries
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER
-from ._driver import gridfs_bucket, resolve, shielded
+from ._driver import gridfs_bucket, maybe_await, shielded
 from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
@@ -427,7 +427,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         return len(orphans)
 
     async def _sweep_chunks_without_file(self, cutoff: datetime) -> int:
-        grouped = await resolve(
+        grouped = await maybe_await(
             self._chunks.aggregate([{"$group": {GridFSField.ID: f"${GridFSField.FILES_ID}"}}])
         )
         file_ids = [group[GridFSField.ID] for group in await grouped.to_list(None)]
@@ -470,7 +470,7 @@ async def _pieces(data: UploadData) -> AsyncIterator[bytes]:
                 raise TypeError(f"upload chunks must be bytes, not {type(piece).__name__}")
             yield bytes(piece)
     elif callable(getattr(data, "read", None)):
-        while piece := await resolve(data.read(_READ_SIZE)):
+        while piece := await maybe_await(data.read(_READ_SIZE)):
             if not isinstance(piece, bytes | bytearray | memoryview):
                 raise TypeError(f"read() must return bytes, not {type(piece).__name__}")
             yield bytes(piece)
@@ -487,7 +487,7 @@ async def _chunks_of(grid_out: Any) -> AsyncIterator[bytes]:
         while chunk := await grid_out.readchunk():
             yield chunk
     finally:
-        await resolve(grid_out.close())
+        await maybe_await(grid_out.close())
 
 
 def too_large_message(name: str, limit: int, by_declared_size: bool) -> str:

@@ -16,7 +16,7 @@ from typing_extensions import TypeVar
 from . import _queries as queries
 from ._checks import Order, check_id, check_limit, check_optional_id, check_order
 from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document, dump
-from ._driver import AsyncDatabaseLike, identify, open_client, resolve, shielded
+from ._driver import AsyncDatabaseLike, identify, maybe_await, open_client, shielded
 from ._persistence import CollectionWrapper, Persistence
 from ._queries import Find
 from .errors import ItemConflictError
@@ -148,7 +148,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """
         if self._owns_client:
             self.persistence.close()
-            await resolve(self.database.client.close())
+            await maybe_await(self.database.client.close())
 
     async def ping(self) -> bool:
         """True if the server answers a ``ping``, False if it cannot be reached."""

@@ -34,7 +34,7 @@ from chatkit.types import (
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from .._codec import ITEM_ADAPTER, THREAD_ADAPTER, dump
-from .._driver import open_client, resolve
+from .._driver import maybe_await, open_client
 from .._encryption import OwnerEncryption, encrypted_stream_size, ensure_key_vault_index
 from ..encryption import LOCAL_KEY_BYTES, Encryption
 
@@ -151,7 +151,7 @@ async def run(uri: str, drivers: tuple[str, ...], *, repeats: int, mib: int) -> 
                 lines.append(f"{driver}:")
                 lines += await measure(engine, sample_documents(), repeats=repeats, mib=mib)
         finally:
-            await resolve(client.close())
+            await maybe_await(client.close())
     return lines
 
 

@@ -26,8 +26,7 @@ from typing import Any, Final, TypeVar
 import click
 from click.core import ParameterSource
 
-from .._driver import AsyncDatabaseLike
-from .._driver import resolve as awaited
+from .._driver import AsyncDatabaseLike, maybe_await
 from .._text import shown
 from ..schema import CollectionNames
 from ._params import Seconds
@@ -197,7 +196,7 @@ async def open_database(
             raise click.ClickException(f"MongoDB refused the connection: {one_line(exc)}") from exc
         yield client[database]
     finally:
-        await awaited(client.close())  # a coroutine in PyMongo Async, a plain call in Motor
+        await maybe_await(client.close())  # a coroutine in PyMongo Async, a plain call in Motor
 
 
 _TOPOLOGY_NOISE: Final = re.compile(

@@ -325,7 +325,7 @@ def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
         except ValueError as exc:
             raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from None
     try:
-        _check_document(kind, document)
+        _check_import_line(kind, document)
     except (KeyError, TypeError, ValueError) as exc:
         raise ImportFileError(f"line {number}: bad {kind} document: {exc}") from exc
     try:
@@ -335,7 +335,7 @@ def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
     return kind, document
 
 
-def _check_document(kind: Kind, document: dict[str, Any]) -> None:
+def _check_import_line(kind: Kind, document: dict[str, Any]) -> None:
     """Refuse a document the store could not read back, or one that names no owner.
 
     Why top-level ``$`` keys are refused here: the server refuses them in a replacement,
