@@ -221,7 +221,7 @@ class Persistence:
         now = retention.now()
         if thread_id is None:
             return {Field.EXPIRES_AT: retention.deadline(now)}
-        scope = queries.thread(owner, thread_id)
+        scope = queries.thread_filter(owner, thread_id)
         thread = await self._handles["threads"].find_one(
             {**scope, **queries.alive(now)}, _EXPIRY_ONLY
         )
@@ -309,7 +309,7 @@ class Persistence:
         """
         attachment_id = check_id(attachment.id, "attachment.id")
         what = f"attachment {attachment_id}"
-        key = queries.attachment(owner, attachment_id)
+        key = queries.attachment_filter(owner, attachment_id)
         fields = {
             **key,
             Field.THREAD_ID: check_optional_id(attachment.thread_id, "attachment.thread_id"),

@@ -189,7 +189,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         caller's (:class:`~chatkit.store.NotFoundError`).
         """
         owner = await self.store.persistence.begin(context)
-        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
         # Chosen here, not by the claim: should the claim's reply be lost, the release
         # below still knows which claim to hand back. Owner first: see owner_file_id.
         file_id = owner_file_id(owner)
@@ -219,7 +219,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             return await self.upload(attachment_id, data, context)
         except BaseException:
             pending = {
-                **queries.attachment(owner, attachment_id),
+                **queries.attachment_filter(owner, attachment_id),
                 UploadField.STATE: {"$exists": True},
             }
             await shielded(self._attachments.delete_one(pending))
@@ -231,7 +231,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         Attachments still waiting for their bytes, and other owners' ones, are not found.
         """
         owner = await self.store.persistence.begin(context)
-        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
         complete = {
             **key,
             UploadField.STATE: {"$exists": False},
@@ -263,7 +263,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         Another owner's attachment is left alone without saying whether it exists.
         """
         owner = await self.store.persistence.begin(context)
-        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
 
         async def unlink_then_delete() -> None:
             # The reference goes first: a process dying in between leaves bytes that no
@@ -415,7 +415,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             if isinstance(owner, str) and isinstance(attachment_id, str):
                 referenced = await self._attachments.find_one(
                     {
-                        **queries.attachment(owner, attachment_id),
+                        **queries.attachment_filter(owner, attachment_id),
                         UploadField.FILE_ID: file[GridFSField.ID],
                         **self._persistence.alive(),
                     },

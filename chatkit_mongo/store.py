@@ -182,7 +182,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         owner = await self.persistence.begin(context)
-        key = queries.thread(owner, check_id(thread_id, "thread_id"))
+        key = queries.thread_filter(owner, check_id(thread_id, "thread_id"))
         return await self._load(
             Find("threads", key), THREAD_ADAPTER.validate_python, f"Thread {thread_id} not found"
         )
@@ -194,12 +194,12 @@ class MongoStore(Store[TContext], Generic[TContext]):
         thread_id = check_id(metadata.id, "thread.id")
         what = f"thread {thread_id}"
         fields = {
-            **queries.thread(owner, thread_id),
+            **queries.thread_filter(owner, thread_id),
             **_timing(metadata.created_at, thread_id),
             Field.DATA: dump(metadata, THREAD_ADAPTER, what),
         }
         check_document(fields, what)
-        await self.persistence.save_thread(queries.thread(owner, thread_id), fields)
+        await self.persistence.save_thread(queries.thread_filter(owner, thread_id), fields)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
@@ -209,7 +209,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
             limit,
             after,
             order,
-            anchor_of=lambda after_id: queries.anchor("threads", queries.thread(owner, after_id)),
+            anchor_of=lambda after_id: queries.anchor(
+                "threads", queries.thread_filter(owner, after_id)
+            ),
             not_found="Thread {after} not found",
             page_of=lambda anchor, direction, size: queries.threads_page(
                 owner, anchor, direction, size
@@ -224,7 +226,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         last, so a delete cut short is finished by deleting again (it is idempotent)."""
         owner = await self.persistence.begin(context)
         thread_id = check_id(thread_id, "thread_id")
-        await self.persistence.erase(owner, queries.thread(owner, thread_id))
+        await self.persistence.erase(owner, queries.thread_filter(owner, thread_id))
 
     # ------------------------------------------------------------------ items
 
@@ -237,7 +239,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
             limit,
             after,
             order,
-            anchor_of=lambda after: queries.anchor("items", queries.item(owner, thread_id, after)),
+            anchor_of=lambda after: queries.anchor(
+                "items", queries.item_filter(owner, thread_id, after)
+            ),
             not_found=f"Item {{after}} not found in thread {thread_id}",
             page_of=lambda anchor, direction, size: queries.items_page(
                 owner, thread_id, anchor, direction, size
@@ -286,7 +290,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         owner = await self.persistence.begin(context)
-        key = queries.item(owner, check_id(thread_id, "thread_id"), check_id(item_id, "item_id"))
+        key = queries.item_filter(
+            owner, check_id(thread_id, "thread_id"), check_id(item_id, "item_id")
+        )
         return await self._load(
             Find("items", key),
             ITEM_ADAPTER.validate_python,
@@ -295,7 +301,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         owner = await self.persistence.begin(context)
-        key = queries.item(owner, check_id(thread_id, "thread_id"), check_id(item_id, "item_id"))
+        key = queries.item_filter(
+            owner, check_id(thread_id, "thread_id"), check_id(item_id, "item_id")
+        )
         await shielded(self.persistence.collection("items").delete_one(key))
 
     # ------------------------------------------------------------------ attachments
@@ -314,7 +322,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         owner = await self.persistence.begin(context)
-        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
         return await self._load(
             Find("attachments", key),
             ATTACHMENT_ADAPTER.validate_python,
@@ -323,7 +331,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         owner = await self.persistence.begin(context)
-        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
         await shielded(self.persistence.collection("attachments").delete_one(key))
 
     # ------------------------------------------------------------------ internals
@@ -341,7 +349,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         check_id(thread_id, "thread_id")
         item_id = check_id(item.id, "item.id")
         what = f"item {item_id} of thread {thread_id}"
-        key = queries.item(owner, thread_id, item_id)
+        key = queries.item_filter(owner, thread_id, item_id)
         fields = {
             **key,
             **_timing(item.created_at, item_id),

@@ -500,7 +500,7 @@ async def _explain_hot_queries(
     """The explain figures of a turn's queries on one thread, or why there are none:
     the server's own error, or that the backend has no query planner at all."""
     items = store.database[store.collections.items]
-    item = await items.find_one(queries.thread(owner, thread_id), {Field.DATA: 0}) or {}
+    item = await items.find_one(queries.thread_filter(owner, thread_id), {Field.DATA: 0}) or {}
     explained = {}
     for operation, find in hot_queries(
         owner, thread_id, item.get(Field.ITEM_ID, ""), item.get(Field.SORT_KEY), page_size

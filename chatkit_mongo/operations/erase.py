@@ -76,7 +76,7 @@ async def purge_inactive(
     )
     counts = PurgeCounts()
     async for thread in candidates:
-        scope = queries.thread(thread[Field.OWNER], thread[Field.THREAD_ID])
+        scope = queries.thread_filter(thread[Field.OWNER], thread[Field.THREAD_ID])
         recent = await items.find_one({**scope, Field.SORT_KEY: {"$gte": cutoff}}, {"_id": 1})
         if recent is None:
             attachment_ids = await _attachment_ids(eraser, scope)
