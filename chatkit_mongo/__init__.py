@@ -1,5 +1,13 @@
-"""MongoDB persistence for OpenAI ChatKit servers."""
+"""MongoDB persistence for OpenAI ChatKit servers.
 
+The public API: the two stores, their options and errors, and the data-lifecycle calls
+(purge, export, import). The stored layout (field names, index and shard-key specs, the
+registry of document kinds) is documented in :mod:`chatkit_mongo.schema`; operations
+(indexes, sharding, doctor) live in :mod:`chatkit_mongo.operations`; the CLI, the demo
+and the benchmark in :mod:`chatkit_mongo.apps`.
+"""
+
+from ._driver import AsyncDatabaseLike
 from .attachments import Download, GridFSAttachmentStore, SweepReport, UploadData
 from .encryption import Encryption, generate_local_master_key
 from .errors import (
@@ -7,52 +15,41 @@ from .errors import (
     AttachmentTypeError,
     ChatKitMongoError,
     CiphertextError,
+    ConflictError,
     EncryptionConfigError,
+    ImportFileError,
     IncompleteUploadError,
     IndexConflictError,
     ItemConflictError,
     KeyUnavailableError,
     OwnerError,
+    StoreClosedError,
     UnstorableError,
     UploadConflictError,
 )
-from .indexes import IndexStatus, ensure_indexes, plan_indexes
-from .maintenance import PurgeCounts, purge_inactive, purge_owner
+from .operations.erase import PurgeCounts, purge_inactive, purge_owner
+from .operations.transfer import ImportCounts, export_data, import_data
 from .owner import OwnerResolver, default_owner
 from .retention import Retention
-from .schema import (
-    INDEXES,
-    RETENTION_INDEXES,
-    CollectionNames,
-    Field,
-    GridFSField,
-    IndexSpec,
-    UploadField,
-    index_specs,
-)
+from .schema import CollectionNames
 from .store import MongoStore
-from .transfer import ImportCounts, ImportFileError, export_data, import_data
 
 __all__ = [
-    "INDEXES",
-    "RETENTION_INDEXES",
+    "AsyncDatabaseLike",
     "AttachmentTooLargeError",
     "AttachmentTypeError",
     "ChatKitMongoError",
     "CiphertextError",
     "CollectionNames",
+    "ConflictError",
     "Download",
     "Encryption",
     "EncryptionConfigError",
-    "Field",
     "GridFSAttachmentStore",
-    "GridFSField",
     "ImportCounts",
     "ImportFileError",
     "IncompleteUploadError",
     "IndexConflictError",
-    "IndexSpec",
-    "IndexStatus",
     "ItemConflictError",
     "KeyUnavailableError",
     "MongoStore",
@@ -60,18 +57,15 @@ __all__ = [
     "OwnerResolver",
     "PurgeCounts",
     "Retention",
+    "StoreClosedError",
     "SweepReport",
     "UnstorableError",
     "UploadConflictError",
     "UploadData",
-    "UploadField",
     "default_owner",
-    "ensure_indexes",
     "export_data",
     "generate_local_master_key",
     "import_data",
-    "index_specs",
-    "plan_indexes",
     "purge_inactive",
     "purge_owner",
 ]

@@ -2,7 +2,7 @@
 
 Both drivers share method names, but a few methods are coroutines in PyMongo Async
 and plain calls in Motor (``aggregate``, ``list_indexes``, ``client.close``). The
-store calls those through :func:`resolve`, so one code path serves both.
+store calls those through :func:`maybe_await`, so one code path serves both.
 """
 
 from __future__ import annotations
@@ -43,11 +43,21 @@ class AsyncDatabaseLike(Protocol):
     def command(self, command: str | MutableMapping[str, Any], /) -> Awaitable[Any]: ...
 
 
-async def resolve(value: _T | Awaitable[_T]) -> _T:
+async def maybe_await(value: _T | Awaitable[_T]) -> _T:
     """Await ``value`` if the driver returned a coroutine (PyMongo Async), else pass it on."""
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+def open_client(uri: str, **options: Any) -> Any:
+    """The one way the library opens a URI: PyMongo's ``AsyncMongoClient`` naming
+    chatkit-mongo in its handshake; ``options`` go to the client. Used by
+    ``MongoStore.from_uri``, every CLI command and the benchmark. Imported late so that
+    modules that only describe data (and ``--help``) do not load the driver's client."""
+    from pymongo import AsyncMongoClient  # noqa: PLC0415
+
+    return AsyncMongoClient(uri, driver=DRIVER_INFO, **options)
 
 
 def identify(client: Any) -> None:

@@ -52,7 +52,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.encryption import AsyncClientEncryption
 from pymongo.errors import ConfigurationError, DuplicateKeyError, EncryptionError
 
-from ._driver import resolve
+from ._driver import maybe_await
 from .encryption import KEY_ALT_NAMES, KEY_VAULT_INDEX, Encryption
 from .errors import CiphertextError, EncryptionConfigError, KeyUnavailableError
 
@@ -164,7 +164,7 @@ async def ensure_key_vault_index(config: Encryption, key_vault_client: Any) -> N
 
 async def key_vault_indexes(config: Encryption, key_vault_client: Any) -> list[dict[str, Any]]:
     """The key vault's indexes as ``listIndexes`` reports them (for ``doctor``)."""
-    cursor = await resolve(_key_vault(config, key_vault_client).list_indexes())
+    cursor = await maybe_await(_key_vault(config, key_vault_client).list_indexes())
     indexes: list[dict[str, Any]] = await cursor.to_list(None)
     return indexes
 

@@ -35,7 +35,7 @@ async def erasable_file_ids(
     ObjectId without a ``files`` document, one more on the attachments by ``file_id``:
     no index serves it and it cannot carry the owner (it looks for the other owners), so
     it scans every shard; it is the rare path of an old release's cut-off upload, listed
-    in :data:`chatkit_mongo.sharding.SCATTERS`.
+    in :data:`chatkit_mongo.operations.sharding.SCATTERS`.
     """
     own = [
         file_id

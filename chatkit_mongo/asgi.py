@@ -35,7 +35,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from ._driver import resolve
+from ._driver import maybe_await
 from .attachments import GridFSAttachmentStore
 from .errors import (
     AttachmentTooLargeError,
@@ -126,7 +126,7 @@ def attachment_routes(
         too_large = _refuse_oversized(request, max_bytes, multipart=True)
         if too_large is not None:
             return too_large
-        owner_context = await resolve(context(request))
+        owner_context = await maybe_await(context(request))
         file = await _MultipartFile.open(request.stream(), parameters, max_bytes)
         async with aclosing(file.data):
             attachment = await attachments.create_and_upload(
@@ -140,7 +140,7 @@ def attachment_routes(
         too_large = _refuse_oversized(request, max_bytes, multipart=multipart)
         if too_large is not None:
             return too_large
-        owner_context = await resolve(context(request))
+        owner_context = await maybe_await(context(request))
         attachment_id = request.path_params["attachment_id"]
         if not multipart:
             # The store counts the raw bytes against max_bytes as each piece arrives.
@@ -152,7 +152,7 @@ def attachment_routes(
         return _attachment_response(attachment)
 
     async def download(request: Request) -> Response:
-        owner_context = await resolve(context(request))
+        owner_context = await maybe_await(context(request))
         found = await attachments.open_download(request.path_params["attachment_id"], owner_context)
         mime_type = found.attachment.mime_type
         inline = media_type(mime_type)[0] in INLINE_MIME_TYPES
@@ -243,12 +243,14 @@ class _MultipartFile:
                 "multipart/form-data needs a boundary parameter of 1 to "
                 f"{_MAX_BOUNDARY} characters, got {boundary!r:.100}"
             )
-        reader = cls(body, boundary, max_bytes)
-        while reader._file is None:
-            if reader._ended or not await reader._feed():
+        return await cls(body, boundary, max_bytes)._file_part()
+
+    async def _file_part(self) -> _FilePart:
+        while self._file is None:
+            if self._ended or not await self._feed():
                 raise ValueError('send the file as a multipart/form-data field named "file"')
-        name, mime_type = reader._file
-        return _FilePart(name, mime_type, reader._file_bytes())
+        name, mime_type = self._file
+        return _FilePart(name, mime_type, self._file_bytes())
 
     async def _file_bytes(self) -> AsyncGenerator[bytes]:
         while True:

@@ -36,25 +36,21 @@ from chatkit.types import (
 )
 from gridfs import DEFAULT_CHUNK_SIZE
 from gridfs.errors import NoFile
-from pymongo import ReturnDocument
 
-from . import queries
+from . import _queries as queries
 from ._checks import check_id
 from ._codec import ATTACHMENT_ADAPTER
-from ._driver import gridfs_bucket, resolve, shielded
-from ._gridfs import erasable_file_ids
+from ._driver import gridfs_bucket, maybe_await, shielded
 from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
     IncompleteUploadError,
-    UploadConflictError,
 )
 from .schema import (
     Field,
     GridFSField,
     UploadField,
-    bucket_collections,
     file_id_time,
     owner_file_id,
 )
@@ -145,13 +141,14 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         self.bucket_name: Final = bucket_name or store.collections.bucket
         self._upload_url = upload_url
         self._preview_url = preview_url
-        database = store.database
-        files, chunks = bucket_collections(self.bucket_name)
-        self._files = database[files]
-        self._chunks = database[chunks]
-        self._attachments = database[store.collections.attachments]
+        # Why a registration: the attachment store is built from the metadata store and
+        # knows the bucket; from now on the store's erase cascade removes bytes too.
+        self._persistence = store.persistence
+        self._persistence.use_bucket(self.bucket_name)
+        self._attachments = self._persistence.collection("attachments")
+        self._files = self._persistence.collection("files")
+        self._chunks = self._persistence.collection("chunks")
         self._gridfs: Any = None
-        store._thread_bytes = self
 
     # ------------------------------------------------------------------ ChatKit API
 
@@ -166,7 +163,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         The MIME type and declared size are checked here, so a refused file is never
         sent at all; the upload checks them again against the bytes that arrive.
         """
-        owner = await self.store._begin(context)
+        owner = await self.store.persistence.begin(context)
         mime_type = self._check_mime_type(input.mime_type)
         size = input.size
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
@@ -180,7 +177,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             {"url": self._upload_url(attachment_id, context), "method": "POST"}
         )
         attachment = self._new(attachment_id, input.name, mime_type, descriptor, context)
-        await self._insert_pending(owner, attachment, size)
+        await self._persistence.insert_pending(owner, attachment, size)
         return attachment
 
     async def upload(self, attachment_id: str, data: UploadData, context: TContext) -> Attachment:
@@ -191,19 +188,19 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         attachment already has its bytes or is receiving them, or it is not the
         caller's (:class:`~chatkit.store.NotFoundError`).
         """
-        owner = await self.store._begin(context)
-        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        owner = await self.store.persistence.begin(context)
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
         # Chosen here, not by the claim: should the claim's reply be lost, the release
         # below still knows which claim to hand back. Owner first: see owner_file_id.
         file_id = owner_file_id(owner)
         try:
-            claimed = await self._claim(key, attachment_id, file_id)
+            claimed = await self._persistence.claim_upload(key, attachment_id, file_id)
             attachment = ATTACHMENT_ADAPTER.validate_python(claimed[Field.DATA])
             self._check_mime_type(attachment.mime_type)
             await self._write(owner, attachment, file_id, data, claimed[UploadField.DECLARED_SIZE])
-            return await self._complete(key, attachment_id, file_id)
+            return await self._persistence.complete_upload(key, attachment_id, file_id)
         except BaseException:
-            await shielded(self._release(key, file_id))
+            await shielded(self._persistence.release_upload(key, file_id))
             raise
 
     async def create_and_upload(
@@ -213,16 +210,16 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
         On any refusal or failure neither the metadata nor any byte is left behind.
         """
-        owner = await self.store._begin(context)
+        owner = await self.store.persistence.begin(context)
         mime_type = self._check_mime_type(mime_type)
         attachment_id = self.generate_attachment_id(mime_type, context)
         attachment = self._new(attachment_id, name, mime_type, None, context)
         try:
-            await self._insert_pending(owner, attachment, None)
+            await self._persistence.insert_pending(owner, attachment, None)
             return await self.upload(attachment_id, data, context)
         except BaseException:
             pending = {
-                **queries.attachment(owner, attachment_id),
+                **queries.attachment_filter(owner, attachment_id),
                 UploadField.STATE: {"$exists": True},
             }
             await shielded(self._attachments.delete_one(pending))
@@ -233,13 +230,13 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
         Attachments still waiting for their bytes, and other owners' ones, are not found.
         """
-        owner = await self.store._begin(context)
-        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        owner = await self.store.persistence.begin(context)
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
         complete = {
             **key,
             UploadField.STATE: {"$exists": False},
             UploadField.FILE_ID: {"$ne": None},
-            **self.store._alive(),
+            **self._persistence.alive(),
         }
         document = await self._attachments.find_one(complete)
         not_found = NotFoundError(f"Attachment {attachment_id} not found")
@@ -265,8 +262,8 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
         Another owner's attachment is left alone without saying whether it exists.
         """
-        owner = await self.store._begin(context)
-        key = queries.attachment(owner, check_id(attachment_id, "attachment_id"))
+        owner = await self.store.persistence.begin(context)
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
 
         async def unlink_then_delete() -> None:
             # The reference goes first: a process dying in between leaves bytes that no
@@ -277,19 +274,11 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                 projection={UploadField.FILE_ID: 1},
             )
             if previous is not None:
-                await self._delete_owned_files(owner, [previous[UploadField.FILE_ID]])
+                await self._persistence.delete_owned_files(owner, [previous[UploadField.FILE_ID]])
 
         await shielded(unlink_then_delete())
 
     # ------------------------------------------------------------------ maintenance
-
-    async def delete_thread_bytes(self, owner: str, thread_id: str) -> None:
-        """The bytes of every attachment of the thread; called by ``store.delete_thread``."""
-        scope = {**queries.thread(owner, thread_id), UploadField.FILE_ID: {"$ne": None}}
-        cursor = self._attachments.find(scope, {UploadField.FILE_ID: 1})
-        documents = await cursor.to_list(None)
-        file_ids = [document[UploadField.FILE_ID] for document in documents]
-        await self._delete_owned_files(owner, file_ids)
 
     async def sweep_orphans(
         self, *, abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER, now: datetime | None = None
@@ -358,56 +347,6 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             id=attachment_id, name=name, mime_type=mime_type, upload_descriptor=descriptor
         )
 
-    async def _insert_pending(
-        self, owner: str, attachment: Attachment, declared_size: int | None
-    ) -> None:
-        """Metadata and the awaiting marker in one insert: never a half-made attachment.
-
-        Insert, not upsert: a fresh 96-bit id, so nothing stored can be overwritten.
-        """
-        _, fields = self.store._attachment_fields(owner, attachment)
-        fields |= await self.store._expiry(owner, attachment.thread_id)
-        pending = {
-            UploadField.STATE: UploadField.AWAITING,
-            UploadField.DECLARED_SIZE: declared_size,
-            UploadField.PENDING_SINCE: datetime.now(UTC),
-        }
-        await shielded(self._attachments.insert_one({**fields, **pending}))
-
-    async def _claim(self, key: dict[str, Any], attachment_id: str, file_id: str) -> dict[str, Any]:
-        """Awaiting -> receiving, with a fresh file id, in one atomic update.
-
-        Why: two uploads to one attachment can then never both write, and the file id is
-        on record before any chunk exists, so nothing written can go unaccounted for.
-        Why shielded: a claim the caller stopped waiting for may still land (Motor runs
-        it in a thread; PyMongo Async may have sent it). Unshielded, the release would
-        run first, find nothing to hand back, and the claim would then leave the
-        attachment receiving for an upload that is gone: every retry refused.
-        Waiting for the claim's end orders the release after it.
-        """
-        alive = self.store._alive()
-        claimed: dict[str, Any] | None = await shielded(
-            self._attachments.find_one_and_update(
-                {**key, UploadField.STATE: UploadField.AWAITING, **alive},
-                {
-                    "$set": {
-                        UploadField.STATE: UploadField.RECEIVING,
-                        UploadField.FILE_ID: file_id,
-                        UploadField.PENDING_SINCE: datetime.now(UTC),
-                    }
-                },
-                return_document=ReturnDocument.AFTER,
-            )
-        )
-        if claimed is not None:
-            return claimed
-        current = await self._attachments.find_one({**key, **alive}, {UploadField.STATE: 1})
-        if current is None:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
-        if current.get(UploadField.STATE) == UploadField.RECEIVING:
-            raise UploadConflictError(f"an upload to attachment {attachment_id} is under way")
-        raise UploadConflictError(f"attachment {attachment_id} already has its bytes")
-
     async def _write(
         self,
         owner: str,
@@ -440,71 +379,6 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             )
         await shielded(grid_in.close())
 
-    async def _complete(self, key: dict[str, Any], attachment_id: str, file_id: str) -> Attachment:
-        """Receiving -> complete, only if this upload still holds the claim; clears the
-        upload descriptor inside the metadata and nothing else there."""
-        completed: dict[str, Any] | None = await shielded(
-            self._attachments.find_one_and_update(
-                {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
-                {
-                    "$set": {f"{Field.DATA}.upload_descriptor": None},
-                    "$unset": {UploadField.STATE: "", UploadField.PENDING_SINCE: ""},
-                },
-                return_document=ReturnDocument.AFTER,
-            )
-        )
-        if completed is None:  # deleted, or swept as abandoned, while the bytes arrived
-            raise NotFoundError(f"Attachment {attachment_id} not found")
-        return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
-
-    async def _release(self, key: dict[str, Any], file_id: str) -> None:
-        """After a failed upload: let the attachment await again and delete what it wrote.
-
-        Why the bytes go only if no attachment refers to them afterwards: a completion
-        whose reply was lost, or that a cancellation reached just after it was written,
-        has already made them the attachment's. Why the hand-back first: a process dying
-        in between leaves bytes nothing refers to, which the orphan sweep removes.
-        """
-        await self._attachments.update_one(
-            {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
-            {
-                "$set": {
-                    UploadField.STATE: UploadField.AWAITING,
-                    UploadField.PENDING_SINCE: datetime.now(UTC),
-                },
-                "$unset": {UploadField.FILE_ID: ""},
-            },
-        )
-        kept = await self._attachments.find_one(
-            {**key, UploadField.FILE_ID: file_id}, {GridFSField.ID: 1}
-        )
-        if kept is None:
-            await self._delete_owned_files(key[Field.OWNER], [file_id])
-
-    async def _delete_owned_files(self, owner: str, file_ids: list[Any]) -> None:
-        """The bytes of ``file_ids`` that are ``owner``'s; any other id is left alone.
-
-        Why the check, when the ids come from ``owner``'s own attachments: a reference
-        can be wrong (an imported or hand-edited document); another owner's bytes must
-        not go because of it.
-        """
-        await self._delete_files(
-            await erasable_file_ids(self._files, self._attachments, owner, file_ids)
-        )
-
-    async def _delete_files(self, file_ids: list[Any]) -> None:
-        """GridFS files by id: the chunks, then the ``files`` documents. Why plain deletes
-        and not ``bucket.delete``: they take many ids in one round trip, never raise for a
-        file already gone, and also remove chunks of a write that never reached its
-        ``files`` document. Why the chunks first (the GridFS spec deletes the ``files``
-        document first): the ``files`` document, with its owner, is how purge finds an
-        owner's bytes, so a delete cut short leaves it to find; no download reaches the
-        file meanwhile, as every caller has unlinked it or is deleting its attachment."""
-        if not file_ids:
-            return
-        await self._chunks.delete_many({GridFSField.FILES_ID: {"$in": file_ids}})
-        await self._files.delete_many({GridFSField.ID: {"$in": file_ids}})
-
     async def _sweep_abandoned(self, cutoff: datetime) -> int:
         stale = self._attachments.find(
             {UploadField.PENDING_SINCE: {"$lt": cutoff}},
@@ -521,7 +395,14 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                 continue
             removed += 1
             if taken.get(UploadField.FILE_ID) is not None:
-                await shielded(self._delete_files([taken[UploadField.FILE_ID]]))
+                # Through the ownership proof like every delete of an owner's bytes: an
+                # abandoned attachment whose file_id names another owner's file (an
+                # imported or hand-edited reference) must not erase that owner's bytes.
+                await shielded(
+                    self._persistence.delete_owned_files(
+                        taken[Field.OWNER], [taken[UploadField.FILE_ID]]
+                    )
+                )
         return removed
 
     async def _sweep_unreferenced_files(self) -> int:
@@ -534,19 +415,19 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             if isinstance(owner, str) and isinstance(attachment_id, str):
                 referenced = await self._attachments.find_one(
                     {
-                        **queries.attachment(owner, attachment_id),
+                        **queries.attachment_filter(owner, attachment_id),
                         UploadField.FILE_ID: file[GridFSField.ID],
-                        **self.store._alive(),
+                        **self._persistence.alive(),
                     },
                     {GridFSField.ID: 1},
                 )
             if referenced is None:
                 orphans.append(file[GridFSField.ID])
-        await shielded(self._delete_files(orphans))
+        await shielded(self._persistence.delete_unreferenced_files(orphans))
         return len(orphans)
 
     async def _sweep_chunks_without_file(self, cutoff: datetime) -> int:
-        grouped = await resolve(
+        grouped = await maybe_await(
             self._chunks.aggregate([{"$group": {GridFSField.ID: f"${GridFSField.FILES_ID}"}}])
         )
         file_ids = [group[GridFSField.ID] for group in await grouped.to_list(None)]
@@ -559,7 +440,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             for file_id in file_ids
             if file_id not in existing and not _younger(file_id_time(file_id), cutoff)
         ]
-        await shielded(self._delete_files(orphans))
+        await shielded(self._persistence.delete_unreferenced_files(orphans))
         return len(orphans)
 
 
@@ -589,7 +470,7 @@ async def _pieces(data: UploadData) -> AsyncIterator[bytes]:
                 raise TypeError(f"upload chunks must be bytes, not {type(piece).__name__}")
             yield bytes(piece)
     elif callable(getattr(data, "read", None)):
-        while piece := await resolve(data.read(_READ_SIZE)):
+        while piece := await maybe_await(data.read(_READ_SIZE)):
             if not isinstance(piece, bytes | bytearray | memoryview):
                 raise TypeError(f"read() must return bytes, not {type(piece).__name__}")
             yield bytes(piece)
@@ -606,7 +487,7 @@ async def _chunks_of(grid_out: Any) -> AsyncIterator[bytes]:
         while chunk := await grid_out.readchunk():
             yield chunk
     finally:
-        await resolve(grid_out.close())
+        await maybe_await(grid_out.close())
 
 
 def too_large_message(name: str, limit: int, by_declared_size: bool) -> str:

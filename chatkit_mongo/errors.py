@@ -17,7 +17,11 @@ class OwnerError(ChatKitMongoError, ValueError):
     """The request context does not name an owner, so no data may be touched."""
 
 
-class ItemConflictError(ChatKitMongoError, ValueError):
+class ConflictError(ChatKitMongoError, ValueError):
+    """A write conflicts with what is stored; what is stored stays as it was."""
+
+
+class ItemConflictError(ConflictError):
     """``add_thread_item`` met a different item already stored under the same id."""
 
 
@@ -27,6 +31,10 @@ class UnstorableError(ChatKitMongoError, ValueError):
     Too large for a MongoDB document, an integer past int64, nesting past MongoDB's
     limit, or a value that would not read back equal to what was saved.
     """
+
+
+class StoreClosedError(ChatKitMongoError, RuntimeError):
+    """The store closed the client it made (:meth:`MongoStore.close`); it takes no more calls."""
 
 
 class IndexConflictError(ChatKitMongoError):
@@ -44,7 +52,7 @@ class AttachmentTypeError(ChatKitMongoError, ValueError):
     """An attachment's MIME type is not among the allowed ones. HTTP routes answer 415."""
 
 
-class UploadConflictError(ChatKitMongoError):
+class UploadConflictError(ConflictError):
     """The attachment already has its bytes, or another upload of them is under way.
 
     Bytes are written once: a second upload is refused, never merged. HTTP routes answer 409.
@@ -70,3 +78,7 @@ class KeyUnavailableError(ChatKitMongoError):
     """Encrypted bytes cannot be read for this owner: the owner's data key is gone
     (shredded), or they were made with another owner's key. The store reports such
     content as not found."""
+
+
+class ImportFileError(ChatKitMongoError, ValueError):
+    """A line of an import file cannot be imported; nothing was written."""

@@ -37,6 +37,19 @@ def resolve_owner(resolver: OwnerResolver, context: Any) -> str:
             f"{owner!r} for context {type(context).__name__}. Give the context a non-empty "
             "user_id, or build the store with owner=lambda context: <user or tenant id as str>."
         )
+    return check_owner(owner)
+
+
+def check_owner(owner: object) -> str:
+    """``owner`` if it is one the store can write, else :class:`OwnerError`.
+
+    Why one check for the store, the purges and export: an owner the store accepts can
+    always be purged and exported, and a bad one is refused alike everywhere.
+    """
+    if not isinstance(owner, str):
+        raise OwnerError(f"owner must be a str, not {type(owner).__name__}")
+    if not owner:
+        raise OwnerError("owner must not be empty")
     if len(owner) > MAX_OWNER_LENGTH:
         raise OwnerError(f"owner is {len(owner)} characters long; at most {MAX_OWNER_LENGTH}")
     try:

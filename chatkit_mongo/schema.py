@@ -12,6 +12,15 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from bson import ObjectId
+from pydantic import TypeAdapter
+
+from ._checks import MAX_ID_LENGTH as MAX_ID_LENGTH  # noqa: PLC0414  (re-exported)
+from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
+from ._codec import MAX_DOCUMENT_BYTES as MAX_DOCUMENT_BYTES  # noqa: PLC0414
+from ._codec import MAX_NESTING as MAX_NESTING  # noqa: PLC0414
+
+# Re-exported above: the limits a stored value must keep, which error messages name
+# (ids of at most MAX_ID_LENGTH characters, MongoDB's 16 MiB documents and 100 levels).
 
 Direction = Literal[1, -1]
 Role = Literal["threads", "items", "attachments"]
@@ -130,6 +139,83 @@ class CollectionNames:
         return bucket_collections(self.bucket)[1]
 
 
+Kind = Literal["thread", "item", "attachment", "file", "chunk"]
+"""A kind of stored document, by the name export lines carry."""
+
+
+@dataclass(frozen=True)
+class DocumentKind:
+    """One kind of stored document: where it lives and what identifies it.
+
+    The registry :data:`DOCUMENT_KINDS` is the one place these facts live: the unique
+    indexes, the shard keys, the import/export keys and the collection each export line
+    goes to are all read from it.
+    """
+
+    name: Kind
+    role: IndexedRole
+    """The collection that holds it (see :meth:`CollectionNames.name_of`)."""
+    key: tuple[str, ...]
+    """Its unique key: the keys of its unique index and of its shard key."""
+    owner: str | None
+    """The field naming its owner; None for a chunk, whose owner is its file's."""
+    id_field: str | None
+    """The top-level copy of the ChatKit model's ``id``; None for GridFS documents."""
+    adapter: TypeAdapter[Any] | None
+    """The pydantic adapter of the ChatKit model under ``data``; None for GridFS documents."""
+
+    @property
+    def match_key(self) -> tuple[str, ...]:
+        """What an import matches an existing document by: the unique key, and the owner
+        where the key lacks it (a file: its ``_id`` with its owner), so a line can never
+        replace another owner's document."""
+        if self.owner is None or self.owner in self.key:
+            return self.key
+        return (*self.key, self.owner)
+
+
+DOCUMENT_KINDS: Final[tuple[DocumentKind, ...]] = (
+    DocumentKind(
+        "thread",
+        "threads",
+        (Field.OWNER, Field.THREAD_ID),
+        Field.OWNER,
+        Field.THREAD_ID,
+        THREAD_ADAPTER,
+    ),
+    DocumentKind(
+        "item",
+        "items",
+        (Field.OWNER, Field.THREAD_ID, Field.ITEM_ID),
+        Field.OWNER,
+        Field.ITEM_ID,
+        ITEM_ADAPTER,
+    ),
+    DocumentKind(
+        "attachment",
+        "attachments",
+        (Field.OWNER, Field.ATTACHMENT_ID),
+        Field.OWNER,
+        Field.ATTACHMENT_ID,
+        ATTACHMENT_ADAPTER,
+    ),
+    DocumentKind("file", "files", (GridFSField.ID,), GridFSField.METADATA_OWNER, None, None),
+    DocumentKind(
+        "chunk", "chunks", (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER), None, None, None
+    ),
+)
+"""Every kind of document, in export order: a chunk's file always comes before the chunk."""
+
+
+def document_kind(name: Kind | IndexedRole) -> DocumentKind:
+    """The kind named ``name``, by its export name or by its collection's role."""
+    return next(kind for kind in DOCUMENT_KINDS if name in (kind.name, kind.role))
+
+
+def _ascending(fields: tuple[str, ...]) -> tuple[tuple[str, Direction], ...]:
+    return tuple((name, 1) for name in fields)
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     """One index the store needs, with the query it exists for."""
@@ -171,7 +257,7 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
     IndexSpec(
         "threads",
         "owner_thread_unique",
-        ((Field.OWNER, 1), (Field.THREAD_ID, 1)),
+        _ascending(document_kind("thread").key),
         unique=True,
         why="load/save/delete a thread; thread ids need only be unique within an owner",
     ),
@@ -184,7 +270,7 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
     IndexSpec(
         "items",
         "owner_thread_item_unique",
-        ((Field.OWNER, 1), (Field.THREAD_ID, 1), (Field.ITEM_ID, 1)),
+        _ascending(document_kind("item").key),
         unique=True,
         why="load/save/delete an item and resolve a page's `after` anchor; "
         "makes add_thread_item insert-only",
@@ -198,7 +284,7 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
     IndexSpec(
         "attachments",
         "owner_attachment_unique",
-        ((Field.OWNER, 1), (Field.ATTACHMENT_ID, 1)),
+        _ascending(document_kind("attachment").key),
         unique=True,
         why="load/save/delete attachment metadata",
     ),
@@ -234,7 +320,7 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
     IndexSpec(
         "chunks",
         "files_id_1_n_1",
-        ((GridFSField.FILES_ID, 1), (GridFSField.CHUNK_NUMBER, 1)),
+        _ascending(document_kind("chunk").key),
         unique=True,
         why="reading a file's chunks in order; the GridFS specification's unique index",
     ),
@@ -253,8 +339,10 @@ RETENTION_INDEXES: Final[tuple[IndexSpec, ...]] = tuple(
 )
 """Why no TTL index on the GridFS bucket: the chunks (the bytes) carry no date, so they
 need the orphan sweep whatever happens to their ``files`` document; once an attachment's
-metadata is gone, the sweep removes its ``files`` document and chunks together, in the
-order the GridFS spec requires, and a download never reaches bytes of an expired
+metadata is gone, the sweep removes its chunks and ``files`` document together, in the one
+order of :meth:`Persistence.delete_unreferenced_files
+<chatkit_mongo._persistence.Persistence.delete_unreferenced_files>` (chunks first), and a
+download never reaches bytes of an expired
 attachment, because it starts from the metadata."""
 
 
@@ -289,14 +377,14 @@ ID_INDEX: Final = "_id_"
 SHARD_KEYS: Final[tuple[ShardKey, ...]] = (
     ShardKey(
         "threads",
-        (Field.OWNER, Field.THREAD_ID),
+        document_kind("threads").key,
         "owner_thread_unique",
         why="a thread's reads and writes carry the whole key (one shard); a page of an "
         "owner's threads carries its prefix (the owner's range)",
     ),
     ShardKey(
         "items",
-        (Field.OWNER, Field.THREAD_ID, Field.ITEM_ID),
+        document_kind("items").key,
         "owner_thread_item_unique",
         why="an item's reads and writes carry the whole key (one shard); a page of a "
         "thread carries owner and thread (the thread's range); a thread of millions of "
@@ -304,14 +392,14 @@ SHARD_KEYS: Final[tuple[ShardKey, ...]] = (
     ),
     ShardKey(
         "attachments",
-        (Field.OWNER, Field.ATTACHMENT_ID),
+        document_kind("attachments").key,
         "owner_attachment_unique",
         why="an attachment's reads, claims and writes carry the whole key; a thread's "
         "attachments (delete_thread, retention) carry the owner (the owner's range)",
     ),
     ShardKey(
         "files",
-        (GridFSField.ID,),
+        document_kind("files").key,
         ID_INDEX,
         why="the driver reads a file by _id; the id starts with the owner, so the owner's "
         "files sit in the owner's range and new uploads spread over owners instead of all "
@@ -319,7 +407,7 @@ SHARD_KEYS: Final[tuple[ShardKey, ...]] = (
     ),
     ShardKey(
         "chunks",
-        (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER),
+        document_kind("chunks").key,
         "files_id_1_n_1",
         why="the GridFS guidance: a download reads one file's chunks in order by files_id "
         "and n; files_id starts with the owner, so the bytes follow the owner's zone",

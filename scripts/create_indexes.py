@@ -4,7 +4,7 @@ Also installed as the console command ``chatkit-mongo-create-indexes``; every op
 ``chatkit-mongo init`` works here (``--help`` lists them).
 """
 
-from chatkit_mongo.cli import create_indexes_main
+from chatkit_mongo.apps.cli import create_indexes_main
 
 if __name__ == "__main__":
     create_indexes_main()

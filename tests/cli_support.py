@@ -17,9 +17,8 @@ import bson
 from bson import Binary, ObjectId
 from click.testing import CliRunner, Result
 
-from chatkit_mongo import MongoStore
-from chatkit_mongo._driver import AsyncDatabaseLike
-from chatkit_mongo.cli import Connection, cli
+from chatkit_mongo import AsyncDatabaseLike, MongoStore
+from chatkit_mongo.apps.cli import Connection, cli
 from chatkit_mongo.schema import Field, FileId, GridFSField, owner_file_id
 
 from . import capabilities

@@ -14,7 +14,7 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient
 
-from chatkit_mongo._driver import resolve
+from chatkit_mongo._driver import maybe_await
 from chatkit_mongo._encryption import (
     ClientEncryptionLike,
     OwnerEncryption,
@@ -34,7 +34,7 @@ def open_client(driver: str, uri: str) -> Any:
 
 
 async def close_client(client: Any) -> None:
-    await resolve(client.close())  # a coroutine in PyMongo Async, a plain call in Motor
+    await maybe_await(client.close())  # a coroutine in PyMongo Async, a plain call in Motor
 
 
 def fresh_encryption(**options: Any) -> Encryption:

@@ -45,6 +45,32 @@ class Faulty:
         return failing
 
 
+class Switchable:
+    """A collection handle whose target a test may swap while the store runs: handed to
+    the store by its public ``wrap_collection`` seam, never by patching its attributes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Switchboard:
+    """``wrap_collection`` for a store under test: one :class:`Switchable` per role."""
+
+    def __init__(self) -> None:
+        self.handles: dict[str, Switchable] = {}
+
+    def wrap(self, role: str, collection: Any) -> Switchable:
+        handle = Switchable(collection)
+        self.handles[role] = handle
+        return handle
+
+    def __getitem__(self, role: str) -> Switchable:
+        return self.handles[role]
+
+
 async def cancel_at_every_step(
     prepare: Callable[[], Awaitable[_Prepared]],
     operation: Callable[[_Prepared], Awaitable[Any]],

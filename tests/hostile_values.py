@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from chatkit_mongo._checks import MAX_ID_LENGTH
+from chatkit_mongo.schema import MAX_ID_LENGTH
 
 INJECTIONS: Final[list[Any]] = [
     {"$ne": None},

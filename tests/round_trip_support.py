@@ -68,13 +68,21 @@ def trips(log: list[str]) -> list[str]:
     return [entry for entry in log if not entry.startswith("cursor.")]
 
 
-async def count_round_trips(store: MongoStore[Any]) -> list[str]:
-    """Make ``store`` log every server call to the returned list, once warm: its indexes
-    are ensured first so their one-off creation is not counted."""
-    await store.ensure_indexes()
+async def count_round_trips(store: MongoStore[Any]) -> tuple[MongoStore[Any], list[str]]:
+    """A twin of ``store`` (same database, collections and retention) that logs every
+    server call to the returned list, through the public ``wrap_collection`` seam; once
+    warm: its indexes are ensured first so their one-off creation is not counted."""
     log: list[str] = []
-    store._collections = {
-        role: CountingCollection(collection, role, log)
-        for role, collection in store._collections.items()
-    }
-    return log
+    retention = store.retention
+    counted: MongoStore[Any] = MongoStore(
+        store.database,
+        collections=store.collections,
+        max_page_size=store.max_page_size,
+        retention=None if retention is None else retention.period,
+        retention_refresh=None if retention is None else retention.refresh,
+        clock=None if retention is None else retention.clock,
+        wrap_collection=lambda role, collection: CountingCollection(collection, role, log),
+    )
+    await counted.ensure_indexes()
+    log.clear()
+    return counted, log

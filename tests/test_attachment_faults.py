@@ -28,14 +28,22 @@ from chatkit_mongo.schema import Field, GridFSField, UploadField
 
 from .attachment_support import CHUNK, make_attachments
 from .conftest import NAMES, RequestContext, close_client, make_client, scratch_database
-from .fault_support import FAULTS, Faulty, Timing, cancel_at_every_step
+from .fault_support import FAULTS, Faulty, Switchable, Switchboard, Timing, cancel_at_every_step
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
 DATA: Final = bytes(range(251)) * (2 * CHUNK // 251 + 7)
 """Three GridFS chunks, the last one partial."""
-HANDLES: Final = ("_attachments", "_files", "_chunks")
+HANDLES: Final = ("attachments", "files", "chunks")
 """The collections GridFSAttachmentStore writes through (the bucket writes the chunks)."""
+
+
+def _switch(attachments: GridFSAttachmentStore[Any], role: str) -> Switchable:
+    """The swappable handle the store was given for ``role`` through ``wrap_collection``."""
+    handle = attachments.store.persistence.collection(role)  # type: ignore[arg-type]
+    assert isinstance(handle, Switchable)
+    return handle
+
 
 Op = Callable[[GridFSAttachmentStore[Any], str], Awaitable[Any]]
 
@@ -126,7 +134,8 @@ async def fresh(gridfs_backend: str) -> AsyncIterator[Callable[[], Any]]:
     async def make() -> GridFSAttachmentStore[Any]:
         scratch = scratch_database(client, gridfs_backend)
         scratches.append(scratch)
-        return make_attachments(MongoStore(await scratch.__aenter__()))
+        database = await scratch.__aenter__()
+        return make_attachments(MongoStore(database, wrap_collection=Switchboard().wrap))
 
     yield make
     for scratch in scratches:
@@ -158,7 +167,8 @@ async def _driver_calls(fresh: Callable[[], Any], op_name: str) -> list[tuple[st
     attachment_id = await _prepared(attachments, op_name)
     calls: list[tuple[str, str]] = []
     for handle in HANDLES:
-        setattr(attachments, handle, _Recording(getattr(attachments, handle), handle, calls))
+        switch = _switch(attachments, handle)
+        switch.inner = _Recording(switch.inner, handle, calls)
     await OPS[op_name](attachments, attachment_id)
     return [(h, m, calls[:n].count((h, m))) for n, (h, m) in enumerate(calls)]
 
@@ -189,12 +199,13 @@ async def test_a_driver_fault_at_every_call_leaves_the_attachment_whole_or_bytes
             attachments = await fresh()
             attachment_id = await _prepared(attachments, op_name)
             handle, method, earlier = point
-            faulty = FaultyNth(getattr(attachments, handle), method, error, timing, earlier)
-            setattr(attachments, handle, faulty)
+            switch = _switch(attachments, handle)
+            healthy = switch.inner
+            switch.inner = FaultyNth(healthy, method, error, timing, earlier)
             with pytest.raises(type(error)) as raised:
                 await OPS[op_name](attachments, attachment_id)
             assert raised.value is error, point
-            setattr(attachments, handle, faulty._inner)
+            switch.inner = healthy
             await _check_whole_or_bytes_less(attachments, op_name, attachment_id)
 
 
@@ -253,8 +264,10 @@ async def test_a_claim_landing_after_its_cancellation_leaves_no_stuck_upload(
     server only afterwards: the attachment must still end awaiting, and a retry work."""
     attachments = await fresh()
     attachment_id = await _prepared(attachments, "upload")
-    late = _LandsLate(attachments._attachments)
-    attachments._attachments = late
+    switch = _switch(attachments, "attachments")
+    healthy = switch.inner
+    late = _LandsLate(healthy)
+    switch.inner = late
     task = asyncio.ensure_future(OPS["upload"](attachments, attachment_id))
     await late.called.wait()
     task.cancel()
@@ -265,6 +278,6 @@ async def test_a_claim_landing_after_its_cancellation_leaves_no_stuck_upload(
         await task
     assert late.landing is not None
     await late.landing
-    attachments._attachments = late._inner
+    switch.inner = healthy
     assert await _state(attachments) == ([UploadField.AWAITING], 0, 0)
     await _check_whole_or_bytes_less(attachments, "upload", attachment_id)

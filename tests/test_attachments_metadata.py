@@ -8,7 +8,8 @@ import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment
 
-from chatkit_mongo import Field, MongoStore
+from chatkit_mongo import MongoStore
+from chatkit_mongo.schema import Field
 
 from .conftest import RequestContext
 from .samples import file_attachment, image_attachment

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pymongo import AsyncMongoClient
 
 from chatkit_mongo import MongoStore
-from chatkit_mongo.bench import (
+from chatkit_mongo.apps.bench import (
     OPERATIONS,
     OVERHEAD_LIMIT,
     BenchSettings,
@@ -25,8 +25,8 @@ from chatkit_mongo.bench import (
     explain_figures,
     run_benchmark,
 )
-from chatkit_mongo.bench_overhead import OVERHEAD_OPERATIONS
-from chatkit_mongo.explain import summarise
+from chatkit_mongo.apps.bench_overhead import OVERHEAD_OPERATIONS
+from chatkit_mongo.operations.explain import summarise
 
 from . import capabilities
 from .conftest import is_server, scratch_database

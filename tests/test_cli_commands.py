@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from pymongo import IndexModel
 
-from chatkit_mongo.cli import _Duration, _progress, cli
-from chatkit_mongo.explain import summarise
-from chatkit_mongo.indexes import plan_indexes
+from chatkit_mongo.apps.cli import _Duration, _progress, cli
+from chatkit_mongo.operations.explain import summarise
+from chatkit_mongo.operations.indexes import plan_indexes
 from chatkit_mongo.schema import INDEXES, Field
 
 from . import capabilities

@@ -14,7 +14,7 @@ import pytest
 from bson import MinKey, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
-from chatkit_mongo.cli import _Duration
+from chatkit_mongo.apps.cli import _Duration
 
 from .cli_support import all_documents, encoded, run, seed
 from .samples import BASE_TIME

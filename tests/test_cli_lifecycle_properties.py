@@ -34,9 +34,9 @@ from chatkit.types import ThreadItem, ThreadMetadata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatkit_mongo.maintenance import PurgeCounts
+from chatkit_mongo.operations.erase import PurgeCounts
+from chatkit_mongo.operations.transfer import KINDS, ImportCounts, collection_of
 from chatkit_mongo.schema import GridFSField
-from chatkit_mongo.transfer import KINDS, ImportCounts, collection_of
 
 from .attachment_support import CHUNK, make_attachments
 from .cli_support import all_documents, invoke, owner_documents

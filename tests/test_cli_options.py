@@ -18,11 +18,11 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatkit_mongo._driver import AsyncDatabaseLike
-from chatkit_mongo._params import Seconds, WholeNumber
+from chatkit_mongo import AsyncDatabaseLike
 from chatkit_mongo._text import plural, shown
-from chatkit_mongo.cli import _Duration, cli
-from chatkit_mongo.connection import Connection
+from chatkit_mongo.apps._params import Seconds, WholeNumber
+from chatkit_mongo.apps.cli import _Duration, cli
+from chatkit_mongo.apps.connection import Connection
 from chatkit_mongo.schema import CollectionNames
 
 from .cli_support import all_documents, encoded, invoke, run, seed
@@ -265,7 +265,7 @@ def test_the_summary_words_agree_with_their_counts() -> None:
 
 _PROBE: Final = """
 import sys
-from chatkit_mongo.cli import main
+from chatkit_mongo.apps.cli import main
 HEAVY = ("chatkit.server", "agents", "starlette", "uvicorn", "matplotlib", "fastapi")
 for args in {commands!r}:
     try:
@@ -292,7 +292,7 @@ def test_help_imports_no_heavy_module() -> None:
 @pytest.mark.parametrize("args", [["init", "--dry-run"], ["--help"]])
 def test_a_closed_output_pipe_ends_quietly(args: list[str]) -> None:
     """Regression: ``create_indexes.py | head`` ended in a BrokenPipeError traceback."""
-    script = "import sys; from chatkit_mongo.cli import main; main(sys.argv[1:])"
+    script = "import sys; from chatkit_mongo.apps.cli import main; main(sys.argv[1:])"
     process = subprocess.Popen(
         [sys.executable, "-c", script, *args],
         stdout=subprocess.PIPE,

@@ -8,7 +8,7 @@ from typing import Any
 import bson
 import pytest
 
-from chatkit_mongo.maintenance import purge_inactive
+from chatkit_mongo.operations.erase import purge_inactive
 from chatkit_mongo.schema import Field, GridFSField
 
 from .cli_support import add_reply, all_documents, owner_documents, run, seed

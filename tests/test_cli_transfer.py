@@ -12,8 +12,8 @@ from bson import Int64, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
 
 from chatkit_mongo import MongoStore
+from chatkit_mongo.operations.transfer import _BATCH_SIZE
 from chatkit_mongo.schema import Field, GridFSField
-from chatkit_mongo.transfer import _BATCH_SIZE
 
 from .cli_support import all_documents, encoded, owner_documents, run, seed
 from .conftest import NAMES, RequestContext

@@ -15,6 +15,7 @@ leaves bob's documents and bytes exactly as they were.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -177,3 +178,40 @@ async def test_a_forged_reference_reaches_nothing_of_another_owner(
         {GridFSField.FILES_ID: bobs[target]}
     )
     assert await database[NAMES.attachments].count_documents({Field.OWNER: "bob"}) == 4
+
+
+@pytest.mark.needs("find_one_and_delete")  # the sweep takes abandoned uploads with it
+@pytest.mark.parametrize("target", TARGETS)
+async def test_the_sweep_of_an_abandoned_upload_never_deletes_another_owners_bytes(
+    gridfs_store: MongoStore[Any], target: str
+) -> None:
+    """Alice's upload, abandoned long ago, points (forged) at one of bob's files: the
+    sweep removes alice's attachment, and bob's files and chunks stay, because the sweep
+    deletes bytes through the same ownership proof as every other delete."""
+    database = gridfs_store.database
+    attachments, attachment_id = await _alice(database)
+    bobs = await _bob(database)
+    await database[NAMES.attachments].update_one(
+        {Field.OWNER: "alice", Field.ATTACHMENT_ID: attachment_id},
+        {
+            "$set": {
+                UploadField.FILE_ID: bobs[target],
+                UploadField.STATE: UploadField.RECEIVING,
+                UploadField.PENDING_SINCE: datetime(2000, 1, 1, tzinfo=UTC),
+            }
+        },
+    )
+    bob_before = encoded(await owner_documents(database, "bob"))
+    chunks_before = await database[NAMES.bucket_chunks].count_documents(
+        {GridFSField.FILES_ID: bobs[target]}
+    )
+    assert chunks_before
+
+    report = await attachments.sweep_orphans(abandoned_after=timedelta(hours=24))
+
+    assert report.abandoned_uploads == 1
+    assert await database[NAMES.attachments].count_documents({Field.OWNER: "alice"}) == 0
+    assert encoded(await owner_documents(database, "bob")) == bob_before
+    assert chunks_before == await database[NAMES.bucket_chunks].count_documents(
+        {GridFSField.FILES_ID: bobs[target]}
+    )

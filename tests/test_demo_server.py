@@ -17,10 +17,8 @@ from chatkit.types import FileAttachment, Page, ThreadMetadata
 from click.testing import CliRunner
 
 from chatkit_mongo import MongoStore
-from chatkit_mongo.asgi import attachment_routes
-from chatkit_mongo.attachments import too_large_message
-from chatkit_mongo.cli import cli
-from chatkit_mongo.demo import (
+from chatkit_mongo.apps.cli import cli
+from chatkit_mongo.apps.demo import (
     ATTACHMENTS_PATH,
     CHATKIT_PATH,
     DEMO_USER,
@@ -31,6 +29,8 @@ from chatkit_mongo.demo import (
     create_app,
     demo_attachment_store,
 )
+from chatkit_mongo.asgi import attachment_routes
+from chatkit_mongo.attachments import too_large_message
 
 NO_OPTIONS: dict[str, Any] = {}
 
@@ -205,13 +205,13 @@ async def test_the_reply_names_the_attachments(
 async def test_each_write_is_logged(
     http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="chatkit_mongo.demo")
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.apps.demo")
     events = await ChatKitClient(http, "carol").stream("threads.create", input=user_input("hi"))
     thread_id = events[0]["thread"]["id"]
     user_message, reply = done_items(events)
     await ChatKitClient(http, "carol").call("threads.delete", thread_id=thread_id)
 
-    logged = [r.getMessage() for r in caplog.records if r.name == "chatkit_mongo.demo"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "chatkit_mongo.apps.demo"]
     assert logged == [
         f"[user carol] saved thread {thread_id} (title None)",
         f"[user carol] added user_message {user_message['id']} to thread {thread_id}",
@@ -393,10 +393,10 @@ async def test_deleting_another_users_thread_logs_that_nothing_was_deleted(
 ) -> None:
     alice, bob = ChatKitClient(http, "alice"), ChatKitClient(http, "bob")
     thread_id = (await alice.stream("threads.create", input=user_input("mine")))[0]["thread"]["id"]
-    caplog.set_level(logging.INFO, logger="chatkit_mongo.demo")
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.apps.demo")
     caplog.clear()
     assert await bob.call("threads.delete", thread_id=thread_id) == {}
-    logged = [r.getMessage() for r in caplog.records if r.name == "chatkit_mongo.demo"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "chatkit_mongo.apps.demo"]
     assert logged == [f"[user bob] thread {thread_id} not found for this user: nothing deleted"]
     assert len((await alice.call("threads.get_by_id", thread_id=thread_id))["items"]["data"]) == 2
 

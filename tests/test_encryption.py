@@ -20,7 +20,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter
 
-from chatkit_mongo import bench_encryption
 from chatkit_mongo._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, dump
 from chatkit_mongo._encryption import (
     DOCUMENT_OVERHEAD_MAX,
@@ -31,6 +30,7 @@ from chatkit_mongo._encryption import (
     is_ciphertext,
     key_vault_indexes,
 )
+from chatkit_mongo.apps import bench_encryption
 from chatkit_mongo.encryption import Encryption
 from chatkit_mongo.errors import CiphertextError, EncryptionConfigError
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from chatkit_mongo import Field, MongoStore
-from chatkit_mongo.explain import explain, hot_queries
+from chatkit_mongo import MongoStore
+from chatkit_mongo.operations.explain import explain, hot_queries
+from chatkit_mongo.schema import Field
 
 from .conftest import SERVER_BACKENDS, RequestContext, scratch_database
 from .samples import BASE_TIME, assistant_message, thread
@@ -48,7 +49,7 @@ async def test_hot_queries_are_index_scans_without_sort(
         {Field.OWNER: "alice", Field.ITEM_ID: "msg_150"}
     )
     for name, find in hot_queries("alice", "thr_1", "msg_150", anchor[Field.SORT_KEY]):
-        sent = real_store._visible(find)  # exactly as the store sends it
+        sent = real_store.persistence.visible(find)  # exactly as the store sends it
         summary = await explain(real_store.database, real_store.collections, sent)
         assert summary.problems() == [], f"{name}: {summary.describe()}"
         if name != "load_attachment":

@@ -18,11 +18,11 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from chatkit_mongo import ItemConflictError, MongoStore
-from chatkit_mongo.schema import Role
+from chatkit_mongo.schema import ROLES, Role
 
 from . import capabilities
 from .conftest import RequestContext, is_server
-from .fault_support import FAULTS, Faulty, Timing, cancel_at_every_step
+from .fault_support import FAULTS, Faulty, Switchboard, Timing, cancel_at_every_step
 from .samples import assistant_message, file_attachment, thread
 
 ALICE: Final = RequestContext("alice")
@@ -37,9 +37,9 @@ WRITES: Final[dict[str, tuple[Write, tuple[tuple[Role, str], ...]]]] = {
     "delete_thread": (
         lambda s: s.delete_thread("thr_1", ALICE),
         (
-            ("items", "delete_many"),
             ("attachments", "delete_many"),
-            ("threads", "delete_one"),
+            ("items", "delete_many"),
+            ("threads", "delete_many"),
         ),
     ),
     "add_thread_item": (
@@ -85,8 +85,10 @@ async def databases(client: Any, backend: str) -> AsyncIterator[Callable[[], Any
             await client.drop_database(name)
 
 
-async def _seeded(database: Any) -> MongoStore[Any]:
-    store: MongoStore[Any] = MongoStore(database)
+async def _seeded(database: Any, board: Switchboard | None = None) -> MongoStore[Any]:
+    store: MongoStore[Any] = MongoStore(
+        database, wrap_collection=None if board is None else board.wrap
+    )
     for context in (ALICE, BOB):
         await store.save_thread(thread("thr_1"), context)
         await store.add_thread_item("thr_1", assistant_message("msg_1"), context)
@@ -97,7 +99,8 @@ async def _seeded(database: Any) -> MongoStore[Any]:
 async def _snapshot(store: MongoStore[Any], owner: str) -> list[str]:
     """Every stored document of ``owner``, raw: duplicates and stray fields would show."""
     documents: list[str] = []
-    for role, collection in store._collections.items():
+    for role in ROLES:
+        collection = store.persistence.collection(role)
         # ``_id`` dropped here, not by a projection: a retried insert gets a new one,
         # and a server may ignore projections (jongodb does).
         found = await collection.find({"owner": owner}).to_list(None)
@@ -123,12 +126,13 @@ async def test_driver_fault_mid_write_leaves_all_or_nothing_and_a_retry_complete
     write_name, role, method = point
     write, calls = WRITES[write_name]
     after = await _expected_after(databases(), write)
-    store = await _seeded(databases())
+    board = Switchboard()
+    store = await _seeded(databases(), board)
     before, bob_before = await _snapshot(store, "alice"), await _snapshot(store, "bob")
     assert before != after
 
     error = FAULTS[fault]
-    store._collections[role] = Faulty(store._collections[role], method, error, timing)
+    board[role].inner = Faulty(board[role].inner, method, error, timing)
     with pytest.raises(type(error)) as raised:
         await write(store)
     assert raised.value is error
@@ -169,12 +173,11 @@ async def test_duplicate_key_from_a_racing_upsert_reaches_the_caller_and_a_retry
 ) -> None:
     """Two upserts of one new key can race on a server; the loser gets E11000."""
     write, _ = WRITES["save_thread"]
-    store = await _seeded(databases())
+    board = Switchboard()
+    store = await _seeded(databases(), board)
     after = await _expected_after(databases(), write)
     error = DuplicateKeyError("E11000 duplicate key error", 11000)
-    store._collections["threads"] = Faulty(
-        store._collections["threads"], "update_one", error, "request lost"
-    )
+    board["threads"].inner = Faulty(board["threads"].inner, "update_one", error, "request lost")
     with pytest.raises(DuplicateKeyError):
         await write(store)
     await write(store)
@@ -209,12 +212,11 @@ async def test_duplicate_key_with_nothing_stored_is_not_called_other_content(
     """Regression: E11000 on insert with no item under the id (a racing writer deleted it,
     or another unique index refused it) was reported as "already exists ... with other
     content", which sent the caller looking for an item that is not there."""
-    store = await _seeded(databases())
+    board = Switchboard()
+    store = await _seeded(databases(), board)
     before = await _snapshot(store, "alice")
     error = DuplicateKeyError("E11000 duplicate key error", 11000)
-    store._collections["items"] = Faulty(
-        store._collections["items"], "insert_one", error, "request lost"
-    )
+    board["items"].inner = Faulty(board["items"].inner, "insert_one", error, "request lost")
     with pytest.raises(ItemConflictError, match="yet no item with this id is stored") as raised:
         await store.add_thread_item("thr_1", assistant_message("msg_new"), ALICE)
     assert raised.value.__cause__ is error

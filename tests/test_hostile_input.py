@@ -14,7 +14,7 @@ from chatkit.store import NotFoundError
 from chatkit.types import ThreadMetadata
 
 from chatkit_mongo import MongoStore, OwnerError, UnstorableError
-from chatkit_mongo._codec import MAX_DOCUMENT_BYTES, MAX_NESTING
+from chatkit_mongo.schema import MAX_DOCUMENT_BYTES, MAX_NESTING
 
 from .conftest import RequestContext
 from .hostile_values import BAD_ID_STRINGS, INJECTIONS, ODD_BUT_VALID_IDS

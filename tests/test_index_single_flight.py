@@ -19,7 +19,8 @@ import mongomock_motor
 import pytest
 from pymongo import AsyncMongoClient, IndexModel, monitoring
 
-from chatkit_mongo import INDEXES, IndexConflictError, MongoStore
+from chatkit_mongo import IndexConflictError, MongoStore
+from chatkit_mongo.schema import INDEXES
 
 from . import capabilities
 from .conftest import NAMES, RequestContext, scratch_database

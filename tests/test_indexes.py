@@ -7,17 +7,11 @@ from typing import Any
 import pytest
 from pymongo import IndexModel
 
-from chatkit_mongo import (
-    INDEXES,
-    CollectionNames,
-    Field,
-    GridFSField,
-    IndexConflictError,
-    MongoStore,
-    plan_indexes,
-)
-from chatkit_mongo.cli import create_indexes_main
-from chatkit_mongo.create_indexes import create_indexes, planned
+from chatkit_mongo import CollectionNames, IndexConflictError, MongoStore
+from chatkit_mongo.apps.cli import create_indexes_main
+from chatkit_mongo.apps.create_indexes import create_indexes, planned
+from chatkit_mongo.operations.indexes import plan_indexes
+from chatkit_mongo.schema import INDEXES, Field, GridFSField
 
 from .conftest import NAMES, RequestContext
 from .samples import thread
@@ -101,14 +95,15 @@ async def test_indexes_are_created_automatically_once_per_client(
     database: Any, alice: RequestContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    original = MongoStore.ensure_indexes
+    first: MongoStore[Any] = MongoStore(database)
+    persistence = type(first.persistence)  # where every call's index check starts
+    original = persistence.ensure_indexes
 
-    async def counting(self: MongoStore[Any]) -> Any:
+    async def counting(self: Any) -> Any:
         calls.append("ensure")
         return await original(self)
 
-    monkeypatch.setattr(MongoStore, "ensure_indexes", counting)
-    first: MongoStore[Any] = MongoStore(database)
+    monkeypatch.setattr(persistence, "ensure_indexes", counting)
     await first.save_thread(thread(), alice)
     await first.load_thread("thr_1", alice)
     second: MongoStore[Any] = MongoStore(database)  # same client: already done

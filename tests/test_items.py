@@ -9,7 +9,8 @@ import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import ThreadItem
 
-from chatkit_mongo import Field, ItemConflictError, MongoStore
+from chatkit_mongo import ItemConflictError, MongoStore
+from chatkit_mongo.schema import Field
 
 from .conftest import RequestContext
 from .samples import BASE_TIME, assistant_message, every_item, thread
@@ -176,14 +177,28 @@ async def test_delete_thread_item_removes_only_that_item(
         await store.load_item("thr_1", "msg_1", alice)
 
 
-async def test_item_claiming_another_thread_is_refused(
+async def test_the_thread_id_argument_says_where_an_item_goes_and_it_comes_back_as_given(
     store: MongoStore[Any], alice: RequestContext
 ) -> None:
-    with pytest.raises(ValueError, match="belongs to thread 'thr_2'"):
-        await store.add_thread_item("thr_1", assistant_message("msg_1", "thr_2"), alice)
-    with pytest.raises(ValueError, match="belongs to thread 'thr_2'"):
-        await store.save_item("thr_1", assistant_message("msg_1", "thr_2"), alice)
-    assert await store.database[store.collections.items].count_documents({}) == 0
+    """ChatKit's Store contract, as its own store tests use it: an item built for one
+    thread, added to (or saved in) another, is stored under the ``thread_id`` argument and
+    read back equal to what was given, its own ``thread_id`` field untouched."""
+    added = assistant_message("msg_1", "thr_2")
+    await store.add_thread_item("thr_1", added, alice)
+    assert await store.load_item("thr_1", "msg_1", alice) == added
+    assert (await store.load_thread_items("thr_1", None, 10, "asc", alice)).data == [added]
+    assert (await store.load_thread_items("thr_2", None, 10, "asc", alice)).data == []
+    with pytest.raises(NotFoundError):
+        await store.load_item("thr_2", "msg_1", alice)
+    await store.add_thread_item("thr_1", added, alice)  # a retry of the same item: no-op
+    saved = assistant_message("msg_2", "thr_3")
+    await store.save_item("thr_1", saved, alice)
+    assert await store.load_item("thr_1", "msg_2", alice) == saved
+    items = store.database[store.collections.items]
+    assert await items.count_documents({Field.THREAD_ID: "thr_1"}) == 2
+    assert await items.count_documents({}) == 2
+    await store.delete_thread("thr_1", alice)
+    assert await items.count_documents({}) == 0
 
 
 async def test_thread_metadata_and_items_are_separate_documents(

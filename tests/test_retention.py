@@ -17,17 +17,10 @@ from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams
 from pymongo import IndexModel
 
-from chatkit_mongo import (
-    INDEXES,
-    RETENTION_INDEXES,
-    Field,
-    GridFSAttachmentStore,
-    IndexConflictError,
-    MongoStore,
-    Retention,
-)
-from chatkit_mongo.cli import create_indexes_main
-from chatkit_mongo.create_indexes import planned
+from chatkit_mongo import GridFSAttachmentStore, IndexConflictError, MongoStore, Retention
+from chatkit_mongo.apps.cli import create_indexes_main
+from chatkit_mongo.apps.create_indexes import planned
+from chatkit_mongo.schema import INDEXES, RETENTION_INDEXES, Field
 
 from .cli_support import run
 from .conftest import NAMES, RequestContext
@@ -298,7 +291,7 @@ async def test_data_written_before_retention_stays_visible_until_its_next_activi
 
 @pytest.fixture
 async def counted_kept(kept: MongoStore[Any]) -> tuple[MongoStore[Any], list[str]]:
-    return kept, await count_round_trips(kept)
+    return await count_round_trips(kept)
 
 
 @pytest.mark.needs("$max/$min update operators")  # retention's re-stamp

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from mockupdb import MockupDB
 from pymongo import AsyncMongoClient
 
-from chatkit_mongo.cli import cli
-from chatkit_mongo.doctor import diagnose
+from chatkit_mongo.apps.cli import cli
+from chatkit_mongo.operations.doctor import diagnose
+from chatkit_mongo.operations.sharding import shard, shard_commands
 from chatkit_mongo.schema import INDEXES, SHARD_KEYS, CollectionNames
-from chatkit_mongo.sharding import shard, shard_commands
 
 NAMES = CollectionNames()
 _SHARDING = {"enableSharding", "shardCollection", "createIndexes"}

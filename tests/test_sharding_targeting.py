@@ -27,8 +27,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chatkit_mongo import MongoStore
-from chatkit_mongo.explain import hot_queries
-from chatkit_mongo.maintenance import purge_inactive, purge_owner
+from chatkit_mongo.operations.erase import purge_inactive, purge_owner
+from chatkit_mongo.operations.explain import hot_queries
+from chatkit_mongo.operations.sharding import (
+    SCATTERS,
+    SINGLE_DOCUMENT_WRITES,
+    in_range,
+    route,
+    scatter_of,
+    zone_ranges,
+)
+from chatkit_mongo.operations.transfer import count_export, export_data, import_data
 from chatkit_mongo.schema import (
     INDEXES,
     RETENTION_INDEXES,
@@ -41,15 +50,6 @@ from chatkit_mongo.schema import (
     prefix_range,
     shard_key_of,
 )
-from chatkit_mongo.sharding import (
-    SCATTERS,
-    SINGLE_DOCUMENT_WRITES,
-    in_range,
-    route,
-    scatter_of,
-    zone_ranges,
-)
-from chatkit_mongo.transfer import count_export, export_data, import_data
 
 from .attachment_support import CHUNK, make_attachments
 from .cli_support import store_bytes

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from chatkit.store import NotFoundError
 
-from chatkit_mongo import Field, MongoStore
+from chatkit_mongo import MongoStore
+from chatkit_mongo.schema import Field
 
 from .conftest import RequestContext
 from .samples import assistant_message, file_attachment, thread

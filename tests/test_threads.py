@@ -9,7 +9,8 @@ import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import Page, Thread, ThreadMetadata
 
-from chatkit_mongo import Field, MongoStore
+from chatkit_mongo import MongoStore
+from chatkit_mongo.schema import Field
 
 from .conftest import RequestContext
 from .samples import (

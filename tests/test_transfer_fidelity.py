@@ -29,8 +29,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatkit_mongo import UnstorableError
+from chatkit_mongo.operations.transfer import FORMAT
 from chatkit_mongo.schema import Field, GridFSField, UploadField, is_file_id, owner_file_id
-from chatkit_mongo.transfer import FORMAT
 
 from .cli_support import all_documents, encoded, invoke, run, seed
 from .conftest import BACKENDS, NAMES, RequestContext

@@ -17,7 +17,8 @@ import pytest
 from mockupdb import MockupDB
 from pymongo import AsyncMongoClient
 
-from chatkit_mongo import Field, MongoStore
+from chatkit_mongo import MongoStore
+from chatkit_mongo.schema import Field
 
 from .conftest import RequestContext
 from .samples import BASE_TIME, assistant_message
@@ -134,12 +135,12 @@ async def test_adding_an_item_is_one_insert_of_the_whole_document(wire: Wire) ->
 
 async def test_delete_thread_is_three_owner_scoped_deletes(wire: Wire) -> None:
     _, commands = await _answered(
-        wire, wire.store.delete_thread("thr_1", _ALICE), {"n": 4}, {"n": 0}, {"n": 1}
+        wire, wire.store.delete_thread("thr_1", _ALICE), {"n": 0}, {"n": 4}, {"n": 1}
     )
     scope = {Field.OWNER: "alice", Field.THREAD_ID: "thr_1"}
     # The thread goes last, so an interrupted delete can always be finished by the user.
     assert [(c["delete"], c["deletes"][0]["q"], c["deletes"][0]["limit"]) for c in commands] == [
-        ("chatkit_items", scope, 0),
         ("chatkit_attachments", scope, 0),
-        ("chatkit_threads", scope, 1),
+        ("chatkit_items", scope, 0),
+        ("chatkit_threads", scope, 0),
     ]

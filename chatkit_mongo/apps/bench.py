@@ -6,13 +6,14 @@ streamed (streaming itself touches no store), and list the user's threads for th
 sidebar. The run, in phases:
 
 1. **overhead**: every Store operation against the bare driver call it makes, in
-   interleaved A/B pairs (:mod:`chatkit_mongo.bench_overhead`); the ratio store/bare;
+   interleaved A/B pairs (:mod:`chatkit_mongo.apps.bench_overhead`); the ratio store/bare;
 2. **workload**: many users take turns in many threads, one call at a time: p50/p99
    latency and round trips per call (commands seen by a PyMongo ``CommandListener``,
    or, on the embedded backend, calls on the collections);
 3. **explain**: documents and keys examined per document returned by the queries the
    store sends, where the server can ``explain()``;
-4. **concurrency**: N simulated users on one event loop (:mod:`chatkit_mongo.bench_concurrency`);
+4. **concurrency**: N simulated users on one event loop
+   (:mod:`chatkit_mongo.apps.bench_concurrency`);
 5. **growth** (``--growth``, long): one thread grows to each size and the same turn is
    timed there. On a real server a turn must cost the same at 10,000 items as at 100.
 """
@@ -25,7 +26,7 @@ import secrets
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -34,34 +35,36 @@ from typing import Any, Final, TextIO, TypeVar
 
 import click
 from chatkit.types import (
-    AssistantMessageContent,
     AssistantMessageItem,
-    InferenceOptions,
     ThreadMetadata,
     UserMessageItem,
-    UserMessageTextContent,
 )
 from pymongo import monitoring
 from pymongo.errors import OperationFailure, PyMongoError
 
-from . import queries
-from ._driver import AsyncDatabaseLike
+from .. import _queries as queries
+from .._driver import AsyncDatabaseLike
+from .._text import shown
+from ..operations.explain import PlanSummary, explain, hot_queries
+from ..schema import CollectionNames, Field
+from ..store import MongoStore
 from ._params import Seconds, WholeNumber
-from ._text import shown
-from .bench_concurrency import level_collections, measure_concurrency, percentile
+from .bench_concurrency import (
+    assistant_message,
+    level_collections,
+    measure_concurrency,
+    percentile,
+    user_message,
+)
 from .bench_overhead import OVERHEAD_OPERATIONS, measure_overhead
 from .connection import (
     Connection,
     connection_options,
-    one_line,
     open_database,
     open_uri,
 )
 from .connection import resolve as resolve_connection
 from .embedded import embedded_database
-from .explain import PlanSummary, explain, hot_queries
-from .schema import CollectionNames, Field
-from .store import MongoStore
 
 _T = TypeVar("_T")
 
@@ -326,20 +329,11 @@ class _Workload:
         return " ".join(_WORDS[(self.counter + i) % len(_WORDS)] for i in range(count))
 
     def _user_message(self, thread: ThreadMetadata, context: Any) -> UserMessageItem:
-        return UserMessageItem(
-            id=self.store.generate_item_id("message", thread, context),
-            thread_id=thread.id,
-            created_at=datetime.now(),
-            content=[UserMessageTextContent(text=self._words(20))],
-            inference_options=InferenceOptions(),
-        )
+        return user_message(self.store, thread, context, self._words(20))
 
     def _reply(self, thread: ThreadMetadata, context: Any) -> AssistantMessageItem:
-        return AssistantMessageItem(
-            id=self.store.generate_item_id("message", thread, context),
-            thread_id=thread.id,
-            created_at=datetime.now(),
-            content=[AssistantMessageContent(text=self._words(self.settings.reply_words))],
+        return assistant_message(
+            self.store, thread, context, self._words(self.settings.reply_words)
         )
 
 
@@ -506,7 +500,7 @@ async def _explain_hot_queries(
     """The explain figures of a turn's queries on one thread, or why there are none:
     the server's own error, or that the backend has no query planner at all."""
     items = store.database[store.collections.items]
-    item = await items.find_one(queries.thread(owner, thread_id), {Field.DATA: 0}) or {}
+    item = await items.find_one(queries.thread_filter(owner, thread_id), {Field.DATA: 0}) or {}
     explained = {}
     for operation, find in hot_queries(
         owner, thread_id, item.get(Field.ITEM_ID, ""), item.get(Field.SORT_KEY), page_size
@@ -696,37 +690,10 @@ def bench_collections(settings: BenchSettings, collections: CollectionNames) -> 
     return [name for names in sets for name in names.by_role().values()]
 
 
-@asynccontextmanager
-async def _open_motor(
-    connection: Connection, round_trips: RoundTrips
-) -> AsyncIterator[AsyncDatabaseLike]:
-    """A Motor client for the URI, opened and checked as :func:`open_database` opens
-    PyMongo's; closed on exit. The store names the library in the handshake
-    (Motor refuses a ``driver=`` of ours beside its own)."""
+def _motor_client() -> Callable[..., Any]:
     from motor.motor_asyncio import AsyncIOMotorClient  # noqa: PLC0415  (only when asked)
-    from pymongo.errors import ConfigurationError  # noqa: PLC0415
 
-    milliseconds = max(1, round(connection.timeout * 1000))
-    try:
-        client: Any = AsyncIOMotorClient(
-            connection.uri,
-            serverSelectionTimeoutMS=milliseconds,
-            connectTimeoutMS=milliseconds,
-            event_listeners=[CommandCounter(round_trips)],
-        )
-    except (ConfigurationError, ValueError, TypeError) as exc:
-        raise click.ClickException(f"bad MongoDB URI: {one_line(exc)}") from exc
-    try:
-        try:
-            await client.admin.command("ping")
-        except PyMongoError as exc:
-            raise click.ClickException(
-                f"cannot reach MongoDB within {connection.timeout:g}s: {one_line(exc)}"
-            ) from exc
-        database: AsyncDatabaseLike = client[connection.database]
-        yield database
-    finally:
-        client.close()  # Motor's close is a plain call
+    return AsyncIOMotorClient
 
 
 @asynccontextmanager
@@ -737,7 +704,7 @@ async def _target(
 
     On a server the collections the run writes must be empty; the database is dropped
     afterwards or, where the server cannot drop databases, emptied. The server is opened
-    as every command opens it (:mod:`chatkit_mongo.connection`), with a command counter
+    as every command opens it (:mod:`chatkit_mongo.apps.connection`), with a command counter
     on the client (PyMongo's, or Motor's with ``--driver motor``); an opener handed in
     by a test is used as it is.
     """
@@ -756,15 +723,16 @@ async def _target(
     opened: AbstractAsyncContextManager[AsyncDatabaseLike]
     if connection.opener is open_uri and connection.uri:
         round_trips = RoundTrips()
-        if driver == "motor":
-            opened = _open_motor(connection, round_trips)
-        else:
-            opened = open_database(
-                connection.uri,
-                connection.database,
-                connection.timeout,
-                event_listeners=[CommandCounter(round_trips)],
-            )
+        # Motor: only when asked. The store names the library in Motor's handshake
+        # (Motor refuses a driver= of ours beside its own).
+        make_client = _motor_client() if driver == "motor" else None
+        opened = open_database(
+            connection.uri,
+            connection.database,
+            connection.timeout,
+            make_client=make_client,
+            event_listeners=[CommandCounter(round_trips)],
+        )
     else:
         opened = connection.open()
     async with opened as database:

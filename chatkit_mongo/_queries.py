@@ -29,16 +29,16 @@ class Find:
     limit: int = 1
 
 
-def thread(owner: str, thread_id: str) -> dict[str, Any]:
+def thread_filter(owner: str, thread_id: str) -> dict[str, Any]:
     """The thread document; in the items and attachments collections, all of that thread."""
     return {Field.OWNER: owner, Field.THREAD_ID: thread_id}
 
 
-def item(owner: str, thread_id: str, item_id: str) -> dict[str, Any]:
+def item_filter(owner: str, thread_id: str, item_id: str) -> dict[str, Any]:
     return {Field.OWNER: owner, Field.THREAD_ID: thread_id, Field.ITEM_ID: item_id}
 
 
-def attachment(owner: str, attachment_id: str) -> dict[str, Any]:
+def attachment_filter(owner: str, attachment_id: str) -> dict[str, Any]:
     return {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment_id}
 
 
@@ -85,4 +85,4 @@ def threads_page(owner: str, after_sort_key: str | None, order: Order, limit: in
 def items_page(
     owner: str, thread_id: str, after_sort_key: str | None, order: Order, limit: int
 ) -> Find:
-    return page("items", thread(owner, thread_id), after_sort_key, order, limit)
+    return page("items", thread_filter(owner, thread_id), after_sort_key, order, limit)

@@ -32,12 +32,11 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import AsyncMongoClient
 
-from ._codec import ITEM_ADAPTER, THREAD_ADAPTER, dump
-from ._driver import resolve
-from ._encryption import OwnerEncryption, encrypted_stream_size, ensure_key_vault_index
-from .encryption import LOCAL_KEY_BYTES, Encryption
+from .._codec import ITEM_ADAPTER, THREAD_ADAPTER, dump
+from .._driver import maybe_await, open_client
+from .._encryption import OwnerEncryption, encrypted_stream_size, ensure_key_vault_index
+from ..encryption import LOCAL_KEY_BYTES, Encryption
 
 MiB = 1024 * 1024
 DRIVERS = ("pymongo", "motor")
@@ -142,7 +141,7 @@ def sample_documents() -> dict[str, dict[str, Any]]:
 async def run(uri: str, drivers: tuple[str, ...], *, repeats: int, mib: int) -> list[str]:
     lines = []
     for driver in drivers:
-        client: Any = AsyncMongoClient(uri) if driver == "pymongo" else AsyncIOMotorClient(uri)
+        client: Any = open_client(uri) if driver == "pymongo" else AsyncIOMotorClient(uri)
         settings = Encryption.local(
             os.urandom(LOCAL_KEY_BYTES), key_vault_namespace=f"bench_{uuid.uuid4().hex[:8]}.keys"
         )
@@ -152,7 +151,7 @@ async def run(uri: str, drivers: tuple[str, ...], *, repeats: int, mib: int) -> 
                 lines.append(f"{driver}:")
                 lines += await measure(engine, sample_documents(), repeats=repeats, mib=mib)
         finally:
-            await resolve(client.close())
+            await maybe_await(client.close())
     return lines
 
 

@@ -22,9 +22,8 @@ from typing import Any, Final, Literal
 from bson import MaxKey, MinKey
 from pymongo.errors import PyMongoError
 
-from ._driver import AsyncDatabaseLike
-from .indexes import ensure_indexes
-from .schema import (
+from .._driver import AsyncDatabaseLike
+from ..schema import (
     INDEXES,
     SHARD_KEYS,
     CollectionNames,
@@ -35,6 +34,7 @@ from .schema import (
     UploadField,
     prefix_range,
 )
+from .indexes import ensure_indexes
 
 Route = Literal["one shard", "key range", "every shard"]
 Echo = Callable[[str], None]

@@ -28,8 +28,8 @@ from chatkit.types import (
     UserMessageTextContent,
 )
 
-from .schema import CollectionNames
-from .store import MongoStore
+from ..schema import CollectionNames
+from ..store import MongoStore
 
 TICK: Final = 0.001
 """The ticker's period (1 ms)."""
@@ -46,31 +46,40 @@ def level_collections(base: CollectionNames, users: int) -> CollectionNames:
     )
 
 
+def user_message(
+    store: MongoStore[Any], thread: ThreadMetadata, context: Any, text: str
+) -> UserMessageItem:
+    """A user's message as ChatKit builds it, with the store's item id; shared by every
+    benchmark phase so they all write the same documents."""
+    return UserMessageItem(
+        id=store.generate_item_id("message", thread, context),
+        thread_id=thread.id,
+        created_at=datetime.now(),
+        content=[UserMessageTextContent(text=text)],
+        inference_options=InferenceOptions(),
+    )
+
+
+def assistant_message(
+    store: MongoStore[Any], thread: ThreadMetadata, context: Any, text: str
+) -> AssistantMessageItem:
+    """The assistant's reply as ChatKit builds it (see :func:`user_message`)."""
+    return AssistantMessageItem(
+        id=store.generate_item_id("message", thread, context),
+        thread_id=thread.id,
+        created_at=datetime.now(),
+        content=[AssistantMessageContent(text=text)],
+    )
+
+
 async def _turn(store: MongoStore[Any], user: str, thread_id: str, words: str) -> None:
-    """What ChatKit does for one user message (see :mod:`chatkit_mongo.bench`)."""
+    """What ChatKit does for one user message (see :mod:`chatkit_mongo.apps.bench`)."""
     context = {"user_id": user}
     thread = await store.load_thread(thread_id, context)
-    await store.add_thread_item(
-        thread_id,
-        UserMessageItem(
-            id=store.generate_item_id("message", thread, context),
-            thread_id=thread_id,
-            created_at=datetime.now(),
-            content=[UserMessageTextContent(text=words)],
-            inference_options=InferenceOptions(),
-        ),
-        context,
-    )
+    await store.add_thread_item(thread_id, user_message(store, thread, context, words), context)
     await store.load_thread_items(thread_id, None, _PAGE, "desc", context)
     await store.add_thread_item(
-        thread_id,
-        AssistantMessageItem(
-            id=store.generate_item_id("message", thread, context),
-            thread_id=thread_id,
-            created_at=datetime.now(),
-            content=[AssistantMessageContent(text=words)],
-        ),
-        context,
+        thread_id, assistant_message(store, thread, context, words), context
     )
     await store.load_threads(_PAGE, None, "desc", context)
 

@@ -26,16 +26,16 @@ from typing import Any, Final, TypeVar
 import click
 from click.core import ParameterSource
 
-from ._driver import AsyncDatabaseLike
+from .._driver import AsyncDatabaseLike, maybe_await
+from .._text import shown
+from ..schema import CollectionNames
 from ._params import Seconds
-from ._text import shown
-from .schema import CollectionNames
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 DEFAULT_DATABASE: Final = "chatkit"
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
-_META: Final = "chatkit_mongo.connection"
+_META: Final = "chatkit_mongo.apps.connection"
 _COLLECTION_OPTIONS: Final = {
     "threads_collection": "threads",
     "items_collection": "items",
@@ -153,29 +153,34 @@ def given_options(ctx: click.Context) -> ConnectionOptions:
 
 @asynccontextmanager
 async def open_database(
-    uri: str, database: str, wait_seconds: float, **client_options: Any
+    uri: str,
+    database: str,
+    wait_seconds: float,
+    *,
+    make_client: Callable[..., Any] | None = None,
+    **client_options: Any,
 ) -> AsyncIterator[AsyncDatabaseLike]:
-    """A PyMongo async client for ``uri``, checked with a ``ping``, closed on exit.
+    """A client for ``uri``, checked with a ``ping``, closed on exit: PyMongo's async
+    client (the library's :func:`~chatkit_mongo._driver.open_client`), or the one
+    ``make_client`` builds (the benchmark's Motor client).
 
     A URI that does not parse, an unreachable server or refused credentials end in a
     one-line :class:`click.ClickException` naming the host and the cause.
     """
-    from pymongo import AsyncMongoClient  # noqa: PLC0415  (kept out of --help)
-    from pymongo.errors import (  # noqa: PLC0415
+    from pymongo.errors import (  # noqa: PLC0415  (kept out of --help)
         ConfigurationError,
         PyMongoError,
         ServerSelectionTimeoutError,
     )
 
-    from ._driver import DRIVER_INFO  # noqa: PLC0415
+    from .._driver import open_client  # noqa: PLC0415
 
     milliseconds = max(1, round(wait_seconds * 1000))
     try:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        client = (make_client or open_client)(
             uri,
             serverSelectionTimeoutMS=milliseconds,
             connectTimeoutMS=milliseconds,
-            driver=DRIVER_INFO,
             **client_options,
         )
     except (ConfigurationError, ValueError, TypeError) as exc:
@@ -191,7 +196,7 @@ async def open_database(
             raise click.ClickException(f"MongoDB refused the connection: {one_line(exc)}") from exc
         yield client[database]
     finally:
-        await client.close()
+        await maybe_await(client.close())  # a coroutine in PyMongo Async, a plain call in Motor
 
 
 _TOPOLOGY_NOISE: Final = re.compile(

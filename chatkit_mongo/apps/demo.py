@@ -47,12 +47,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from typing_extensions import TypeVar
 
-from .asgi import attachment_routes
-from .attachments import GridFSAttachmentStore
+from ..asgi import attachment_routes
+from ..attachments import GridFSAttachmentStore
+from ..owner import MAX_OWNER_LENGTH, default_owner
+from ..store import MongoStore
 from .connection import Connection
 from .embedded import embedded_database
-from .owner import MAX_OWNER_LENGTH, default_owner
-from .store import MongoStore
 
 TContext = TypeVar("TContext", default=Any)
 

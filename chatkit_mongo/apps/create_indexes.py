@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ._driver import AsyncDatabaseLike
-from .errors import IndexConflictError
-from .indexes import ensure_indexes, plan_indexes
-from .schema import CollectionNames, index_specs
+from .._driver import AsyncDatabaseLike
+from ..errors import IndexConflictError
+from ..operations.indexes import ensure_indexes, plan_indexes
+from ..schema import CollectionNames, index_specs
 
 Echo = Callable[[str], None]
 

@@ -29,32 +29,35 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TextIO, get_args
+from typing import Any, Final, TextIO
 
 import bson
 from bson import DBRef, ObjectId, json_util
 from bson.code import Code
 from bson.json_util import CANONICAL_JSON_OPTIONS
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from pymongo import ReplaceOne
 
-from ._checks import check_id, check_optional_id
-from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document
-from ._driver import AsyncDatabaseLike, shielded
-from .errors import UnstorableError
-from .schema import (
+from .._checks import check_id, check_optional_id
+from .._codec import check_document
+from .._driver import AsyncDatabaseLike, shielded
+from ..errors import ImportFileError, UnstorableError
+from ..owner import check_owner
+from ..schema import (
+    DOCUMENT_KINDS,
     FILE_ID_SEPARATOR,
     CollectionNames,
     Field,
     FileId,
     GridFSField,
+    Kind,
     UploadField,
+    document_kind,
     file_id_owner,
     is_file_id,
 )
 
-Kind = Literal["thread", "item", "attachment", "file", "chunk"]
-KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+KINDS: Final[tuple[Kind, ...]] = tuple(kind.name for kind in DOCUMENT_KINDS)
 """In the order they are exported: a chunk's file always comes before the chunk."""
 _KIND: Final = "kind"
 _FORMAT: Final = "format"
@@ -65,38 +68,17 @@ _ESCAPE: Final = "~"
 _BATCH_SIZE: Final = 500
 """Upserts sent per ``bulk_write``: few round trips, modest memory."""
 
-_KEYS: Final[dict[Kind, tuple[str, ...]]] = {
-    "thread": (Field.OWNER, Field.THREAD_ID),
-    "item": (Field.OWNER, Field.THREAD_ID, Field.ITEM_ID),
-    "attachment": (Field.OWNER, Field.ATTACHMENT_ID),
-    "file": ("_id", GridFSField.METADATA_OWNER),
-    "chunk": (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER),
-}
-"""The unique key each kind is upserted by."""
-_OWNER_AT: Final[dict[Kind, int | None]] = {
-    "thread": 0,
-    "item": 0,
-    "attachment": 0,
-    "file": 1,
-    "chunk": None,
-}
-"""Where the owner sits in each kind's key; a chunk's owner is its file's."""
-_ADAPTERS: Final[dict[Kind, TypeAdapter[Any]]] = {
-    "thread": THREAD_ADAPTER,
-    "item": ITEM_ADAPTER,
-    "attachment": ATTACHMENT_ADAPTER,
-}
-_MODEL_ID: Final[dict[Kind, str]] = {
-    "thread": Field.THREAD_ID,
-    "item": Field.ITEM_ID,
-    "attachment": Field.ATTACHMENT_ID,
-}
+_KEYS: Final[dict[Kind, tuple[str, ...]]] = {kind.name: kind.match_key for kind in DOCUMENT_KINDS}
+"""The key each kind is upserted by (:attr:`DocumentKind.match_key`)."""
+
+
+def _owner_at(kind: Kind) -> int | None:
+    """Where the owner sits in the kind's key; None for a chunk (its owner is its file's)."""
+    owner = document_kind(kind).owner
+    return None if owner is None else _KEYS[kind].index(owner)
+
 
 Progress = Callable[[int], None]
-
-
-class ImportFileError(ValueError):
-    """A line of an import file cannot be imported; nothing was written."""
 
 
 @dataclass
@@ -117,14 +99,7 @@ class ImportCounts:
 
 def collection_of(collections: CollectionNames, kind: Kind) -> str:
     """The collection that holds documents of ``kind``."""
-    names: dict[Kind, str] = {
-        "thread": collections.threads,
-        "item": collections.items,
-        "attachment": collections.attachments,
-        "file": collections.bucket_files,
-        "chunk": collections.bucket_chunks,
-    }
-    return names[kind]
+    return collections.name_of(document_kind(kind).role)
 
 
 def _scope(kind: Kind, owner: str | None) -> dict[str, Any]:
@@ -159,7 +134,7 @@ async def export_data(
     store wrote are not chatkit-mongo's to export.
     """
     if owner is not None:
-        check_id(owner, "owner")
+        check_owner(owner)
     counts: dict[Kind, int] = dict.fromkeys(KINDS, 0)
     chunks = database[collections.bucket_chunks]
     for kind in ("thread", "item", "attachment", "file"):
@@ -350,7 +325,7 @@ def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
         except ValueError as exc:
             raise ImportFileError(f"line {number}: not valid Extended JSON: {exc}") from None
     try:
-        _check_document(kind, document)
+        _check_import_line(kind, document)
     except (KeyError, TypeError, ValueError) as exc:
         raise ImportFileError(f"line {number}: bad {kind} document: {exc}") from exc
     try:
@@ -360,7 +335,7 @@ def _parse(number: int, text: str) -> tuple[Kind, dict[str, Any]]:
     return kind, document
 
 
-def _check_document(kind: Kind, document: dict[str, Any]) -> None:
+def _check_import_line(kind: Kind, document: dict[str, Any]) -> None:
     """Refuse a document the store could not read back, or one that names no owner.
 
     Why top-level ``$`` keys are refused here: the server refuses them in a replacement,
@@ -397,16 +372,16 @@ def _check_document(kind: Kind, document: dict[str, Any]) -> None:
             _check_file_id(
                 document[UploadField.FILE_ID], UploadField.FILE_ID, document[Field.OWNER]
             )
-    adapter = _ADAPTERS.get(kind)
-    if adapter is None:
+    adapter, id_field = document_kind(kind).adapter, document_kind(kind).id_field
+    if adapter is None or id_field is None:
         return
     try:
         model = adapter.validate_python(document[Field.DATA])
     except ValidationError as exc:
         raise ValueError(f"{Field.DATA} is not a ChatKit {kind}: {exc}") from exc
-    model_id = document[_MODEL_ID[kind]]
+    model_id = document[id_field]
     if model.id != model_id:
-        raise ValueError(f"{Field.DATA}.id is {model.id!r} but {_MODEL_ID[kind]} is {model_id!r}")
+        raise ValueError(f"{Field.DATA}.id is {model.id!r} but {id_field} is {model_id!r}")
 
 
 def _check_object_id(value: Any, what: str) -> None:
@@ -567,7 +542,8 @@ async def _referrers(
     owner's attachments are asked, one query per owner, routed to the owner's shards.
     A bare ObjectId (a file from before ids carried the owner) may be anyone's, so all
     attachments are asked: a scan of every shard, as no index serves ``file_id``, listed
-    in :data:`chatkit_mongo.sharding.SCATTERS`; an operator's import of old files pays it.
+    in :data:`chatkit_mongo.operations.sharding.SCATTERS`; an operator's import of old
+    files pays it.
     """
     projection = {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.FILE_ID: 1}
     by_owner: dict[str, list[FileId]] = {}
@@ -665,7 +641,7 @@ async def _check_claims(
                 )
             )
         elif key != claim.key:
-            owner_at = _OWNER_AT[kind]
+            owner_at = _owner_at(kind)
             other_owner = owner_at is not None and key[owner_at] != claim.key[owner_at]
             errors.append(
                 (

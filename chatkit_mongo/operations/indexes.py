@@ -16,9 +16,9 @@ from typing import Any, Literal
 from pymongo import IndexModel
 from pymongo.errors import OperationFailure
 
-from ._driver import AsyncDatabaseLike, resolve
-from .errors import IndexConflictError
-from .schema import INDEXES, CollectionNames, IndexSpec, describe_option
+from .._driver import AsyncDatabaseLike, maybe_await
+from ..errors import IndexConflictError
+from ..schema import INDEXES, CollectionNames, IndexSpec, describe_option
 
 IndexState = Literal["present", "missing", "conflict"]
 
@@ -51,7 +51,7 @@ async def plan_indexes(
     """Compare the needed indexes with what the database has; changes nothing."""
     existing: dict[str, list[dict[str, Any]]] = {}
     for role in dict.fromkeys(spec.role for spec in specs):
-        cursor = await resolve(database[collections.name_of(role)].list_indexes())
+        cursor = await maybe_await(database[collections.name_of(role)].list_indexes())
         existing[role] = await cursor.to_list(None)
     return [_status(spec, collections.name_of(spec.role), existing[spec.role]) for spec in specs]
 

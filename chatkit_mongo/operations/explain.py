@@ -1,7 +1,7 @@
 """What the server says about the store's hot queries (``explain``).
 
 Used by ``chatkit-mongo doctor``, the benchmark and the real-server tests, on the very
-queries the store sends (see :mod:`chatkit_mongo.queries`): a check of the hot queries
+queries the store sends (see :mod:`chatkit_mongo._queries`): a check of the hot queries
 is only worth something if it checks the queries that actually run. A healthy plan
 scans an index (``IXSCAN``), never the collection, sorts nothing in memory (no ``SORT``
 stage), and examines about as many keys as it returns documents.
@@ -13,10 +13,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import queries
-from ._driver import AsyncDatabaseLike
-from .queries import Find
-from .schema import CollectionNames
+from .. import _queries as queries
+from .._driver import AsyncDatabaseLike
+from .._queries import Find
+from ..schema import CollectionNames
 
 _INDEX_SCANS = frozenset({"IXSCAN", "EXPRESS_IXSCAN", "IDHACK", "EXPRESS_IDHACK"})
 
@@ -70,16 +70,16 @@ def hot_queries(
 ) -> list[tuple[str, Find]]:
     """The queries of a ChatKit turn, named, for one thread and one of its items."""
     return [
-        ("load_thread", Find("threads", queries.thread(owner, thread_id))),
+        ("load_thread", Find("threads", queries.thread_filter(owner, thread_id))),
         ("load_threads page", queries.threads_page(owner, None, "desc", page_size)),
         ("load_thread_items page", queries.items_page(owner, thread_id, None, "desc", page_size)),
         (
             "load_thread_items page after an item",
             queries.items_page(owner, thread_id, anchor_sort_key, "asc", page_size),
         ),
-        ("page anchor", queries.anchor("items", queries.item(owner, thread_id, item_id))),
-        ("load_item", Find("items", queries.item(owner, thread_id, item_id))),
-        ("load_attachment", Find("attachments", queries.attachment(owner, item_id))),
+        ("page anchor", queries.anchor("items", queries.item_filter(owner, thread_id, item_id))),
+        ("load_item", Find("items", queries.item_filter(owner, thread_id, item_id))),
+        ("load_attachment", Find("attachments", queries.attachment_filter(owner, item_id))),
     ]
 
 

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import click
 
-from ._text import shown
+from .._text import shown
 
 MIN_SECONDS: Final = 0.001
 """The driver counts in whole milliseconds; less would mean "no wait at all"."""

@@ -8,7 +8,7 @@ that goes first alternates from pair to pair.
 
 The bare side is the driver call the store makes, given a document that is ready to
 send (the very document the store wrote, read back, under a fresh id where a new one
-is needed) and the filter from :mod:`chatkit_mongo.queries`. Everything the store does
+is needed) and the filter from :mod:`chatkit_mongo._queries`. Everything the store does
 besides (checking arguments and the owner, turning models into documents and back,
 refusing what would not round-trip, the size and depth limits, shielding writes from
 cancellation) is its overhead. Work the measurement itself needs (seeding, removing
@@ -31,10 +31,10 @@ from chatkit.types import (
     ThreadMetadata,
 )
 
-from . import queries
-from .queries import Find
-from .schema import Field, Role
-from .store import MongoStore, new_id
+from .. import _queries as queries
+from .._queries import Find
+from ..schema import Field, Role
+from ..store import MongoStore, new_id
 
 OVERHEAD_OPERATIONS: Final = (
     "load_thread",
@@ -105,9 +105,9 @@ class OverheadRun:
         await self.store.add_thread_item(self.thread.id, self.item, self.context)
         await self.store.save_attachment(self.attachment, self.context)
         keys: dict[Role, dict[str, Any]] = {
-            "threads": queries.thread(OWNER, self.thread.id),
-            "items": queries.item(OWNER, self.thread.id, self.item.id),
-            "attachments": queries.attachment(OWNER, self.attachment.id),
+            "threads": queries.thread_filter(OWNER, self.thread.id),
+            "items": queries.item_filter(OWNER, self.thread.id, self.item.id),
+            "attachments": queries.attachment_filter(OWNER, self.attachment.id),
         }
         for role, key in keys.items():
             document = await self.collections[role].find_one(key)
@@ -160,9 +160,9 @@ class OverheadRun:
 
             return bare
 
-        item_key = queries.item(OWNER, thread_id, self.item.id)
-        attachment_key = queries.attachment(OWNER, self.attachment.id)
-        thread_key = queries.thread(OWNER, thread_id)
+        item_key = queries.item_filter(OWNER, thread_id, self.item.id)
+        attachment_key = queries.attachment_filter(OWNER, self.attachment.id)
+        thread_key = queries.thread_filter(OWNER, thread_id)
 
         def upsert(collection: Any, key: dict[str, Any], role: Role) -> Any:
             document = self.documents[role]
@@ -182,7 +182,7 @@ class OverheadRun:
 
         async def remove_added() -> None:
             for item_id in added:
-                await items.delete_one(queries.item(OWNER, thread_id, item_id))
+                await items.delete_one(queries.item_filter(OWNER, thread_id, item_id))
             added.clear()
 
         doomed: dict[str, list[str]] = {"items": [], "attachments": [], "threads": []}
@@ -205,7 +205,7 @@ class OverheadRun:
                 await threads.insert_one(
                     {
                         **self.documents["threads"],
-                        **queries.thread(OWNER, doomed_id),
+                        **queries.thread_filter(OWNER, doomed_id),
                         Field.DATA: {**self.documents["threads"][Field.DATA], "id": doomed_id},
                     }
                 )
@@ -214,10 +214,10 @@ class OverheadRun:
                 doomed["threads"].append(doomed_id)
 
         async def bare_delete_thread() -> None:
-            scope = queries.thread(OWNER, doomed["threads"].pop())
+            scope = queries.thread_filter(OWNER, doomed["threads"].pop())
+            await attachments.delete_many(scope)  # the store's cascade, in its order
             await items.delete_many(scope)
-            await attachments.delete_many(scope)
-            await threads.delete_one(scope)
+            await threads.delete_many(scope)
 
         return {
             "load_thread": _Pair(
@@ -259,13 +259,15 @@ class OverheadRun:
             ),
             "delete_thread_item": _Pair(
                 lambda: store.delete_thread_item(thread_id, doomed["items"].pop(), context),
-                lambda: items.delete_one(queries.item(OWNER, thread_id, doomed["items"].pop())),
+                lambda: items.delete_one(
+                    queries.item_filter(OWNER, thread_id, doomed["items"].pop())
+                ),
                 before=two_items,
             ),
             "delete_attachment": _Pair(
                 lambda: store.delete_attachment(doomed["attachments"].pop(), context),
                 lambda: attachments.delete_one(
-                    queries.attachment(OWNER, doomed["attachments"].pop())
+                    queries.attachment_filter(OWNER, doomed["attachments"].pop())
                 ),
                 before=two_attachments,
             ),

@@ -3,7 +3,7 @@ serve the demo; run the benchmark.
 
 Every command that connects takes the same connection options (``--uri``,
 ``--database``, ``--timeout`` in seconds, the collection names), before or after its
-name: see :mod:`chatkit_mongo.connection`. The operator commands need a URI: an
+name: see :mod:`chatkit_mongo.apps.connection`. The operator commands need a URI: an
 in-memory database would start empty, so there would be nothing to check, export or
 erase. ``serve`` and ``bench`` use the embedded in-memory backend only when no URI was
 given anywhere (nor ``MONGODB_URI``), and say so.
@@ -29,16 +29,16 @@ from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
 import click
 
+from .._text import plural, shown
+from ..errors import ChatKitMongoError
+from ..schema import CollectionNames
 from ._params import Seconds, WholeNumber
-from ._text import plural, shown
 from .connection import Connection, connection_options, one_line, open_uri, resolve
-from .errors import ChatKitMongoError
-from .schema import CollectionNames
 
 if TYPE_CHECKING:
-    from ._driver import AsyncDatabaseLike
-    from .doctor import Finding
-    from .maintenance import Progress
+    from .._driver import AsyncDatabaseLike
+    from ..operations.doctor import Finding
+    from ..operations.erase import Progress
 
 __all__ = ["Connection", "cli", "main"]
 
@@ -87,7 +87,7 @@ class _Group(click.Group):
 
     _LAZY: Final = {
         "bench": (
-            "chatkit_mongo.bench",
+            "chatkit_mongo.apps.bench",
             "bench_command",
             "bench",
             "Measure MongoStore under a ChatKit workload: latency, round trips, index use.",
@@ -214,7 +214,7 @@ def doctor(ctx: click.Context, retention: bool) -> None:
 
     Exits 1 when a check fails; checks the server cannot run are reported and skipped.
     """
-    from .doctor import diagnose, next_steps  # noqa: PLC0415
+    from ..operations.doctor import diagnose, next_steps  # noqa: PLC0415
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
         return await diagnose(database, collections, retention=retention)
@@ -267,7 +267,8 @@ def _output_file(out: Path | None) -> Iterator[TextIO]:
 @click.pass_context
 def export_command(ctx: click.Context, owner: str | None, out: Path | None) -> None:
     """Write threads, items, attachments and their bytes as JSON Lines."""
-    from .transfer import Kind, count_export, export_data  # noqa: PLC0415
+    from ..operations.transfer import count_export, export_data  # noqa: PLC0415
+    from ..schema import Kind  # noqa: PLC0415
 
     connection = resolve(ctx)
     with _output_file(out) as stream:
@@ -312,7 +313,7 @@ def _input_file(file: Path) -> Iterator[Path]:
 @click.pass_context
 def import_command(ctx: click.Context, file: Path) -> None:
     """Upsert an export file (- for standard input); importing it twice changes nothing."""
-    from .transfer import count_lines, import_data  # noqa: PLC0415
+    from ..operations.transfer import count_lines, import_data  # noqa: PLC0415
 
     connection = resolve(ctx)
     with _input_file(file) as path:
@@ -339,7 +340,7 @@ def purge(
     ctx: click.Context, owner: str | None, older_than: timedelta | None, dry_run: bool
 ) -> None:
     """Erase one owner's data, or threads inactive for longer than a duration."""
-    from .maintenance import purge_inactive, purge_owner  # noqa: PLC0415
+    from ..operations.erase import purge_inactive, purge_owner  # noqa: PLC0415
 
     if (owner is None) == (older_than is None):
         raise click.UsageError("give exactly one of --owner and --older-than")
@@ -403,7 +404,7 @@ def serve_command(ctx: click.Context, host: str, port: int, word_delay: float) -
 @click.pass_context
 def shard_command(ctx: click.Context, dry_run: bool) -> None:
     """Shard the collections with the chosen keys (on a mongos), and report each."""
-    from .sharding import planned_commands, shard  # noqa: PLC0415
+    from ..operations.sharding import planned_commands, shard  # noqa: PLC0415
 
     connection = resolve(ctx)
     if dry_run:  # nothing to read from the server: the commands follow from the names

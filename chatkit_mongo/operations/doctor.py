@@ -1,6 +1,6 @@
 """``chatkit-mongo doctor``: what the server is, and whether the store is served well.
 
-Why explain the store's own queries (from :mod:`chatkit_mongo.queries`) rather than
+Why explain the store's own queries (from :mod:`chatkit_mongo._queries`) rather than
 hand-written look-alikes: a check of the hot queries is only worth something if it
 checks the queries that actually run. Why say "unavailable" rather than guess: the
 test doubles answer neither ``hello`` nor ``explain``, and a report that passed there
@@ -15,13 +15,13 @@ from typing import Final, Literal
 
 from pymongo.errors import PyMongoError
 
-from . import queries
-from ._driver import AsyncDatabaseLike
-from .connection import one_line
+from .. import _queries as queries
+from .._driver import AsyncDatabaseLike
+from .._queries import Find
+from ..apps.connection import one_line
+from ..schema import CollectionNames, Field, index_specs, utc_naive
 from .explain import PlanSummary, explain, hot_queries
 from .indexes import plan_indexes
-from .queries import Find
-from .schema import CollectionNames, Field, index_specs, utc_naive
 from .sharding import ROUTER_MSG, sharding_report
 
 Verdict = Literal["ok", "fail", "unavailable"]

@@ -1,0 +1,523 @@
+"""The one persistence object: the collections, and every operation that spans documents.
+
+Both stores (``MongoStore`` and ``GridFSAttachmentStore``), the purges and the orphan sweep
+reach MongoDB through a :class:`Persistence` and its public methods, so each rule lives here
+once:
+
+- owner scoping: :meth:`Persistence.begin` turns a request context into the owner every
+  filter starts with, after refusing a closed store and making sure the indexes exist;
+- visibility: with retention on, :meth:`Persistence.visible` and :meth:`Persistence.alive`
+  hide documents whose thread has expired before the server's TTL pass deletes them;
+- expiry stamping: :meth:`Persistence.expiry` and :meth:`Persistence.save_thread` carry a
+  thread's one expiry date to each of its documents (the dates come from the pure
+  :class:`~chatkit_mongo.retention.Retention` policy);
+- the erase cascade: :meth:`Persistence.erase`, the only code that deletes a thread's or an
+  owner's documents (``delete_thread``, ``purge_owner`` and ``purge_inactive`` all call it);
+- GridFS bytes: :meth:`Persistence.delete_owned_files`, the only way an owner's bytes are
+  deleted (the ownership proof of :mod:`chatkit_mongo._gridfs`, then chunks before the
+  ``files`` document); :meth:`Persistence.delete_unreferenced_files` for the sweep's orphans,
+  in the same order;
+- uploads: :meth:`Persistence.insert_pending`, :meth:`Persistence.claim_upload`,
+  :meth:`Persistence.complete_upload` and :meth:`Persistence.release_upload`.
+
+Why one object rather than helpers on each store: the attachment store, the purges and the
+sweep would otherwise reach into the metadata store's private state (they used to), and the
+cascade and the GridFS delete order existed twice and disagreed.
+
+The public seam for instrumentation and fault injection is ``wrap_collection``: a callable
+``(role, collection) -> collection`` applied once to each collection handle when it is made.
+It costs nothing per call (no extra await, no indirection unless the wrapper adds one).
+A future content transform (encrypting ``data`` and the byte stream) plugs in at the same
+place the documents are built here, without another reshape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+
+from chatkit.store import NotFoundError
+from chatkit.types import Attachment
+from pymongo import ReturnDocument
+
+from . import _queries as queries
+from ._checks import check_id, check_optional_id
+from ._codec import ATTACHMENT_ADAPTER, check_document, dump
+from ._driver import AsyncDatabaseLike, shielded
+from ._gridfs import erasable_file_ids
+from ._queries import Find
+from ._single_flight import OncePerClient
+from ._text import plural
+from .errors import StoreClosedError, UploadConflictError
+from .operations.indexes import IndexStatus, ensure_indexes
+from .owner import OwnerResolver, default_owner, resolve_owner
+from .retention import Retention
+from .schema import (
+    CollectionNames,
+    Field,
+    GridFSField,
+    IndexedRole,
+    Role,
+    UploadField,
+    bucket_collections,
+    index_specs,
+    utc_naive,
+)
+
+CollectionWrapper = Callable[[IndexedRole, Any], Any]
+"""``(role, collection) -> collection``: applied once to each collection handle; the public
+place for instrumentation (counting calls) and for tests that inject driver faults."""
+
+_EXPIRY_ONLY: Final[dict[str, Any]] = {Field.EXPIRES_AT: 1, "_id": 0}
+_THREAD_MEMBERS: Final[tuple[Role, ...]] = ("items", "attachments")
+
+
+@dataclass
+class PurgeCounts:
+    """How many documents an erase removed (or, for a dry run, would remove)."""
+
+    threads: int = 0
+    items: int = 0
+    attachments: int = 0
+    files: int = 0
+    chunks: int = 0
+
+    def add(self, other: PurgeCounts) -> None:
+        for name in (f.name for f in fields(self)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def describe(self) -> str:
+        return ", ".join(
+            plural(getattr(self, f.name), f.name.removesuffix("s")) for f in fields(self)
+        )
+
+
+def _unwrapped(role: IndexedRole, collection: Any) -> Any:
+    return collection
+
+
+class Persistence:
+    """The collections of one store (and its GridFS bucket) and the operations on them."""
+
+    # Why a class-level registry: applications often build a store per request or per
+    # tenant over one shared client. Indexes then need checking once per client and
+    # collection set, not once per store, and the first calls after a start-up share one
+    # check however many arrive at once (see _single_flight).
+    _index_checks: ClassVar[OncePerClient] = OncePerClient()
+
+    def __init__(
+        self,
+        database: AsyncDatabaseLike,
+        collections: CollectionNames,
+        *,
+        owner: OwnerResolver | None = None,
+        retention: Retention | None = None,
+        auto_create_indexes: bool = True,
+        wrap_collection: CollectionWrapper | None = None,
+    ) -> None:
+        self.database: Final = database
+        self.collections: Final = collections
+        self.retention: Final = retention
+        self._owner_of: OwnerResolver = owner or default_owner
+        self._wrap: CollectionWrapper = wrap_collection or _unwrapped
+        names = collections.by_role()
+        self._handles: dict[IndexedRole, Any] = {
+            role: self._wrap(role, database[name]) for role, name in names.items()
+        }
+        self._index_key = (database.name, *names.values(), str(retention is not None))
+        self._indexes_checked = not auto_create_indexes
+        self._closed = False
+        # Why the bucket is opt-in: a store without attachment bytes pays nothing for
+        # them in delete_thread; the attachment store (or a purge) names its bucket.
+        self._bucket: str | None = None
+
+    # ------------------------------------------------------------------ handles
+
+    def collection(self, role: IndexedRole) -> Any:
+        """The (wrapped) handle of a collection; ``files``/``chunks`` need :meth:`use_bucket`."""
+        return self._handles[role]
+
+    def use_bucket(self, bucket: str) -> None:
+        """Include the GridFS bucket ``bucket`` in the erase cascade and the byte deletes."""
+        if self._bucket == bucket:
+            return
+        if self._bucket is not None:
+            raise ValueError(
+                f"this store's bytes live in bucket {self._bucket!r}; one store, one bucket"
+            )
+        files, chunks = bucket_collections(bucket)
+        self._handles["files"] = self._wrap("files", self.database[files])
+        self._handles["chunks"] = self._wrap("chunks", self.database[chunks])
+        self._bucket = bucket
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def begin(self, context: Any) -> str:
+        """Every call starts here: refuse a closed store or an owner-less context, and
+        make sure the indexes exist (once per client) before anything is written."""
+        self.check_open()
+        owner = resolve_owner(self._owner_of, context)
+        if not self._indexes_checked:
+            # Why a flag of its own on top of the registry: after the first call the hot
+            # path costs one attribute read, no lock.
+            await self._index_checks.run(self.database.client, self._index_key, self.ensure_indexes)
+            self._indexes_checked = True
+        return owner
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("MongoStore is closed")
+
+    def close(self) -> None:
+        self._closed = True
+
+    async def ensure_indexes(self) -> list[IndexStatus]:
+        self.check_open()
+        report = await ensure_indexes(
+            self.database, self.collections, index_specs(self.retention is not None)
+        )
+        self._index_checks.mark_done(self.database.client, self._index_key)
+        return report
+
+    # ------------------------------------------------------------------ visibility, expiry
+
+    def alive(self) -> dict[str, Any]:
+        """The filter every read adds so expired documents are gone: none without retention."""
+        return {} if self.retention is None else queries.alive(self.retention.now())
+
+    def visible(self, find: Find) -> Find:
+        """``find`` exactly as the store sends it: restricted to living documents."""
+        return find if self.retention is None else queries.visible(find, self.retention.now())
+
+    async def find_one(self, find: Find) -> dict[str, Any] | None:
+        find = self.visible(find)
+        document: dict[str, Any] | None = await self._handles[find.role].find_one(
+            find.filter, find.projection
+        )
+        return document
+
+    async def find_page(self, find: Find) -> list[dict[str, Any]]:
+        find = self.visible(find)
+        cursor = self._handles[find.role].find(find.filter, find.projection)
+        documents: list[dict[str, Any]] = (
+            await cursor.sort(list(find.sort)).limit(find.limit).to_list(None)
+        )
+        return documents
+
+    async def expiry(self, owner: str, thread_id: str | None) -> dict[str, Any]:
+        """With retention on, the expiry field a document of ``thread_id`` is written with
+        (its thread's, extended if due); a document of no thread lives ``retention`` from
+        now. With retention off, nothing: no field, no round trip.
+
+        One read when the thread's expiry is fresh. A thread that does not exist or has
+        expired is left alone (touching it would bring it back): the document then
+        expires on its own, ``N`` after ``now``, and is re-stamped if the thread is saved.
+        """
+        retention = self.retention
+        if retention is None:
+            return {}
+        now = retention.now()
+        if thread_id is None:
+            return {Field.EXPIRES_AT: retention.deadline(now)}
+        scope = queries.thread_filter(owner, thread_id)
+        thread = await self._handles["threads"].find_one(
+            {**scope, **queries.alive(now)}, _EXPIRY_ONLY
+        )
+        if thread is None:
+            return {Field.EXPIRES_AT: retention.deadline(now)}
+        previous = thread.get(Field.EXPIRES_AT)
+        if previous is not None and retention.is_fresh(previous, now):
+            return {Field.EXPIRES_AT: utc_naive(previous)}
+        return {Field.EXPIRES_AT: await self._extend(retention, scope, previous, now)}
+
+    async def save_thread(self, scope: dict[str, Any], fields: dict[str, Any]) -> None:
+        """Upsert the thread's fields. With retention on, extend its expiry if due (one
+        round trip when it is fresh), and a new thread adopts any of its documents written
+        before it (ChatKit never does that, the Store API allows it)."""
+        threads = self._handles["threads"]
+        retention = self.retention
+        if retention is None:
+            await shielded(threads.update_one(scope, {"$set": fields}, upsert=True))
+            return
+        now = retention.now()
+        deadline = retention.deadline(now)
+        before = await shielded(
+            threads.find_one_and_update(
+                scope,
+                {"$set": fields, "$setOnInsert": {Field.EXPIRES_AT: deadline}},
+                projection=_EXPIRY_ONLY,
+                upsert=True,
+            )
+        )
+        if before is None:
+            await shielded(self._restamp(scope, deadline, now))
+            return
+        previous = before.get(Field.EXPIRES_AT)
+        if previous is None or not retention.is_fresh(previous, now):
+            await self._extend(retention, scope, previous, now)
+
+    async def _extend(
+        self, retention: Retention, scope: dict[str, Any], previous: datetime | None, now: datetime
+    ) -> datetime:
+        """Move the thread's expiry from ``previous`` to ``now + N``, with its documents.
+
+        Why the documents first, the thread last: should the process die in between,
+        the thread keeps its earlier expiry, so it goes no later than its items, and the
+        next activity finds it due and does the whole move again. Why the thread's move
+        is conditional on ``previous``: of two writers refreshing at once, one moves it;
+        the other reads the winner's date back instead of overwriting it.
+        """
+        deadline = retention.deadline(now)
+        threads = self._handles["threads"]
+
+        async def restamp_then_move() -> bool:
+            await self._restamp(scope, deadline, now)
+            moved = await threads.update_one(
+                {**scope, Field.EXPIRES_AT: previous}, {"$set": {Field.EXPIRES_AT: deadline}}
+            )
+            return bool(moved.matched_count)
+
+        if await shielded(restamp_then_move()):
+            return deadline
+        current = await threads.find_one(scope, _EXPIRY_ONLY)
+        stored = None if current is None else current.get(Field.EXPIRES_AT)
+        return deadline if stored is None else utc_naive(stored)
+
+    async def _restamp(self, scope: dict[str, Any], deadline: datetime, now: datetime) -> None:
+        """Give the thread's living items and attachments the new expiry.
+
+        Why ``$max``: a concurrent refresh with a later date is never undone. Why only
+        living documents: an expired item must not come back because its thread is saved
+        again before the TTL pass has deleted it.
+        """
+        for role in _THREAD_MEMBERS:
+            await self._handles[role].update_many(
+                {**scope, **queries.alive(now)}, {"$max": {Field.EXPIRES_AT: deadline}}
+            )
+
+    # ------------------------------------------------------------------ attachments
+
+    def attachment_document(
+        self, owner: str, attachment: Attachment
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The attachment's key and the fields its metadata is stored with, checked.
+
+        ``thread_id`` is copied to the top level so that the erase cascade finds the
+        thread's attachments through an index.
+        """
+        attachment_id = check_id(attachment.id, "attachment.id")
+        what = f"attachment {attachment_id}"
+        key = queries.attachment_filter(owner, attachment_id)
+        fields = {
+            **key,
+            Field.THREAD_ID: check_optional_id(attachment.thread_id, "attachment.thread_id"),
+            Field.DATA: dump(attachment, ATTACHMENT_ADAPTER, what),
+        }
+        check_document(fields, what)
+        return key, fields
+
+    async def insert_pending(
+        self, owner: str, attachment: Attachment, declared_size: int | None
+    ) -> None:
+        """Metadata and the awaiting marker in one insert: never a half-made attachment.
+
+        Insert, not upsert: a fresh 96-bit id, so nothing stored can be overwritten.
+        """
+        _, fields = self.attachment_document(owner, attachment)
+        fields |= await self.expiry(owner, attachment.thread_id)
+        pending = {
+            UploadField.STATE: UploadField.AWAITING,
+            UploadField.DECLARED_SIZE: declared_size,
+            UploadField.PENDING_SINCE: datetime.now(UTC),
+        }
+        await shielded(self._handles["attachments"].insert_one({**fields, **pending}))
+
+    async def claim_upload(
+        self, key: dict[str, Any], attachment_id: str, file_id: str
+    ) -> dict[str, Any]:
+        """Awaiting -> receiving, with a fresh file id, in one atomic update.
+
+        Why: two uploads to one attachment can then never both write, and the file id is
+        on record before any chunk exists, so nothing written can go unaccounted for.
+        Why shielded: a claim the caller stopped waiting for may still land (Motor runs
+        it in a thread; PyMongo Async may have sent it). Unshielded, the release would
+        run first, find nothing to hand back, and the claim would then leave the
+        attachment receiving for an upload that is gone: every retry refused.
+        Waiting for the claim's end orders the release after it.
+        """
+        attachments = self._handles["attachments"]
+        alive = self.alive()
+        claimed: dict[str, Any] | None = await shielded(
+            attachments.find_one_and_update(
+                {**key, UploadField.STATE: UploadField.AWAITING, **alive},
+                {
+                    "$set": {
+                        UploadField.STATE: UploadField.RECEIVING,
+                        UploadField.FILE_ID: file_id,
+                        UploadField.PENDING_SINCE: datetime.now(UTC),
+                    }
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        if claimed is not None:
+            return claimed
+        current = await attachments.find_one({**key, **alive}, {UploadField.STATE: 1})
+        if current is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        if current.get(UploadField.STATE) == UploadField.RECEIVING:
+            raise UploadConflictError(f"an upload to attachment {attachment_id} is under way")
+        raise UploadConflictError(f"attachment {attachment_id} already has its bytes")
+
+    async def complete_upload(
+        self, key: dict[str, Any], attachment_id: str, file_id: str
+    ) -> Attachment:
+        """Receiving -> complete, only if this upload still holds the claim; clears the
+        upload descriptor inside the metadata and nothing else there."""
+        completed: dict[str, Any] | None = await shielded(
+            self._handles["attachments"].find_one_and_update(
+                {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
+                {
+                    "$set": {f"{Field.DATA}.upload_descriptor": None},
+                    "$unset": {UploadField.STATE: "", UploadField.PENDING_SINCE: ""},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        if completed is None:  # deleted, or swept as abandoned, while the bytes arrived
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
+
+    async def release_upload(self, key: dict[str, Any], file_id: str) -> None:
+        """After a failed upload: let the attachment await again and delete what it wrote.
+
+        Why the bytes go only if no attachment refers to them afterwards: a completion
+        whose reply was lost, or that a cancellation reached just after it was written,
+        has already made them the attachment's. Why the hand-back first: a process dying
+        in between leaves bytes nothing refers to, which the orphan sweep removes.
+        """
+        attachments = self._handles["attachments"]
+        await attachments.update_one(
+            {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
+            {
+                "$set": {
+                    UploadField.STATE: UploadField.AWAITING,
+                    UploadField.PENDING_SINCE: datetime.now(UTC),
+                },
+                "$unset": {UploadField.FILE_ID: ""},
+            },
+        )
+        kept = await attachments.find_one(
+            {**key, UploadField.FILE_ID: file_id}, {GridFSField.ID: 1}
+        )
+        if kept is None:
+            await self.delete_owned_files(key[Field.OWNER], [file_id])
+
+    # ------------------------------------------------------------------ bytes
+
+    async def owned_file_ids(self, owner: str, file_ids: list[Any]) -> list[Any]:
+        """Those of ``file_ids`` whose bytes ``owner`` may delete (see :mod:`._gridfs`)."""
+        return await erasable_file_ids(
+            self._handles["files"], self._handles["attachments"], owner, file_ids
+        )
+
+    async def delete_owned_files(self, owner: str, file_ids: list[Any]) -> None:
+        """The bytes of ``file_ids`` that are ``owner``'s; any other id is left alone.
+
+        Why the check, when the ids come from ``owner``'s own attachments: a reference
+        can be wrong (an imported or hand-edited document); another owner's bytes must
+        not go because of it. Every delete of an owner's bytes comes through here.
+        """
+        await self._delete_files(await self.owned_file_ids(owner, file_ids))
+
+    async def delete_unreferenced_files(self, file_ids: list[Any]) -> None:
+        """GridFS files no attachment refers to (the sweep's orphans), in the one order."""
+        await self._delete_files(file_ids)
+
+    async def _delete_files(self, file_ids: list[Any]) -> None:
+        """GridFS files by id: the chunks, then the ``files`` documents.
+
+        Why plain deletes and not ``bucket.delete``: they take many ids in one round trip,
+        never raise for a file already gone, and also remove chunks of a write that never
+        reached its ``files`` document. Why the chunks first (the GridFS spec deletes the
+        ``files`` document first): the ``files`` document, with its owner, is how purge
+        finds an owner's bytes, so a delete cut short leaves it to find; no download
+        reaches the file meanwhile, as every caller has unlinked it or is deleting its
+        attachment.
+        """
+        if not file_ids:
+            return
+        await self._handles["chunks"].delete_many({GridFSField.FILES_ID: {"$in": file_ids}})
+        await self._handles["files"].delete_many({GridFSField.ID: {"$in": file_ids}})
+
+    # ------------------------------------------------------------------ the erase cascade
+
+    async def erase(
+        self,
+        owner: str,
+        scope: dict[str, Any],
+        *,
+        files_filter: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> PurgeCounts:
+        """Delete (or count) the documents of ``scope`` and ``owner``'s bytes: the files
+        the attachments of ``scope`` refer to (each through the ownership proof), and the
+        GridFS files of ``files_filter`` (files documents naming ``owner``).
+
+        The one cascade, used by ``delete_thread`` and both purges. Why the children go
+        first and the thread last: should the process stop halfway, a second run still
+        finds the thread, and through it what is left of it. Deleting the thread first
+        would hide it, but leave items and bytes that nothing points to any more, which a
+        data-protection erasure must never do. Why the bytes before the attachments: the
+        attachments find the bytes. Why the bytes are also found through each erased
+        attachment's ``file_id``: an upload killed mid-stream has written chunks but not
+        yet its files document (the driver writes it last), so its ``file_id`` is then
+        the only way to those chunks. Without a bucket (:meth:`use_bucket`) no byte is
+        looked for and the cascade costs three deletes.
+        """
+        file_ids: list[Any] = []
+        if self._bucket is not None:
+            file_ids = await self._erasable_files(owner, scope, files_filter)
+        ordered: list[tuple[str, Any, dict[str, Any]]] = []
+        if file_ids:
+            ordered += [
+                ("chunks", self._handles["chunks"], {GridFSField.FILES_ID: {"$in": file_ids}}),
+                ("files", self._handles["files"], {GridFSField.ID: {"$in": file_ids}}),
+            ]
+        ordered += [(role, self._handles[role], scope) for role in ("attachments", "items")]
+        ordered.append(("threads", self._handles["threads"], scope))
+        counts = PurgeCounts()
+        if dry_run:
+            for name, collection, filter_ in ordered:
+                setattr(counts, name, await collection.count_documents(filter_))
+            return counts
+
+        async def delete_in_order() -> None:
+            for name, collection, filter_ in ordered:
+                result = await collection.delete_many(filter_)
+                setattr(counts, name, result.deleted_count)
+
+        await shielded(delete_in_order())
+        return counts
+
+    async def _erasable_files(
+        self, owner: str, scope: dict[str, Any], files_filter: dict[str, Any] | None
+    ) -> list[Any]:
+        file_ids: list[Any] = []
+        if files_filter is not None:
+            found = self._handles["files"].find(files_filter, {GridFSField.ID: 1})
+            file_ids = [document[GridFSField.ID] async for document in found]
+        known = set(file_ids)
+        referrers = self._handles["attachments"].find(
+            {**scope, UploadField.FILE_ID: {"$ne": None}}, {UploadField.FILE_ID: 1, "_id": 0}
+        )
+        referenced = [
+            document[UploadField.FILE_ID]
+            async for document in referrers
+            if document[UploadField.FILE_ID] not in known
+        ]
+        if referenced:
+            file_ids += await self.owned_file_ids(owner, referenced)
+        return file_ids

@@ -1,0 +1,81 @@
+"""``MongoStore.from_uri`` takes every option ``MongoStore`` does, and a closed store says so
+with the library's own error. No server is contacted: the client connects on first use."""
+
+from __future__ import annotations
+
+import inspect
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chatkit_mongo import ChatKitMongoError, CollectionNames, MongoStore, StoreClosedError
+
+from .conftest import RequestContext
+
+_UNREACHABLE = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=50"
+
+
+def _clock() -> datetime:
+    return datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def _wrap(role: str, collection: Any) -> Any:
+    return collection
+
+
+OPTIONS: dict[str, Any] = {
+    "owner": lambda context: "tenant-" + context.user_id,
+    "collections": CollectionNames(threads="t", items="i", attachments="a", bucket="b"),
+    "auto_create_indexes": False,
+    "max_page_size": 7,
+    "retention": timedelta(days=3),
+    "retention_refresh": timedelta(hours=2),
+    "clock": _clock,
+    "wrap_collection": _wrap,
+}
+"""A value other than the default for every keyword option of ``MongoStore``."""
+
+
+def test_the_options_list_covers_every_keyword_of_the_constructor() -> None:
+    keywords = {
+        parameter.name
+        for parameter in inspect.signature(MongoStore).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert keywords == set(OPTIONS)
+
+
+async def test_from_uri_gives_every_store_option_to_the_store_and_the_rest_to_the_client() -> None:
+    store: MongoStore[Any] = MongoStore.from_uri(
+        _UNREACHABLE, database="db", appname="options-test", **OPTIONS
+    )
+    try:
+        assert store.database.name == "db"
+        assert store.collections == OPTIONS["collections"]
+        assert store.max_page_size == 7
+        assert store.retention is not None
+        assert (store.retention.period, store.retention.refresh) == (
+            timedelta(days=3),
+            timedelta(hours=2),
+        )
+        assert store.retention.clock is _clock
+        assert store.retention.now() == datetime(2030, 1, 1)
+        assert await store.persistence.begin(RequestContext("alice")) == "tenant-alice"
+        assert store.persistence.collection("threads").name == "t"
+        assert store.database.client.options.pool_options.metadata["application"] == {
+            "name": "options-test"
+        }
+    finally:
+        await store.close()
+
+
+async def test_a_closed_store_raises_the_librarys_closed_error() -> None:
+    store: MongoStore[Any] = MongoStore.from_uri(_UNREACHABLE, auto_create_indexes=False)
+    await store.close()
+    with pytest.raises(StoreClosedError, match="closed") as raised:
+        await store.load_thread("thr_1", RequestContext("alice"))
+    assert isinstance(raised.value, ChatKitMongoError)
+    assert isinstance(raised.value, RuntimeError)  # what callers caught before
+    with pytest.raises(StoreClosedError):
+        await store.ping()
