@@ -4,24 +4,22 @@ The public API: the two stores, their options and errors, and the data-lifecycle
 (purge, export, import). The stored layout (field names, index and shard-key specs, the
 registry of document kinds) is documented in :mod:`chatkit_mongo.schema`; operations
 (indexes, sharding, doctor) live in :mod:`chatkit_mongo.operations`; the CLI, the demo
-and the benchmark in :mod:`chatkit_mongo.apps`.
+and the benchmark in :mod:`chatkit_mongo.apps`. Client-side encryption
+(:mod:`chatkit_mongo.encryption`) joins the root once the stores take it: until then its
+engine is importable from that module alone, so the root promises nothing it cannot do.
 """
 
 from ._driver import AsyncDatabaseLike
 from .attachments import Download, GridFSAttachmentStore, SweepReport, UploadData
-from .encryption import Encryption, generate_local_master_key
 from .errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
     ChatKitMongoError,
-    CiphertextError,
     ConflictError,
-    EncryptionConfigError,
     ImportFileError,
     IncompleteUploadError,
     IndexConflictError,
     ItemConflictError,
-    KeyUnavailableError,
     OwnerError,
     StoreClosedError,
     UnstorableError,
@@ -39,19 +37,15 @@ __all__ = [
     "AttachmentTooLargeError",
     "AttachmentTypeError",
     "ChatKitMongoError",
-    "CiphertextError",
     "CollectionNames",
     "ConflictError",
     "Download",
-    "Encryption",
-    "EncryptionConfigError",
     "GridFSAttachmentStore",
     "ImportCounts",
     "ImportFileError",
     "IncompleteUploadError",
     "IndexConflictError",
     "ItemConflictError",
-    "KeyUnavailableError",
     "MongoStore",
     "OwnerError",
     "OwnerResolver",
@@ -64,7 +58,6 @@ __all__ = [
     "UploadData",
     "default_owner",
     "export_data",
-    "generate_local_master_key",
     "import_data",
     "purge_inactive",
     "purge_owner",
