@@ -25,7 +25,7 @@ sweep would otherwise reach into the metadata store's private state (they used t
 cascade and the GridFS delete order existed twice and disagreed.
 
 The public seam for instrumentation and fault injection is ``wrap_collection``: a callable
-``(role, collection) -> collection`` applied once to each collection handle when it is made.
+``(kind, collection) -> collection`` applied once to each collection handle when it is made.
 It costs nothing per call (no extra await, no indirection unless the wrapper adds one).
 A future content transform (encrypting ``data`` and the byte stream) plugs in at the same
 place the documents are built here, without another reshape.
@@ -55,28 +55,31 @@ from .operations.indexes import IndexStatus, ensure_indexes
 from .owner import OwnerResolver, default_owner, resolve_owner
 from .retention import Retention
 from .schema import (
+    DOCUMENT_KINDS,
+    MODEL_KINDS,
     CollectionNames,
     Field,
     GridFSField,
-    IndexedRole,
-    Role,
+    Kind,
     UploadField,
     bucket_collections,
+    document_kind,
     index_specs,
     utc_naive,
 )
 
-CollectionWrapper = Callable[[IndexedRole, Any], Any]
-"""``(role, collection) -> collection``: applied once to each collection handle; the public
+CollectionWrapper = Callable[[Kind, Any], Any]
+"""``(kind, collection) -> collection``: applied once to each collection handle; the public
 place for instrumentation (counting calls) and for tests that inject driver faults."""
 
 _EXPIRY_ONLY: Final[dict[str, Any]] = {Field.EXPIRES_AT: 1, "_id": 0}
-_THREAD_MEMBERS: Final[tuple[Role, ...]] = ("items", "attachments")
+_THREAD_MEMBERS: Final[tuple[Kind, ...]] = ("item", "attachment")
 
 
 @dataclass
 class PurgeCounts:
-    """How many documents an erase removed (or, for a dry run, would remove)."""
+    """How many documents an erase removed (or, for a dry run, would remove): one field
+    per kind of document, named as its registry entry's collection."""
 
     threads: int = 0
     items: int = 0
@@ -88,13 +91,16 @@ class PurgeCounts:
         for name in (f.name for f in fields(self)):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
+    def record(self, kind: Kind, count: int) -> None:
+        setattr(self, document_kind(kind).collection, count)
+
     def describe(self) -> str:
         return ", ".join(
-            plural(getattr(self, f.name), f.name.removesuffix("s")) for f in fields(self)
+            plural(getattr(self, kind.collection), kind.name) for kind in DOCUMENT_KINDS
         )
 
 
-def _unwrapped(role: IndexedRole, collection: Any) -> Any:
+def _unwrapped(kind: Kind, collection: Any) -> Any:
     return collection
 
 
@@ -122,9 +128,9 @@ class Persistence:
         self.retention: Final = retention
         self._owner_of: OwnerResolver = owner or default_owner
         self._wrap: CollectionWrapper = wrap_collection or _unwrapped
-        names = collections.by_role()
-        self._handles: dict[IndexedRole, Any] = {
-            role: self._wrap(role, database[name]) for role, name in names.items()
+        names = collections.by_kind(MODEL_KINDS)
+        self._handles: dict[Kind, Any] = {
+            kind: self._wrap(kind, database[name]) for kind, name in names.items()
         }
         self._index_key = (database.name, *names.values(), str(retention is not None))
         self._indexes_checked = not auto_create_indexes
@@ -135,9 +141,9 @@ class Persistence:
 
     # ------------------------------------------------------------------ handles
 
-    def collection(self, role: IndexedRole) -> Any:
-        """The (wrapped) handle of a collection; ``files``/``chunks`` need :meth:`use_bucket`."""
-        return self._handles[role]
+    def collection(self, kind: Kind) -> Any:
+        """The (wrapped) handle of a collection; ``file``/``chunk`` need :meth:`use_bucket`."""
+        return self._handles[kind]
 
     def use_bucket(self, bucket: str) -> None:
         """Include the GridFS bucket ``bucket`` in the erase cascade and the byte deletes."""
@@ -148,8 +154,8 @@ class Persistence:
                 f"this store's bytes live in bucket {self._bucket!r}; one store, one bucket"
             )
         files, chunks = bucket_collections(bucket)
-        self._handles["files"] = self._wrap("files", self.database[files])
-        self._handles["chunks"] = self._wrap("chunks", self.database[chunks])
+        self._handles["file"] = self._wrap("file", self.database[files])
+        self._handles["chunk"] = self._wrap("chunk", self.database[chunks])
         self._bucket = bucket
 
     # ------------------------------------------------------------------ lifecycle
@@ -193,14 +199,14 @@ class Persistence:
 
     async def find_one(self, find: Find) -> dict[str, Any] | None:
         find = self.visible(find)
-        document: dict[str, Any] | None = await self._handles[find.role].find_one(
+        document: dict[str, Any] | None = await self._handles[find.kind].find_one(
             find.filter, find.projection
         )
         return document
 
     async def find_page(self, find: Find) -> list[dict[str, Any]]:
         find = self.visible(find)
-        cursor = self._handles[find.role].find(find.filter, find.projection)
+        cursor = self._handles[find.kind].find(find.filter, find.projection)
         documents: list[dict[str, Any]] = (
             await cursor.sort(list(find.sort)).limit(find.limit).to_list(None)
         )
@@ -222,7 +228,7 @@ class Persistence:
         if thread_id is None:
             return {Field.EXPIRES_AT: retention.deadline(now)}
         scope = queries.thread_filter(owner, thread_id)
-        thread = await self._handles["threads"].find_one(
+        thread = await self._handles["thread"].find_one(
             {**scope, **queries.alive(now)}, _EXPIRY_ONLY
         )
         if thread is None:
@@ -236,7 +242,7 @@ class Persistence:
         """Upsert the thread's fields. With retention on, extend its expiry if due (one
         round trip when it is fresh), and a new thread adopts any of its documents written
         before it (ChatKit never does that, the Store API allows it)."""
-        threads = self._handles["threads"]
+        threads = self._handles["thread"]
         retention = self.retention
         if retention is None:
             await shielded(threads.update_one(scope, {"$set": fields}, upsert=True))
@@ -270,7 +276,7 @@ class Persistence:
         the other reads the winner's date back instead of overwriting it.
         """
         deadline = retention.deadline(now)
-        threads = self._handles["threads"]
+        threads = self._handles["thread"]
 
         async def restamp_then_move() -> bool:
             await self._restamp(scope, deadline, now)
@@ -292,8 +298,8 @@ class Persistence:
         living documents: an expired item must not come back because its thread is saved
         again before the TTL pass has deleted it.
         """
-        for role in _THREAD_MEMBERS:
-            await self._handles[role].update_many(
+        for kind in _THREAD_MEMBERS:
+            await self._handles[kind].update_many(
                 {**scope, **queries.alive(now)}, {"$max": {Field.EXPIRES_AT: deadline}}
             )
 
@@ -332,7 +338,7 @@ class Persistence:
             UploadField.DECLARED_SIZE: declared_size,
             UploadField.PENDING_SINCE: datetime.now(UTC),
         }
-        await shielded(self._handles["attachments"].insert_one({**fields, **pending}))
+        await shielded(self._handles["attachment"].insert_one({**fields, **pending}))
 
     async def claim_upload(
         self, key: dict[str, Any], attachment_id: str, file_id: str
@@ -347,7 +353,7 @@ class Persistence:
         attachment receiving for an upload that is gone: every retry refused.
         Waiting for the claim's end orders the release after it.
         """
-        attachments = self._handles["attachments"]
+        attachments = self._handles["attachment"]
         alive = self.alive()
         claimed: dict[str, Any] | None = await shielded(
             attachments.find_one_and_update(
@@ -377,7 +383,7 @@ class Persistence:
         """Receiving -> complete, only if this upload still holds the claim; clears the
         upload descriptor inside the metadata and nothing else there."""
         completed: dict[str, Any] | None = await shielded(
-            self._handles["attachments"].find_one_and_update(
+            self._handles["attachment"].find_one_and_update(
                 {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
                 {
                     "$set": {f"{Field.DATA}.upload_descriptor": None},
@@ -398,7 +404,7 @@ class Persistence:
         has already made them the attachment's. Why the hand-back first: a process dying
         in between leaves bytes nothing refers to, which the orphan sweep removes.
         """
-        attachments = self._handles["attachments"]
+        attachments = self._handles["attachment"]
         await attachments.update_one(
             {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
             {
@@ -420,7 +426,7 @@ class Persistence:
     async def owned_file_ids(self, owner: str, file_ids: list[Any]) -> list[Any]:
         """Those of ``file_ids`` whose bytes ``owner`` may delete (see :mod:`._gridfs`)."""
         return await erasable_file_ids(
-            self._handles["files"], self._handles["attachments"], owner, file_ids
+            self._handles["file"], self._handles["attachment"], owner, file_ids
         )
 
     async def delete_owned_files(self, owner: str, file_ids: list[Any]) -> None:
@@ -449,8 +455,8 @@ class Persistence:
         """
         if not file_ids:
             return
-        await self._handles["chunks"].delete_many({GridFSField.FILES_ID: {"$in": file_ids}})
-        await self._handles["files"].delete_many({GridFSField.ID: {"$in": file_ids}})
+        await self._handles["chunk"].delete_many({GridFSField.FILES_ID: {"$in": file_ids}})
+        await self._handles["file"].delete_many({GridFSField.ID: {"$in": file_ids}})
 
     # ------------------------------------------------------------------ the erase cascade
 
@@ -480,24 +486,24 @@ class Persistence:
         file_ids: list[Any] = []
         if self._bucket is not None:
             file_ids = await self._erasable_files(owner, scope, files_filter)
-        ordered: list[tuple[str, Any, dict[str, Any]]] = []
+        ordered: list[tuple[Kind, Any, dict[str, Any]]] = []
         if file_ids:
             ordered += [
-                ("chunks", self._handles["chunks"], {GridFSField.FILES_ID: {"$in": file_ids}}),
-                ("files", self._handles["files"], {GridFSField.ID: {"$in": file_ids}}),
+                ("chunk", self._handles["chunk"], {GridFSField.FILES_ID: {"$in": file_ids}}),
+                ("file", self._handles["file"], {GridFSField.ID: {"$in": file_ids}}),
             ]
-        ordered += [(role, self._handles[role], scope) for role in ("attachments", "items")]
-        ordered.append(("threads", self._handles["threads"], scope))
+        ordered += [(kind, self._handles[kind], scope) for kind in ("attachment", "item")]
+        ordered.append(("thread", self._handles["thread"], scope))
         counts = PurgeCounts()
         if dry_run:
-            for name, collection, filter_ in ordered:
-                setattr(counts, name, await collection.count_documents(filter_))
+            for kind, collection, filter_ in ordered:
+                counts.record(kind, await collection.count_documents(filter_))
             return counts
 
         async def delete_in_order() -> None:
-            for name, collection, filter_ in ordered:
+            for kind, collection, filter_ in ordered:
                 result = await collection.delete_many(filter_)
-                setattr(counts, name, result.deleted_count)
+                counts.record(kind, result.deleted_count)
 
         await shielded(delete_in_order())
         return counts
@@ -507,10 +513,10 @@ class Persistence:
     ) -> list[Any]:
         file_ids: list[Any] = []
         if files_filter is not None:
-            found = self._handles["files"].find(files_filter, {GridFSField.ID: 1})
+            found = self._handles["file"].find(files_filter, {GridFSField.ID: 1})
             file_ids = [document[GridFSField.ID] async for document in found]
         known = set(file_ids)
-        referrers = self._handles["attachments"].find(
+        referrers = self._handles["attachment"].find(
             {**scope, UploadField.FILE_ID: {"$ne": None}}, {UploadField.FILE_ID: 1, "_id": 0}
         )
         referenced = [

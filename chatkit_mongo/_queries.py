@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from ._checks import Order
-from .schema import Field, Role
+from .schema import Field, Kind
 
 _DATA_ONLY: dict[str, Any] = {Field.DATA: 1, "_id": 0}
 _SORT_KEY_ONLY: dict[str, Any] = {Field.SORT_KEY: 1, "_id": 0}
@@ -20,9 +20,9 @@ _SORT_KEY_ONLY: dict[str, Any] = {Field.SORT_KEY: 1, "_id": 0}
 
 @dataclass(frozen=True)
 class Find:
-    """One ``find`` against the collection of ``role``."""
+    """One ``find`` against the collection of ``kind``."""
 
-    role: Role
+    kind: Kind
     filter: dict[str, Any]
     projection: dict[str, Any] = field(default_factory=lambda: dict(_DATA_ONLY))
     sort: tuple[tuple[str, int], ...] = ()
@@ -59,13 +59,13 @@ def visible(find: Find, now: datetime) -> Find:
     return replace(find, filter={**find.filter, **alive(now)})
 
 
-def anchor(role: Role, key: dict[str, Any]) -> Find:
+def anchor(kind: Kind, key: dict[str, Any]) -> Find:
     """The sort key of the element a page continues after (``after``)."""
-    return Find(role, key, projection=dict(_SORT_KEY_ONLY))
+    return Find(kind, key, projection=dict(_SORT_KEY_ONLY))
 
 
 def page(
-    role: Role, scope: dict[str, Any], after_sort_key: str | None, order: Order, limit: int
+    kind: Kind, scope: dict[str, Any], after_sort_key: str | None, order: Order, limit: int
 ) -> Find:
     """One page in ``order``, after ``after_sort_key``: one index range, no skip.
 
@@ -75,14 +75,14 @@ def page(
     filter_ = dict(scope)
     if after_sort_key is not None:
         filter_[Field.SORT_KEY] = {"$gt" if direction == 1 else "$lt": after_sort_key}
-    return Find(role, filter_, sort=((Field.SORT_KEY, direction),), limit=limit + 1)
+    return Find(kind, filter_, sort=((Field.SORT_KEY, direction),), limit=limit + 1)
 
 
 def threads_page(owner: str, after_sort_key: str | None, order: Order, limit: int) -> Find:
-    return page("threads", {Field.OWNER: owner}, after_sort_key, order, limit)
+    return page("thread", {Field.OWNER: owner}, after_sort_key, order, limit)
 
 
 def items_page(
     owner: str, thread_id: str, after_sort_key: str | None, order: Order, limit: int
 ) -> Find:
-    return page("items", thread_filter(owner, thread_id), after_sort_key, order, limit)
+    return page("item", thread_filter(owner, thread_id), after_sort_key, order, limit)

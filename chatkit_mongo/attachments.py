@@ -145,9 +145,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         # knows the bucket; from now on the store's erase cascade removes bytes too.
         self._persistence = store.persistence
         self._persistence.use_bucket(self.bucket_name)
-        self._attachments = self._persistence.collection("attachments")
-        self._files = self._persistence.collection("files")
-        self._chunks = self._persistence.collection("chunks")
+        self._attachments = self._persistence.collection("attachment")
+        self._files = self._persistence.collection("file")
+        self._chunks = self._persistence.collection("chunk")
         self._gridfs: Any = None
 
     # ------------------------------------------------------------------ ChatKit API

@@ -7,6 +7,7 @@ the queries they serve.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -23,11 +24,10 @@ from ._codec import MAX_NESTING as MAX_NESTING  # noqa: PLC0414
 # (ids of at most MAX_ID_LENGTH characters, MongoDB's 16 MiB documents and 100 levels).
 
 Direction = Literal[1, -1]
-Role = Literal["threads", "items", "attachments"]
-"""The store's own collections."""
-ROLES: Final[tuple[Role, ...]] = ("threads", "items", "attachments")
-IndexedRole = Role | Literal["files", "chunks"]
-"""Every collection that has indexes: the store's and the GridFS bucket's two."""
+Kind = Literal["thread", "item", "attachment", "file", "chunk"]
+"""A kind of stored document: the one name the registry (:data:`DOCUMENT_KINDS`), the
+indexes, the shard keys, the collection handles, the queries and export lines use. Its
+collection is a property of its registry entry (:attr:`DocumentKind.collection`)."""
 
 
 class Field:
@@ -99,7 +99,7 @@ class GridFSField:
 
 def bucket_collections(bucket: str) -> tuple[str, str]:
     """The ``files`` and ``chunks`` collections of a GridFS bucket, as the spec names them."""
-    return f"{bucket}.files", f"{bucket}.chunks"
+    return document_kind("file").collection_in(bucket), document_kind("chunk").collection_in(bucket)
 
 
 @dataclass(frozen=True)
@@ -113,34 +113,29 @@ class CollectionNames:
     """GridFS bucket of attachment bytes: collections ``<bucket>.files`` and ``<bucket>.chunks``."""
 
     def __post_init__(self) -> None:
-        names: list[tuple[str, str]] = [*self.by_role().items(), ("bucket", self.bucket)]
-        for role, name in names:
+        names = [(setting, getattr(self, setting)) for setting in collection_settings()]
+        for setting, name in names:
             if not isinstance(name, str) or not name or "$" in name or "\0" in name:
-                raise ValueError(f"collection name for {role} is not usable: {name!r}")
+                raise ValueError(f"collection name for {setting} is not usable: {name!r}")
         if len({name for _, name in names}) != len(names):
             raise ValueError(f"collection names must differ: {self!r}")
 
-    def by_role(self) -> dict[Role, str]:
-        return {"threads": self.threads, "items": self.items, "attachments": self.attachments}
+    def by_kind(self, kinds: Iterable[Kind] | None = None) -> dict[Kind, str]:
+        """The collection of each of ``kinds`` (default: every kind, in export order)."""
+        return {kind: self.name_of(kind) for kind in (KINDS if kinds is None else kinds)}
 
-    def name_of(self, role: IndexedRole) -> str:
-        if role == "files":
-            return self.bucket_files
-        if role == "chunks":
-            return self.bucket_chunks
-        return self.by_role()[role]
+    def name_of(self, kind: Kind) -> str:
+        """The collection that holds documents of ``kind``."""
+        entry = document_kind(kind)
+        return entry.collection_in(getattr(self, entry.setting))
 
     @property
     def bucket_files(self) -> str:
-        return bucket_collections(self.bucket)[0]
+        return self.name_of("file")
 
     @property
     def bucket_chunks(self) -> str:
-        return bucket_collections(self.bucket)[1]
-
-
-Kind = Literal["thread", "item", "attachment", "file", "chunk"]
-"""A kind of stored document, by the name export lines carry."""
+        return self.name_of("chunk")
 
 
 @dataclass(frozen=True)
@@ -153,8 +148,11 @@ class DocumentKind:
     """
 
     name: Kind
-    role: IndexedRole
-    """The collection that holds it (see :meth:`CollectionNames.name_of`)."""
+    collection: str
+    """Its collection: the :class:`CollectionNames` field naming it (``threads``), or for
+    a GridFS document the bucket's collection as the GridFS specification names it
+    (``files``: ``<bucket>.files``). Also what a count of them is called (:class:`PurgeCounts
+    <chatkit_mongo._persistence.PurgeCounts>`)."""
     key: tuple[str, ...]
     """Its unique key: the keys of its unique index and of its shard key."""
     owner: str | None
@@ -163,6 +161,17 @@ class DocumentKind:
     """The top-level copy of the ChatKit model's ``id``; None for GridFS documents."""
     adapter: TypeAdapter[Any] | None
     """The pydantic adapter of the ChatKit model under ``data``; None for GridFS documents."""
+    in_bucket: bool = False
+    """Whether it lives in the GridFS bucket (:attr:`CollectionNames.bucket`)."""
+
+    @property
+    def setting(self) -> str:
+        """The :class:`CollectionNames` field (and CLI option) that names its collection."""
+        return BUCKET if self.in_bucket else self.collection
+
+    def collection_in(self, name: str) -> str:
+        """Its collection, given the value of its :attr:`setting`."""
+        return f"{name}.{self.collection}" if self.in_bucket else name
 
     @property
     def match_key(self) -> tuple[str, ...]:
@@ -199,17 +208,53 @@ DOCUMENT_KINDS: Final[tuple[DocumentKind, ...]] = (
         Field.ATTACHMENT_ID,
         ATTACHMENT_ADAPTER,
     ),
-    DocumentKind("file", "files", (GridFSField.ID,), GridFSField.METADATA_OWNER, None, None),
     DocumentKind(
-        "chunk", "chunks", (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER), None, None, None
+        "file",
+        "files",
+        (GridFSField.ID,),
+        GridFSField.METADATA_OWNER,
+        None,
+        None,
+        in_bucket=True,
+    ),
+    DocumentKind(
+        "chunk",
+        "chunks",
+        (GridFSField.FILES_ID, GridFSField.CHUNK_NUMBER),
+        None,
+        None,
+        None,
+        in_bucket=True,
     ),
 )
 """Every kind of document, in export order: a chunk's file always comes before the chunk."""
 
+BUCKET: Final = "bucket"
+"""The :class:`CollectionNames` field naming the GridFS bucket."""
 
-def document_kind(name: Kind | IndexedRole) -> DocumentKind:
-    """The kind named ``name``, by its export name or by its collection's role."""
-    return next(kind for kind in DOCUMENT_KINDS if name in (kind.name, kind.role))
+MODEL_KINDS: Final[tuple[Kind, ...]] = tuple(
+    kind.name for kind in DOCUMENT_KINDS if kind.adapter is not None
+)
+"""The kinds that hold a ChatKit model: the store's own collections, which carry the
+thread's expiry with retention on."""
+
+
+KINDS: Final[tuple[Kind, ...]] = tuple(kind.name for kind in DOCUMENT_KINDS)
+"""Every kind, in export order: a chunk's file always comes before the chunk."""
+
+
+_ENTRIES: Final[dict[Kind, DocumentKind]] = {kind.name: kind for kind in DOCUMENT_KINDS}
+
+
+def document_kind(name: Kind) -> DocumentKind:
+    """The registry entry of ``name``."""
+    return _ENTRIES[name]
+
+
+def collection_settings() -> tuple[str, ...]:
+    """The :class:`CollectionNames` fields the registry names, in its order: one per
+    collection the store owns, and the bucket. The CLI has one option for each."""
+    return tuple(dict.fromkeys(kind.setting for kind in DOCUMENT_KINDS))
 
 
 def _ascending(fields: tuple[str, ...]) -> tuple[tuple[str, Direction], ...]:
@@ -220,7 +265,7 @@ def _ascending(fields: tuple[str, ...]) -> tuple[tuple[str, Direction], ...]:
 class IndexSpec:
     """One index the store needs, with the query it exists for."""
 
-    role: IndexedRole
+    kind: Kind
     name: str
     keys: tuple[tuple[str, Direction], ...]
     unique: bool = False
@@ -255,20 +300,20 @@ _FLAG_OPTIONS: Final = frozenset({"unique", "sparse"})
 
 INDEXES: Final[tuple[IndexSpec, ...]] = (
     IndexSpec(
-        "threads",
+        "thread",
         "owner_thread_unique",
         _ascending(document_kind("thread").key),
         unique=True,
         why="load/save/delete a thread; thread ids need only be unique within an owner",
     ),
     IndexSpec(
-        "threads",
+        "thread",
         "owner_sort",
         ((Field.OWNER, 1), (Field.SORT_KEY, 1)),
         why="load_threads pages in either order: equality on owner, then the sort key",
     ),
     IndexSpec(
-        "items",
+        "item",
         "owner_thread_item_unique",
         _ascending(document_kind("item").key),
         unique=True,
@@ -276,26 +321,26 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
         "makes add_thread_item insert-only",
     ),
     IndexSpec(
-        "items",
+        "item",
         "owner_thread_sort",
         ((Field.OWNER, 1), (Field.THREAD_ID, 1), (Field.SORT_KEY, 1)),
         why="load_thread_items pages in either order and delete_thread's cascade",
     ),
     IndexSpec(
-        "attachments",
+        "attachment",
         "owner_attachment_unique",
         _ascending(document_kind("attachment").key),
         unique=True,
         why="load/save/delete attachment metadata",
     ),
     IndexSpec(
-        "attachments",
+        "attachment",
         "owner_thread",
         ((Field.OWNER, 1), (Field.THREAD_ID, 1)),
         why="delete_thread removes the attachment metadata of the thread",
     ),
     IndexSpec(
-        "attachments",
+        "attachment",
         "pending_uploads",
         ((UploadField.PENDING_SINCE, 1),),
         why="the orphan sweep finds uploads abandoned before a cut-off, across owners (an "
@@ -305,20 +350,20 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
         options={"sparse": True},
     ),
     IndexSpec(
-        "files",
+        "file",
         "owner_attachment",
         ((GridFSField.METADATA_OWNER, 1), (GridFSField.METADATA_ATTACHMENT_ID, 1)),
         why="export and purge find one owner's bytes; the orphan sweep finds a file's attachment",
     ),
     IndexSpec(
-        "files",
+        "file",
         "filename_1_uploadDate_1",
         ((GridFSField.FILENAME, 1), (GridFSField.UPLOAD_DATE, 1)),
         why="the index the GridFS specification gives every bucket (the driver creates it "
         "on first upload; listed here so init creates it up front and doctor checks it)",
     ),
     IndexSpec(
-        "chunks",
+        "chunk",
         "files_id_1_n_1",
         _ascending(document_kind("chunk").key),
         unique=True,
@@ -328,14 +373,14 @@ INDEXES: Final[tuple[IndexSpec, ...]] = (
 
 RETENTION_INDEXES: Final[tuple[IndexSpec, ...]] = tuple(
     IndexSpec(
-        role,
+        kind,
         "expires_at_ttl",
         ((Field.EXPIRES_AT, 1),),
         why="retention: the server deletes a document once its thread's expiry has passed "
         "(a TTL index; expireAfterSeconds 0 because each document carries its own date)",
         options={"expireAfterSeconds": 0},
     )
-    for role in ROLES
+    for kind in MODEL_KINDS
 )
 """Why no TTL index on the GridFS bucket: the chunks (the bytes) carry no date, so they
 need the orphan sweep whatever happens to their ``files`` document; once an attachment's
@@ -358,7 +403,7 @@ class ShardKey:
     can grow jumbo: a very large owner or thread splits like any other range.
     """
 
-    role: IndexedRole
+    kind: Kind
     fields: tuple[str, ...]
     index: str
     """The index of :data:`INDEXES` that supports the key (``_id_``: the built-in one)."""
@@ -376,38 +421,38 @@ ID_INDEX: Final = "_id_"
 
 SHARD_KEYS: Final[tuple[ShardKey, ...]] = (
     ShardKey(
-        "threads",
-        document_kind("threads").key,
+        "thread",
+        document_kind("thread").key,
         "owner_thread_unique",
         why="a thread's reads and writes carry the whole key (one shard); a page of an "
         "owner's threads carries its prefix (the owner's range)",
     ),
     ShardKey(
-        "items",
-        document_kind("items").key,
+        "item",
+        document_kind("item").key,
         "owner_thread_item_unique",
         why="an item's reads and writes carry the whole key (one shard); a page of a "
         "thread carries owner and thread (the thread's range); a thread of millions of "
         "items still splits by item id, so it never makes a jumbo chunk",
     ),
     ShardKey(
-        "attachments",
-        document_kind("attachments").key,
+        "attachment",
+        document_kind("attachment").key,
         "owner_attachment_unique",
         why="an attachment's reads, claims and writes carry the whole key; a thread's "
         "attachments (delete_thread, retention) carry the owner (the owner's range)",
     ),
     ShardKey(
-        "files",
-        document_kind("files").key,
+        "file",
+        document_kind("file").key,
         ID_INDEX,
         why="the driver reads a file by _id; the id starts with the owner, so the owner's "
         "files sit in the owner's range and new uploads spread over owners instead of all "
         "landing on the shard holding the newest ObjectId",
     ),
     ShardKey(
-        "chunks",
-        document_kind("chunks").key,
+        "chunk",
+        document_kind("chunk").key,
         "files_id_1_n_1",
         why="the GridFS guidance: a download reads one file's chunks in order by files_id "
         "and n; files_id starts with the owner, so the bytes follow the owner's zone",
@@ -417,8 +462,8 @@ SHARD_KEYS: Final[tuple[ShardKey, ...]] = (
 the targeting tests and the README's table read. See the README's Sharding section."""
 
 
-def shard_key_of(role: IndexedRole) -> ShardKey:
-    return next(key for key in SHARD_KEYS if key.role == role)
+def shard_key_of(kind: Kind) -> ShardKey:
+    return next(key for key in SHARD_KEYS if key.kind == kind)
 
 
 FILE_ID_SEPARATOR: Final = "/"

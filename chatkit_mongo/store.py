@@ -95,7 +95,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             retention_refresh: how often at most a busy thread's documents are re-stamped
                 with a later expiry; default a tenth of ``retention``, at most one day.
             clock: ``() -> datetime`` that retention reads the time from; for tests.
-            wrap_collection: ``(role, collection) -> collection``, applied once to each
+            wrap_collection: ``(kind, collection) -> collection``, applied once to each
                 collection handle: the place for instrumentation (counting or tracing
                 calls) and for injecting driver faults in tests.
         """
@@ -184,7 +184,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         owner = await self.persistence.begin(context)
         key = queries.thread_filter(owner, check_id(thread_id, "thread_id"))
         return await self._load(
-            Find("threads", key), THREAD_ADAPTER.validate_python, f"Thread {thread_id} not found"
+            Find("thread", key), THREAD_ADAPTER.validate_python, f"Thread {thread_id} not found"
         )
 
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
@@ -210,7 +210,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             after,
             order,
             anchor_of=lambda after_id: queries.anchor(
-                "threads", queries.thread_filter(owner, after_id)
+                "thread", queries.thread_filter(owner, after_id)
             ),
             not_found="Thread {after} not found",
             page_of=lambda anchor, direction, size: queries.threads_page(
@@ -240,7 +240,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             after,
             order,
             anchor_of=lambda after: queries.anchor(
-                "items", queries.item_filter(owner, thread_id, after)
+                "item", queries.item_filter(owner, thread_id, after)
             ),
             not_found=f"Item {{after}} not found in thread {thread_id}",
             page_of=lambda anchor, direction, size: queries.items_page(
@@ -261,9 +261,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
         key, fields = self._item_fields(owner, thread_id, item)
         fields |= await self.persistence.expiry(owner, thread_id)
         try:
-            await shielded(self.persistence.collection("items").insert_one(fields))
+            await shielded(self.persistence.collection("item").insert_one(fields))
         except DuplicateKeyError as exc:
-            stored = await self.persistence.find_one(Find("items", key))
+            stored = await self.persistence.find_one(Find("item", key))
             if stored is None:
                 # Why not "other content": nothing is stored under this id, so either a
                 # racing writer removed it meanwhile or another unique index refused it.
@@ -285,7 +285,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         key, fields = self._item_fields(owner, thread_id, item)
         fields |= await self.persistence.expiry(owner, thread_id)
         await shielded(
-            self.persistence.collection("items").update_one(key, {"$set": fields}, upsert=True)
+            self.persistence.collection("item").update_one(key, {"$set": fields}, upsert=True)
         )
 
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
@@ -294,7 +294,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             owner, check_id(thread_id, "thread_id"), check_id(item_id, "item_id")
         )
         return await self._load(
-            Find("items", key),
+            Find("item", key),
             ITEM_ADAPTER.validate_python,
             f"Item {item_id} not found in thread {thread_id}",
         )
@@ -304,7 +304,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         key = queries.item_filter(
             owner, check_id(thread_id, "thread_id"), check_id(item_id, "item_id")
         )
-        await shielded(self.persistence.collection("items").delete_one(key))
+        await shielded(self.persistence.collection("item").delete_one(key))
 
     # ------------------------------------------------------------------ attachments
 
@@ -315,16 +315,14 @@ class MongoStore(Store[TContext], Generic[TContext]):
         key, fields = self.persistence.attachment_document(owner, attachment)
         fields |= await self.persistence.expiry(owner, fields[Field.THREAD_ID])
         await shielded(
-            self.persistence.collection("attachments").update_one(
-                key, {"$set": fields}, upsert=True
-            )
+            self.persistence.collection("attachment").update_one(key, {"$set": fields}, upsert=True)
         )
 
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         owner = await self.persistence.begin(context)
         key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
         return await self._load(
-            Find("attachments", key),
+            Find("attachment", key),
             ATTACHMENT_ADAPTER.validate_python,
             f"Attachment {attachment_id} not found",
         )
@@ -332,7 +330,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         owner = await self.persistence.begin(context)
         key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
-        await shielded(self.persistence.collection("attachments").delete_one(key))
+        await shielded(self.persistence.collection("attachment").delete_one(key))
 
     # ------------------------------------------------------------------ internals
 

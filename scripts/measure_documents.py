@@ -83,11 +83,11 @@ async def main() -> None:
 
         names = CollectionNames()
         print(f"documents of one thread of {TURNS} turns (user message, tool call, reply):")
-        for role in ("threads", "items", "attachments", "files", "chunks"):
-            documents = await database[names.name_of(role)].find().to_list(None)
+        for kind, name in names.by_kind().items():
+            documents = await database[name].find().to_list(None)
             sizes = [len(bson.encode(document)) for document in documents]
-            print(f"  {role:<12} {len(sizes):>3} documents, average {mean(sizes):>8.0f} bytes")
-            for spec in (spec for spec in INDEXES if spec.role == role):
+            print(f"  {kind:<12} {len(sizes):>3} documents, average {mean(sizes):>8.0f} bytes")
+            for spec in (spec for spec in INDEXES if spec.kind == kind):
                 keys = [len(bson.encode(_key(document, spec.keys))) for document in documents]
                 print(f"    index {spec.name:<26} key average {mean(keys):>5.0f} bytes")
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 
 from chatkit_mongo import AsyncDatabaseLike, MongoStore
 from chatkit_mongo.apps.cli import Connection, cli
-from chatkit_mongo.schema import Field, FileId, GridFSField, owner_file_id
+from chatkit_mongo.schema import MODEL_KINDS, Field, FileId, GridFSField, owner_file_id
 
 from . import capabilities
 from .conftest import NAMES, RequestContext, is_server
@@ -113,7 +113,7 @@ async def store_bytes(
 async def owner_documents(database: Any, owner: str) -> dict[str, list[dict[str, Any]]]:
     """Everything stored for ``owner``, per collection, in ``_id`` order; chunks included."""
     found: dict[str, list[dict[str, Any]]] = {}
-    for name in NAMES.by_role().values():
+    for name in NAMES.by_kind(MODEL_KINDS).values():
         found[name] = await _all(database[name], {Field.OWNER: owner})
     files = await _all(database[NAMES.bucket_files], {GridFSField.METADATA_OWNER: owner})
     found[NAMES.bucket_files] = files
@@ -125,7 +125,7 @@ async def owner_documents(database: Any, owner: str) -> dict[str, list[dict[str,
 
 
 async def all_documents(database: Any) -> dict[str, list[dict[str, Any]]]:
-    names = [*NAMES.by_role().values(), NAMES.bucket_files, NAMES.bucket_chunks]
+    names = [*NAMES.by_kind(MODEL_KINDS).values(), NAMES.bucket_files, NAMES.bucket_chunks]
     return {name: await _all(database[name], {}) for name in names}
 
 

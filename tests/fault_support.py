@@ -57,18 +57,18 @@ class Switchable:
 
 
 class Switchboard:
-    """``wrap_collection`` for a store under test: one :class:`Switchable` per role."""
+    """``wrap_collection`` for a store under test: one :class:`Switchable` per kind."""
 
     def __init__(self) -> None:
         self.handles: dict[str, Switchable] = {}
 
-    def wrap(self, role: str, collection: Any) -> Switchable:
+    def wrap(self, kind: str, collection: Any) -> Switchable:
         handle = Switchable(collection)
-        self.handles[role] = handle
+        self.handles[kind] = handle
         return handle
 
-    def __getitem__(self, role: str) -> Switchable:
-        return self.handles[role]
+    def __getitem__(self, kind: str) -> Switchable:
+        return self.handles[kind]
 
 
 async def cancel_at_every_step(

@@ -47,8 +47,8 @@ class _CountingCursor:
 class CountingCollection:
     """Delegates to a driver collection, logging every method that talks to the server."""
 
-    def __init__(self, inner: Any, role: str, log: list[str]) -> None:
-        self._inner, self._role, self._log = inner, role, log
+    def __init__(self, inner: Any, kind: str, log: list[str]) -> None:
+        self._inner, self._kind, self._log = inner, kind, log
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
@@ -56,7 +56,7 @@ class CountingCollection:
             return attribute
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            self._log.append(f"{self._role}.{name}")
+            self._log.append(f"{self._kind}.{name}")
             result = attribute(*args, **kwargs)
             return _CountingCursor(result, self._log) if name == "find" else result
 
@@ -81,7 +81,7 @@ async def count_round_trips(store: MongoStore[Any]) -> tuple[MongoStore[Any], li
         retention=None if retention is None else retention.period,
         retention_refresh=None if retention is None else retention.refresh,
         clock=None if retention is None else retention.clock,
-        wrap_collection=lambda role, collection: CountingCollection(collection, role, log),
+        wrap_collection=lambda kind, collection: CountingCollection(collection, kind, log),
     )
     await counted.ensure_indexes()
     log.clear()

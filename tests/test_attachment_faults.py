@@ -34,13 +34,13 @@ ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
 DATA: Final = bytes(range(251)) * (2 * CHUNK // 251 + 7)
 """Three GridFS chunks, the last one partial."""
-HANDLES: Final = ("attachments", "files", "chunks")
+HANDLES: Final = ("attachment", "file", "chunk")
 """The collections GridFSAttachmentStore writes through (the bucket writes the chunks)."""
 
 
-def _switch(attachments: GridFSAttachmentStore[Any], role: str) -> Switchable:
-    """The swappable handle the store was given for ``role`` through ``wrap_collection``."""
-    handle = attachments.store.persistence.collection(role)  # type: ignore[arg-type]
+def _switch(attachments: GridFSAttachmentStore[Any], kind: str) -> Switchable:
+    """The swappable handle the store was given for ``kind`` through ``wrap_collection``."""
+    handle = attachments.store.persistence.collection(kind)  # type: ignore[arg-type]
     assert isinstance(handle, Switchable)
     return handle
 
@@ -264,7 +264,7 @@ async def test_a_claim_landing_after_its_cancellation_leaves_no_stuck_upload(
     server only afterwards: the attachment must still end awaiting, and a retry work."""
     attachments = await fresh()
     attachment_id = await _prepared(attachments, "upload")
-    switch = _switch(attachments, "attachments")
+    switch = _switch(attachments, "attachment")
     healthy = switch.inner
     late = _LandsLate(healthy)
     switch.inner = late

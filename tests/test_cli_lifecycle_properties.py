@@ -35,8 +35,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatkit_mongo.operations.erase import PurgeCounts
-from chatkit_mongo.operations.transfer import KINDS, ImportCounts, collection_of
-from chatkit_mongo.schema import GridFSField
+from chatkit_mongo.operations.transfer import ImportCounts
+from chatkit_mongo.schema import KINDS, GridFSField
 
 from .attachment_support import CHUNK, make_attachments
 from .cli_support import all_documents, invoke, owner_documents
@@ -157,9 +157,7 @@ def test_export_then_import_reproduces_everything_and_twice_changes_nothing(
             )
             assert imported == _encoded(expected)
             assert _encoded(target.run(all_documents(target.database))) == imported
-            per_kind: dict[str, int] = {
-                kind: len(expected[collection_of(NAMES, kind)]) for kind in KINDS
-            }
+            per_kind: dict[str, int] = {kind: len(expected[NAMES.name_of(kind)]) for kind in KINDS}
             assert ImportCounts(inserted=per_kind).describe() in first, first
             assert ImportCounts(unchanged=per_kind).describe() in second, second
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,7 +24,7 @@ from chatkit_mongo._text import plural, shown
 from chatkit_mongo.apps._params import Seconds, WholeNumber
 from chatkit_mongo.apps.cli import _Duration, cli
 from chatkit_mongo.apps.connection import Connection
-from chatkit_mongo.schema import CollectionNames
+from chatkit_mongo.schema import CollectionNames, collection_settings
 
 from .cli_support import all_documents, encoded, invoke, run, seed
 from .samples import BASE_TIME
@@ -325,3 +326,23 @@ def test_the_timeout_names_one_unit_everywhere() -> None:
         assert "--timeout SECONDS" in result.output, command
         assert "--connect-timeout" not in result.output
         assert "--timeout-ms" not in result.output
+
+
+def test_each_collection_name_has_its_option_derived_from_the_registry() -> None:
+    """The registry of document kinds names the collection settings; each is a field of
+    CollectionNames and has one option on every command, with its default and help.
+    OPTIONS above must cover them all, so the generated matrix tests every one."""
+    settings = collection_settings()
+    assert settings == tuple(f.name for f in fields(CollectionNames))
+    flags = {f"--{s}" if s == "bucket" else f"--{s}-collection": s for s in settings}
+    assert set(flags) == {name for name, _ in OPTIONS} - {"--uri", "--database", "--timeout"}
+    for command in COMMANDS:
+        shown_help = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
+        for flag, setting in flags.items():
+            default = getattr(CollectionNames(), setting)
+            described = (
+                "Name of the GridFS bucket of attachment bytes."
+                if setting == "bucket"
+                else f"Name of the {setting} collection."
+            )
+            assert f"{flag} TEXT {described} [default: {default}]" in shown_help, command

@@ -18,7 +18,7 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from chatkit_mongo import ItemConflictError, MongoStore
-from chatkit_mongo.schema import ROLES, Role
+from chatkit_mongo.schema import MODEL_KINDS, Kind
 
 from . import capabilities
 from .conftest import RequestContext, is_server
@@ -29,44 +29,44 @@ ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
 
 Write = Callable[[MongoStore[Any]], Awaitable[None]]
-WRITES: Final[dict[str, tuple[Write, tuple[tuple[Role, str], ...]]]] = {
+WRITES: Final[dict[str, tuple[Write, tuple[tuple[Kind, str], ...]]]] = {
     "save_thread": (
         lambda s: s.save_thread(thread("thr_1", title="renamed"), ALICE),
-        (("threads", "update_one"),),
+        (("thread", "update_one"),),
     ),
     "delete_thread": (
         lambda s: s.delete_thread("thr_1", ALICE),
         (
-            ("attachments", "delete_many"),
-            ("items", "delete_many"),
-            ("threads", "delete_many"),
+            ("attachment", "delete_many"),
+            ("item", "delete_many"),
+            ("thread", "delete_many"),
         ),
     ),
     "add_thread_item": (
         lambda s: s.add_thread_item("thr_1", assistant_message("msg_new"), ALICE),
-        (("items", "insert_one"),),
+        (("item", "insert_one"),),
     ),
     "save_item": (
         lambda s: s.save_item("thr_1", assistant_message("msg_1", text="edited"), ALICE),
-        (("items", "update_one"),),
+        (("item", "update_one"),),
     ),
     "delete_thread_item": (
         lambda s: s.delete_thread_item("thr_1", "msg_1", ALICE),
-        (("items", "delete_one"),),
+        (("item", "delete_one"),),
     ),
     "save_attachment": (
         lambda s: s.save_attachment(file_attachment("atc_2", thread_id="thr_1"), ALICE),
-        (("attachments", "update_one"),),
+        (("attachment", "update_one"),),
     ),
     "delete_attachment": (
         lambda s: s.delete_attachment("atc_1", ALICE),
-        (("attachments", "delete_one"),),
+        (("attachment", "delete_one"),),
     ),
 }
 """Every write, with the driver calls it makes, in order."""
 
-FAULT_POINTS: Final[list[tuple[str, Role, str]]] = [
-    (name, role, method) for name, (_, calls) in WRITES.items() for role, method in calls
+FAULT_POINTS: Final[list[tuple[str, Kind, str]]] = [
+    (name, kind, method) for name, (_, calls) in WRITES.items() for kind, method in calls
 ]
 
 
@@ -99,13 +99,13 @@ async def _seeded(database: Any, board: Switchboard | None = None) -> MongoStore
 async def _snapshot(store: MongoStore[Any], owner: str) -> list[str]:
     """Every stored document of ``owner``, raw: duplicates and stray fields would show."""
     documents: list[str] = []
-    for role in ROLES:
-        collection = store.persistence.collection(role)
+    for kind in MODEL_KINDS:
+        collection = store.persistence.collection(kind)
         # ``_id`` dropped here, not by a projection: a retried insert gets a new one,
         # and a server may ignore projections (jongodb does).
         found = await collection.find({"owner": owner}).to_list(None)
         documents.extend(
-            f"{role} {sorted((k, v) for k, v in document.items() if k != '_id')!r}"
+            f"{kind} {sorted((k, v) for k, v in document.items() if k != '_id')!r}"
             for document in found
         )
     return sorted(documents)
@@ -121,9 +121,9 @@ async def _expected_after(database: Any, write: Write) -> list[str]:
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("point", FAULT_POINTS, ids=" ".join)
 async def test_driver_fault_mid_write_leaves_all_or_nothing_and_a_retry_completes(
-    databases: Callable[[], Any], point: tuple[str, Role, str], fault: str, timing: Timing
+    databases: Callable[[], Any], point: tuple[str, Kind, str], fault: str, timing: Timing
 ) -> None:
-    write_name, role, method = point
+    write_name, kind, method = point
     write, calls = WRITES[write_name]
     after = await _expected_after(databases(), write)
     board = Switchboard()
@@ -132,18 +132,18 @@ async def test_driver_fault_mid_write_leaves_all_or_nothing_and_a_retry_complete
     assert before != after
 
     error = FAULTS[fault]
-    board[role].inner = Faulty(board[role].inner, method, error, timing)
+    board[kind].inner = Faulty(board[kind].inner, method, error, timing)
     with pytest.raises(type(error)) as raised:
         await write(store)
     assert raised.value is error
 
     state = await _snapshot(store, "alice")
-    if len(calls) == 1 or (timing == "request lost" and (role, method) == calls[0]):
+    if len(calls) == 1 or (timing == "request lost" and (kind, method) == calls[0]):
         assert state in (before, after)
-    elif timing == "reply lost" and (role, method) == calls[-1]:
+    elif timing == "reply lost" and (kind, method) == calls[-1]:
         assert state == after  # delete_thread's last step, the thread, was applied
     else:  # delete_thread cut short: the thread is still listed, so it can be deleted again
-        assert any(document.startswith("threads ") for document in state)
+        assert any(document.startswith("thread ") for document in state)
 
     await write(store)  # the retry
     assert await _snapshot(store, "alice") == after
@@ -177,7 +177,7 @@ async def test_duplicate_key_from_a_racing_upsert_reaches_the_caller_and_a_retry
     store = await _seeded(databases(), board)
     after = await _expected_after(databases(), write)
     error = DuplicateKeyError("E11000 duplicate key error", 11000)
-    board["threads"].inner = Faulty(board["threads"].inner, "update_one", error, "request lost")
+    board["thread"].inner = Faulty(board["thread"].inner, "update_one", error, "request lost")
     with pytest.raises(DuplicateKeyError):
         await write(store)
     await write(store)
@@ -216,7 +216,7 @@ async def test_duplicate_key_with_nothing_stored_is_not_called_other_content(
     store = await _seeded(databases(), board)
     before = await _snapshot(store, "alice")
     error = DuplicateKeyError("E11000 duplicate key error", 11000)
-    board["items"].inner = Faulty(board["items"].inner, "insert_one", error, "request lost")
+    board["item"].inner = Faulty(board["item"].inner, "insert_one", error, "request lost")
     with pytest.raises(ItemConflictError, match="yet no item with this id is stored") as raised:
         await store.add_thread_item("thr_1", assistant_message("msg_new"), ALICE)
     assert raised.value.__cause__ is error

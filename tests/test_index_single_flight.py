@@ -27,7 +27,7 @@ from .conftest import NAMES, RequestContext, scratch_database
 from .samples import thread
 
 CALLERS: Final = 32
-INDEXED_COLLECTIONS: Final = len({spec.role for spec in INDEXES})
+INDEXED_COLLECTIONS: Final = len({spec.kind for spec in INDEXES})
 """One ``listIndexes`` each: the store's three collections and the GridFS bucket's two."""
 _INDEX_METHODS: Final = ("list_indexes", "create_indexes")
 
@@ -104,7 +104,7 @@ async def test_concurrent_first_calls_check_the_indexes_once(
     store: MongoStore[Any] = MongoStore(logging)
     await asyncio.gather(*_first_calls(store, alice))
 
-    each_once = dict.fromkeys({NAMES.name_of(spec.role) for spec in INDEXES}, 1)
+    each_once = dict.fromkeys({NAMES.name_of(spec.kind) for spec in INDEXES}, 1)
     assert logging.calls("list_indexes") == each_once
     assert logging.calls("create_indexes") == each_once, "a fresh database misses them all"
     report = await store.ensure_indexes()  # explicit: checks again and finds them all

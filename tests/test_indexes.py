@@ -36,11 +36,11 @@ async def test_ensure_indexes_creates_every_spec_and_is_idempotent(database: Any
     assert [(s.state, s.detail) for s in second] == [("present", "")] * len(INDEXES)
     names = store.collections
     for spec in INDEXES:
-        indexes = await _index_keys(database, names.name_of(spec.role))
+        indexes = await _index_keys(database, names.name_of(spec.kind))
         assert indexes[spec.name] == list(spec.keys)
-    for role in ("threads", "items", "attachments", "files", "chunks"):  # _id plus ours, once
-        expected = 1 + sum(1 for s in INDEXES if s.role == role)
-        assert len(await _index_keys(database, names.name_of(role))) == expected
+    for kind, name in names.by_kind().items():  # _id plus ours, once
+        expected = 1 + sum(1 for s in INDEXES if s.kind == kind)
+        assert len(await _index_keys(database, name)) == expected
 
 
 async def test_every_tenant_index_starts_with_the_owner() -> None:

@@ -20,7 +20,7 @@ from pymongo import IndexModel
 from chatkit_mongo import GridFSAttachmentStore, IndexConflictError, MongoStore, Retention
 from chatkit_mongo.apps.cli import create_indexes_main
 from chatkit_mongo.apps.create_indexes import planned
-from chatkit_mongo.schema import INDEXES, RETENTION_INDEXES, Field
+from chatkit_mongo.schema import INDEXES, MODEL_KINDS, RETENTION_INDEXES, Field
 
 from .cli_support import run
 from .conftest import NAMES, RequestContext
@@ -129,7 +129,7 @@ async def test_retention_off_adds_no_field_and_no_ttl_index(
     assert set(stored.values()) == {"none"}
     report = await store.ensure_indexes()
     assert [status.spec for status in report] == list(INDEXES)
-    for collection in NAMES.by_role().values():
+    for collection in NAMES.by_kind(MODEL_KINDS).values():
         indexes = await _index_options(database, collection)
         assert "expires_at_ttl" not in indexes
         assert all("expireAfterSeconds" not in options for options in indexes.values())
@@ -149,7 +149,7 @@ async def test_retention_creates_a_ttl_index_per_collection(
     kept: MongoStore[Any], database: Any, alice: RequestContext
 ) -> None:
     await kept.load_threads(10, None, "desc", alice)  # first use creates the indexes
-    for collection in NAMES.by_role().values():
+    for collection in NAMES.by_kind(MODEL_KINDS).values():
         ttl = (await _index_options(database, collection))["expires_at_ttl"]
         assert dict(ttl["key"]) == {Field.EXPIRES_AT: 1}
         assert ttl["expireAfterSeconds"] == 0
@@ -299,7 +299,7 @@ async def test_round_trips_with_retention(
     counted_kept: tuple[MongoStore[Any], list[str]], alice: RequestContext, clock: Clock
 ) -> None:
     store, log = counted_kept
-    restamp = ["items.update_many", "attachments.update_many"]
+    restamp = ["item.update_many", "attachment.update_many"]
 
     async def trips(call: Any) -> list[str]:
         log.clear()
@@ -307,46 +307,46 @@ async def test_round_trips_with_retention(
         return round_trips(log)
 
     assert await trips(store.save_thread(thread(), alice)) == [
-        "threads.find_one_and_update",
+        "thread.find_one_and_update",
         *restamp,
     ]
-    assert await trips(store.save_thread(thread(), alice)) == ["threads.find_one_and_update"]
+    assert await trips(store.save_thread(thread(), alice)) == ["thread.find_one_and_update"]
     assert await trips(store.add_thread_item("thr_1", assistant_message("msg_1"), alice)) == [
-        "threads.find_one",
-        "items.insert_one",
+        "thread.find_one",
+        "item.insert_one",
     ]
     assert await trips(store.save_item("thr_1", assistant_message("msg_1"), alice)) == [
-        "threads.find_one",
-        "items.update_one",
+        "thread.find_one",
+        "item.update_one",
     ]
     assert await trips(store.save_attachment(file_attachment("atc_1", "thr_1"), alice)) == [
-        "threads.find_one",
-        "attachments.update_one",
+        "thread.find_one",
+        "attachment.update_one",
     ]
     assert await trips(store.save_attachment(file_attachment("atc_2", None), alice)) == [
-        "attachments.update_one"
+        "attachment.update_one"
     ]
     for read, expected in [
-        (store.load_thread("thr_1", alice), ["threads.find_one"]),
-        (store.load_threads(10, "thr_1", "asc", alice), ["threads.find_one", "threads.find"]),
-        (store.load_item("thr_1", "msg_1", alice), ["items.find_one"]),
-        (store.load_thread_items("thr_1", None, 10, "asc", alice), ["items.find"]),
-        (store.load_attachment("atc_1", alice), ["attachments.find_one"]),
+        (store.load_thread("thr_1", alice), ["thread.find_one"]),
+        (store.load_threads(10, "thr_1", "asc", alice), ["thread.find_one", "thread.find"]),
+        (store.load_item("thr_1", "msg_1", alice), ["item.find_one"]),
+        (store.load_thread_items("thr_1", None, 10, "asc", alice), ["item.find"]),
+        (store.load_attachment("atc_1", alice), ["attachment.find_one"]),
     ]:
         assert await trips(read) == expected
 
     clock.advance(REFRESH + timedelta(seconds=1))
     assert await trips(store.add_thread_item("thr_1", assistant_message("msg_2"), alice)) == [
-        "threads.find_one",
+        "thread.find_one",
         *restamp,
-        "threads.update_one",
-        "items.insert_one",
+        "thread.update_one",
+        "item.insert_one",
     ]
     clock.advance(REFRESH + timedelta(seconds=1))
     assert await trips(store.save_thread(thread(), alice)) == [
-        "threads.find_one_and_update",
+        "thread.find_one_and_update",
         *restamp,
-        "threads.update_one",
+        "thread.update_one",
     ]
 
 
@@ -362,8 +362,8 @@ async def test_a_busy_thread_is_restamped_at_most_once_per_refresh_interval(
     for n in range(50):
         clock.advance(timedelta(hours=1))
         await store.add_thread_item("thr_1", assistant_message(f"msg_{n:02d}"), alice)
-    assert log.count("items.update_many") == 2
-    assert log.count("threads.update_one") == 2
+    assert log.count("item.update_many") == 2
+    assert log.count("thread.update_one") == 2
 
 
 # ------------------------------------------------------------------ reads

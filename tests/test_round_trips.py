@@ -39,37 +39,37 @@ async def test_one_round_trip_per_call(
             "thr_1", assistant_message(f"msg_{n:04d}", created_at=created), alice
         )
     expectations: list[tuple[Callable[[], Any], list[str]]] = [
-        (lambda: store.save_thread(thread(), alice), ["threads.update_one"]),
-        (lambda: store.load_thread("thr_1", alice), ["threads.find_one"]),
-        (lambda: store.load_threads(20, None, "desc", alice), ["threads.find"]),
+        (lambda: store.save_thread(thread(), alice), ["thread.update_one"]),
+        (lambda: store.load_thread("thr_1", alice), ["thread.find_one"]),
+        (lambda: store.load_threads(20, None, "desc", alice), ["thread.find"]),
         (
             lambda: store.load_threads(20, "thr_1", "desc", alice),
-            ["threads.find_one", "threads.find"],
+            ["thread.find_one", "thread.find"],
         ),
         (
             lambda: store.add_thread_item("thr_1", assistant_message("msg_new"), alice),
-            ["items.insert_one"],
+            ["item.insert_one"],
         ),
         (
             lambda: store.save_item("thr_1", assistant_message("msg_new"), alice),
-            ["items.update_one"],
+            ["item.update_one"],
         ),
-        (lambda: store.load_item("thr_1", "msg_0150", alice), ["items.find_one"]),
-        (lambda: store.load_thread_items("thr_1", None, 20, "desc", alice), ["items.find"]),
+        (lambda: store.load_item("thr_1", "msg_0150", alice), ["item.find_one"]),
+        (lambda: store.load_thread_items("thr_1", None, 20, "desc", alice), ["item.find"]),
         (
             lambda: store.load_thread_items("thr_1", "msg_0150", 20, "asc", alice),
-            ["items.find_one", "items.find"],
+            ["item.find_one", "item.find"],
         ),
-        (lambda: store.delete_thread_item("thr_1", "msg_new", alice), ["items.delete_one"]),
+        (lambda: store.delete_thread_item("thr_1", "msg_new", alice), ["item.delete_one"]),
         (
             lambda: store.save_attachment(file_attachment("atc_1", "thr_1"), alice),
-            ["attachments.update_one"],
+            ["attachment.update_one"],
         ),
-        (lambda: store.load_attachment("atc_1", alice), ["attachments.find_one"]),
-        (lambda: store.delete_attachment("atc_1", alice), ["attachments.delete_one"]),
+        (lambda: store.load_attachment("atc_1", alice), ["attachment.find_one"]),
+        (lambda: store.delete_attachment("atc_1", alice), ["attachment.delete_one"]),
         (
             lambda: store.delete_thread("thr_1", alice),
-            ["attachments.delete_many", "items.delete_many", "threads.delete_many"],
+            ["attachment.delete_many", "item.delete_many", "thread.delete_many"],
         ),
     ]
     for call, expected in expectations:
@@ -93,4 +93,4 @@ async def test_pages_use_a_keyset_range_never_skip(
             break
         after = page.after
     assert "cursor.skip" not in log
-    assert log.count("cursor.limit") == log.count("items.find") == 8
+    assert log.count("cursor.limit") == log.count("item.find") == 8

@@ -61,12 +61,11 @@ class Cluster:
         if name in ("hello", "ismaster", "isMaster", "ping", "buildInfo", "buildinfo"):
             return {**self.hello, "version": "8.0.0"}
         if name == "listIndexes":
-            role = next(r for r in ("threads", "items", "attachments", "files", "chunks")
-                        if NAMES.name_of(r) == command["listIndexes"])  # fmt: skip
+            kind = next(k for k, n in NAMES.by_kind().items() if n == command["listIndexes"])
             indexes = [{"name": "_id_", "key": {"_id": 1}}] + [
                 {"name": s.name, "key": dict(s.keys), "unique": s.unique, **s.options}
                 for s in INDEXES
-                if s.role == role
+                if s.kind == kind
             ]
             return _cursor(indexes)
         if name == "find" and command["find"] == "collections":

@@ -45,7 +45,7 @@ from chatkit_mongo.schema import (
     CollectionNames,
     Field,
     GridFSField,
-    IndexedRole,
+    Kind,
     UploadField,
     prefix_range,
     shard_key_of,
@@ -57,9 +57,7 @@ from .conftest import RequestContext
 from .samples import BASE_TIME, assistant_message, every_item, file_attachment, thread
 
 NAMES = CollectionNames()
-_ROLES: dict[str, IndexedRole] = {
-    NAMES.name_of(role): role for role in ("threads", "items", "attachments", "files", "chunks")
-}
+_KINDS: dict[str, Kind] = {name: kind for kind, name in NAMES.by_kind().items()}
 _FILTERED = (
     "find",
     "find_one",
@@ -76,7 +74,7 @@ _FILTERED = (
 
 @dataclass(frozen=True)
 class Sent:
-    role: IndexedRole
+    kind: Kind
     operation: str
     filter: dict[str, Any]
     upsert: bool = False
@@ -90,9 +88,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[Sent]:
     depth = [0]
 
     def note(collection: Any, operation: str, filter_: Any, upsert: bool = False) -> None:
-        role = _ROLES.get(collection.name)
-        if role is not None:
-            record.append(Sent(role, operation, dict(filter_ or {}), upsert))
+        kind = _KINDS.get(collection.name)
+        if kind is not None:
+            record.append(Sent(kind, operation, dict(filter_ or {}), upsert))
 
     def wrap(name: str, describe: Callable[..., None]) -> None:
         original = getattr(mongomock.collection.Collection, name)
@@ -264,10 +262,10 @@ async def _everything(sent: list[Sent], path: Path) -> list[Sent]:
 
 
 def _unrouted(sent: Sent) -> str:
-    where = route(sent.role, sent.filter)
+    where = route(sent.kind, sent.filter)
     if sent.operation in SINGLE_DOCUMENT_WRITES or sent.operation == "insert":
         return "" if where == "one shard" else f"needs the whole key, goes to {where}"
-    if where == "every shard" and scatter_of(sent.role, sent.operation, sent.filter) is None:
+    if where == "every shard" and scatter_of(sent.kind, sent.operation, sent.filter) is None:
         return "goes to every shard and is not listed in SCATTERS"
     return ""
 
@@ -276,31 +274,31 @@ async def test_every_query_sent_is_targeted_or_a_listed_scatter(
     gridfs: None, sent: list[Sent], tmp_path: Path
 ) -> None:
     recorded = await _everything(sent, tmp_path / "export.jsonl")
-    operations = {(s.role, s.operation) for s in recorded}
+    operations = {(s.kind, s.operation) for s in recorded}
     # The capture saw the paths that matter, the driver's GridFS reads and writes included.
     assert {
-        ("items", "insert"),
-        ("items", "find"),
-        ("threads", "update_one"),
-        ("threads", "find_one_and_update"),
-        ("attachments", "find_one_and_update"),
-        ("attachments", "find_one_and_delete"),
-        ("files", "insert"),
-        ("chunks", "insert"),
-        ("chunks", "find"),
-        ("chunks", "aggregate"),
-        ("threads", "replace_one"),
+        ("item", "insert"),
+        ("item", "find"),
+        ("thread", "update_one"),
+        ("thread", "find_one_and_update"),
+        ("attachment", "find_one_and_update"),
+        ("attachment", "find_one_and_delete"),
+        ("file", "insert"),
+        ("chunk", "insert"),
+        ("chunk", "find"),
+        ("chunk", "aggregate"),
+        ("thread", "replace_one"),
     } <= operations
     problems = sorted(
-        {f"{s.role}.{s.operation} {s.filter}: {why}" for s in recorded if (why := _unrouted(s))}
+        {f"{s.kind}.{s.operation} {s.filter}: {why}" for s in recorded if (why := _unrouted(s))}
     )
     assert problems == []
     unused = [
         scatter
         for scatter in SCATTERS
         if not any(
-            scatter.matches(s.role, s.operation, s.filter)
-            and route(s.role, s.filter) == "every shard"
+            scatter.matches(s.kind, s.operation, s.filter)
+            and route(s.kind, s.filter) == "every shard"
             for s in recorded
         )
     ]
@@ -320,20 +318,20 @@ async def test_a_store_request_never_goes_to_every_shard_but_for_the_driver_inde
     uploaded = await attachments.create_and_upload("a", "application/pdf", b"abc", alice)
     await attachments.read_bytes(uploaded.id, alice)
     await attachments.delete_attachment(uploaded.id, alice)
-    scattered = {(s.role, s.operation) for s in sent if route(s.role, s.filter) == "every shard"}
-    assert scattered == {("files", "find_one"), ("chunks", "find_one")}
+    scattered = {(s.kind, s.operation) for s in sent if route(s.kind, s.filter) == "every shard"}
+    assert scattered == {("file", "find_one"), ("chunk", "find_one")}
 
 
 def test_the_hot_queries_as_data_are_routed_to_one_shard_or_the_owners_range() -> None:
     for label, find in hot_queries("eu:alice", "thr_1", "msg_1", "0001 msg_0"):
-        assert route(find.role, find.filter) != "every shard", label
-    assert route("threads", hot_queries("o", "t", "i", None)[0][1].filter) == "one shard"
+        assert route(find.kind, find.filter) != "every shard", label
+    assert route("thread", hot_queries("o", "t", "i", None)[0][1].filter) == "one shard"
 
 
 def test_every_unique_index_starts_with_its_collections_shard_key() -> None:
     for spec in (*INDEXES, *RETENTION_INDEXES):
         if spec.unique:
-            fields = shard_key_of(spec.role).fields
+            fields = shard_key_of(spec.kind).fields
             assert tuple(name for name, _ in spec.keys[: len(fields)]) == fields, spec.name
 
 
@@ -342,7 +340,7 @@ def test_every_shard_key_has_its_supporting_index() -> None:
         if key.index == "_id_":
             assert key.fields == ("_id",)
             continue
-        (spec,) = [s for s in INDEXES if s.role == key.role and s.name == key.index]
+        (spec,) = [s for s in INDEXES if s.kind == key.kind and s.name == key.index]
         assert tuple(name for name, _ in spec.keys[: len(key.fields)]) == key.fields
 
 
@@ -353,15 +351,15 @@ _values = st.one_of(st.text(max_size=5), st.integers(), st.none())
 def test_route_reads_equality_on_the_key_and_its_prefixes(key: Any, data: st.DataObject) -> None:
     full = {name: data.draw(_values) for name in key.fields}
     extra = data.draw(st.dictionaries(st.sampled_from(["x", "y", "data.z"]), _values))
-    assert route(key.role, {**extra, **full}) == "one shard"
-    assert route(key.role, {**extra, **full, key.fields[0]: {"$eq": 1}}) == "one shard"
-    assert route(key.role, {**extra, key.fields[0]: {"$in": [1, 2]}}) == "key range"
+    assert route(key.kind, {**extra, **full}) == "one shard"
+    assert route(key.kind, {**extra, **full, key.fields[0]: {"$eq": 1}}) == "one shard"
+    assert route(key.kind, {**extra, key.fields[0]: {"$in": [1, 2]}}) == "key range"
     if len(key.fields) > 1:
-        assert route(key.role, {**extra, key.fields[0]: full[key.fields[0]]}) == "key range"
+        assert route(key.kind, {**extra, key.fields[0]: full[key.fields[0]]}) == "key range"
         rest = {name: full[name] for name in key.fields[1:]}
-        assert route(key.role, {**extra, **rest}) == "every shard"
+        assert route(key.kind, {**extra, **rest}) == "every shard"
     ranged: Mapping[str, Any] = {key.fields[0]: {"$gt": "a"}}
-    assert route(key.role, {**extra, **ranged}) == "every shard"
+    assert route(key.kind, {**extra, **ranged}) == "every shard"
 
 
 @dataclass(frozen=True)
@@ -397,9 +395,9 @@ async def test_the_region_prefixed_owner_puts_every_document_and_byte_in_its_zon
         for region in ("eu", "us")
     }
     for key in SHARD_KEYS:
-        namespace = f"chatkit.{NAMES.name_of(key.role)}"
-        documents = await database[NAMES.name_of(key.role)].find().to_list(None)
-        assert documents, key.role
+        namespace = f"chatkit.{NAMES.name_of(key.kind)}"
+        documents = await database[NAMES.name_of(key.kind)].find().to_list(None)
+        assert documents, key.kind
         for document in documents:
             owner = document.get("owner") or document.get("metadata", {}).get("owner")
             if owner is None:  # a chunk: its file's owner
@@ -407,7 +405,7 @@ async def test_the_region_prefixed_owner_puts_every_document_and_byte_in_its_zon
                 owner = file["metadata"]["owner"]
             region = owner.split(":")[0]
             other = "us" if region == "eu" else "eu"
-            assert in_range(key, document, zones[region][namespace]), (key.role, document["_id"])
+            assert in_range(key, document, zones[region][namespace]), (key.kind, document["_id"])
             assert not in_range(key, document, zones[other][namespace])
 
 

@@ -20,7 +20,7 @@ def _clock() -> datetime:
     return datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def _wrap(role: str, collection: Any) -> Any:
+def _wrap(kind: str, collection: Any) -> Any:
     return collection
 
 
@@ -62,7 +62,7 @@ async def test_from_uri_gives_every_store_option_to_the_store_and_the_rest_to_th
         assert store.retention.clock is _clock
         assert store.retention.now() == datetime(2030, 1, 1)
         assert await store.persistence.begin(RequestContext("alice")) == "tenant-alice"
-        assert store.persistence.collection("threads").name == "t"
+        assert store.persistence.collection("thread").name == "t"
         assert store.database.client.options.pool_options.metadata["application"] == {
             "name": "options-test"
         }

@@ -9,7 +9,7 @@ import pytest
 from chatkit.store import NotFoundError
 
 from chatkit_mongo import MongoStore
-from chatkit_mongo.schema import Field
+from chatkit_mongo.schema import MODEL_KINDS, Field
 
 from .conftest import RequestContext
 from .samples import assistant_message, file_attachment, thread
@@ -30,7 +30,7 @@ async def test_same_ids_under_two_owners_do_not_meet(
     assert (await store.load_thread("thr_1", bob)).title == "bob's"
     alice_item = await store.load_item("thr_1", "msg_1", alice)
     assert alice_item.content[0].text == "alice's"  # type: ignore[union-attr]
-    for collection in store.collections.by_role().values():
+    for collection in store.collections.by_kind(MODEL_KINDS).values():
         assert await store.database[collection].count_documents({Field.OWNER: "alice"}) == 1
         assert await store.database[collection].count_documents({Field.OWNER: "bob"}) == 1
 

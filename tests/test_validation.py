@@ -10,6 +10,7 @@ import pytest
 from chatkit.store import StoreItemType, default_generate_id
 
 from chatkit_mongo import MongoStore, OwnerError, UnstorableError
+from chatkit_mongo.schema import MODEL_KINDS
 
 from .conftest import RequestContext
 from .samples import assistant_message, file_attachment, thread
@@ -17,7 +18,7 @@ from .samples import assistant_message, file_attachment, thread
 
 async def _count_all(store: MongoStore[Any]) -> int:
     total = 0
-    for name in store.collections.by_role().values():
+    for name in store.collections.by_kind(MODEL_KINDS).values():
         total += await store.database[name].count_documents({})
     return total
 

@@ -46,7 +46,7 @@ from .. import _queries as queries
 from .._driver import AsyncDatabaseLike
 from .._text import shown
 from ..operations.explain import PlanSummary, explain, hot_queries
-from ..schema import CollectionNames, Field
+from ..schema import MODEL_KINDS, CollectionNames, Field
 from ..store import MongoStore
 from ._params import Seconds, WholeNumber
 from .bench_concurrency import (
@@ -687,7 +687,7 @@ class _Target:
 def bench_collections(settings: BenchSettings, collections: CollectionNames) -> list[str]:
     """Every collection the run writes: the store's, and each concurrency level's."""
     sets = [collections] + [level_collections(collections, users) for users in settings.concurrency]
-    return [name for names in sets for name in names.by_role().values()]
+    return [name for names in sets for name in names.by_kind(MODEL_KINDS).values()]
 
 
 def _motor_client() -> Callable[..., Any]:

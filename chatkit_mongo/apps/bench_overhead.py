@@ -33,7 +33,7 @@ from chatkit.types import (
 
 from .. import _queries as queries
 from .._queries import Find
-from ..schema import Field, Role
+from ..schema import MODEL_KINDS, Field, Kind
 from ..store import MongoStore, new_id
 
 OVERHEAD_OPERATIONS: Final = (
@@ -73,8 +73,9 @@ class OverheadRun:
         self.store = store
         self.context = {"user_id": OWNER}
         self.text = " ".join(["word"] * reply_words)
-        self.collections: dict[Role, Any] = {
-            role: store.database[name] for role, name in store.collections.by_role().items()
+        self.collections: dict[Kind, Any] = {
+            kind: store.database[name]
+            for kind, name in store.collections.by_kind(MODEL_KINDS).items()
         }
         self.thread = ThreadMetadata(id=new_id("thread"), created_at=datetime.now(), title="A/B")
         self.item = self._item(self.thread.id)
@@ -84,7 +85,7 @@ class OverheadRun:
             mime_type="application/pdf",
             thread_id=self.thread.id,
         )
-        self.documents: dict[Role, dict[str, Any]] = {}
+        self.documents: dict[Kind, dict[str, Any]] = {}
 
     def _item(self, thread_id: str) -> AssistantMessageItem:
         return AssistantMessageItem(
@@ -104,22 +105,22 @@ class OverheadRun:
             )
         await self.store.add_thread_item(self.thread.id, self.item, self.context)
         await self.store.save_attachment(self.attachment, self.context)
-        keys: dict[Role, dict[str, Any]] = {
-            "threads": queries.thread_filter(OWNER, self.thread.id),
-            "items": queries.item_filter(OWNER, self.thread.id, self.item.id),
-            "attachments": queries.attachment_filter(OWNER, self.attachment.id),
+        keys: dict[Kind, dict[str, Any]] = {
+            "thread": queries.thread_filter(OWNER, self.thread.id),
+            "item": queries.item_filter(OWNER, self.thread.id, self.item.id),
+            "attachment": queries.attachment_filter(OWNER, self.attachment.id),
         }
-        for role, key in keys.items():
-            document = await self.collections[role].find_one(key)
-            assert document is not None, f"the seeded {role} document is missing"
+        for kind, key in keys.items():
+            document = await self.collections[kind].find_one(key)
+            assert document is not None, f"the seeded {kind} document is missing"
             del document["_id"]  # each copy gets its own, as a driver insert gives it
-            self.documents[role] = document
+            self.documents[kind] = document
 
     # ------------------------------------------------------------------ documents
 
     def _new_item_document(self, thread_id: str) -> tuple[str, dict[str, Any]]:
         """The stored item's document under a fresh id (and thread), as an insert sends it."""
-        template = self.documents["items"]
+        template = self.documents["item"]
         item_id = new_id("message")
         sort_key = template[Field.SORT_KEY].split(" ")[0] + " " + item_id
         data = {**template[Field.DATA], "id": item_id, "thread_id": thread_id}
@@ -132,7 +133,7 @@ class OverheadRun:
         }
 
     def _new_attachment_document(self) -> tuple[str, dict[str, Any]]:
-        template = self.documents["attachments"]
+        template = self.documents["attachment"]
         attachment_id = new_id("attachment")
         data = {**template[Field.DATA], "id": attachment_id}
         return attachment_id, {**template, Field.ATTACHMENT_ID: attachment_id, Field.DATA: data}
@@ -142,17 +143,17 @@ class OverheadRun:
     def pairs(self) -> dict[str, _Pair]:
         store, context, thread_id = self.store, self.context, self.thread.id
         threads, items, attachments = (
-            self.collections["threads"],
-            self.collections["items"],
-            self.collections["attachments"],
+            self.collections["thread"],
+            self.collections["item"],
+            self.collections["attachment"],
         )
 
         def find_one(find: Find) -> Callable[[], Awaitable[object]]:
-            collection = self.collections[find.role]
+            collection = self.collections[find.kind]
             return lambda: collection.find_one(find.filter, find.projection)
 
         def page(find: Find) -> Callable[[], Awaitable[object]]:
-            collection = self.collections[find.role]
+            collection = self.collections[find.kind]
 
             async def bare() -> object:
                 cursor = collection.find(find.filter, find.projection)
@@ -164,8 +165,8 @@ class OverheadRun:
         attachment_key = queries.attachment_filter(OWNER, self.attachment.id)
         thread_key = queries.thread_filter(OWNER, thread_id)
 
-        def upsert(collection: Any, key: dict[str, Any], role: Role) -> Any:
-            document = self.documents[role]
+        def upsert(collection: Any, key: dict[str, Any], kind: Kind) -> Any:
+            document = self.documents[kind]
             return lambda: collection.update_one(key, {"$set": document}, upsert=True)
 
         added: list[str] = []
@@ -185,51 +186,51 @@ class OverheadRun:
                 await items.delete_one(queries.item_filter(OWNER, thread_id, item_id))
             added.clear()
 
-        doomed: dict[str, list[str]] = {"items": [], "attachments": [], "threads": []}
+        doomed: dict[str, list[str]] = {"item": [], "attachment": [], "thread": []}
 
         async def two_items() -> None:
             for _ in range(2):
                 item_id, document = self._new_item_document(thread_id)
                 await items.insert_one(document)
-                doomed["items"].append(item_id)
+                doomed["item"].append(item_id)
 
         async def two_attachments() -> None:
             for _ in range(2):
                 attachment_id, document = self._new_attachment_document()
                 await attachments.insert_one(document)
-                doomed["attachments"].append(attachment_id)
+                doomed["attachment"].append(attachment_id)
 
         async def two_threads() -> None:
             for _ in range(2):
                 doomed_id = new_id("thread")
                 await threads.insert_one(
                     {
-                        **self.documents["threads"],
+                        **self.documents["thread"],
                         **queries.thread_filter(OWNER, doomed_id),
-                        Field.DATA: {**self.documents["threads"][Field.DATA], "id": doomed_id},
+                        Field.DATA: {**self.documents["thread"][Field.DATA], "id": doomed_id},
                     }
                 )
                 for _ in range(2):
                     await items.insert_one(self._new_item_document(doomed_id)[1])
-                doomed["threads"].append(doomed_id)
+                doomed["thread"].append(doomed_id)
 
         async def bare_delete_thread() -> None:
-            scope = queries.thread_filter(OWNER, doomed["threads"].pop())
+            scope = queries.thread_filter(OWNER, doomed["thread"].pop())
             await attachments.delete_many(scope)  # the store's cascade, in its order
             await items.delete_many(scope)
             await threads.delete_many(scope)
 
         return {
             "load_thread": _Pair(
-                lambda: store.load_thread(thread_id, context), find_one(Find("threads", thread_key))
+                lambda: store.load_thread(thread_id, context), find_one(Find("thread", thread_key))
             ),
             "load_item": _Pair(
                 lambda: store.load_item(thread_id, self.item.id, context),
-                find_one(Find("items", item_key)),
+                find_one(Find("item", item_key)),
             ),
             "load_attachment": _Pair(
                 lambda: store.load_attachment(self.attachment.id, context),
-                find_one(Find("attachments", attachment_key)),
+                find_one(Find("attachment", attachment_key)),
             ),
             "load_thread_items": _Pair(
                 lambda: store.load_thread_items(thread_id, None, _PAGE, "desc", context),
@@ -241,15 +242,15 @@ class OverheadRun:
             ),
             "save_thread": _Pair(
                 lambda: store.save_thread(self.thread, context),
-                upsert(threads, thread_key, "threads"),
+                upsert(threads, thread_key, "thread"),
             ),
             "save_item": _Pair(
                 lambda: store.save_item(thread_id, self.item, context),
-                upsert(items, item_key, "items"),
+                upsert(items, item_key, "item"),
             ),
             "save_attachment": _Pair(
                 lambda: store.save_attachment(self.attachment, context),
-                upsert(attachments, attachment_key, "attachments"),
+                upsert(attachments, attachment_key, "attachment"),
             ),
             "add_thread_item": _Pair(
                 lambda: store.add_thread_item(thread_id, next_item.pop(), context),
@@ -258,21 +259,21 @@ class OverheadRun:
                 after=remove_added,
             ),
             "delete_thread_item": _Pair(
-                lambda: store.delete_thread_item(thread_id, doomed["items"].pop(), context),
+                lambda: store.delete_thread_item(thread_id, doomed["item"].pop(), context),
                 lambda: items.delete_one(
-                    queries.item_filter(OWNER, thread_id, doomed["items"].pop())
+                    queries.item_filter(OWNER, thread_id, doomed["item"].pop())
                 ),
                 before=two_items,
             ),
             "delete_attachment": _Pair(
-                lambda: store.delete_attachment(doomed["attachments"].pop(), context),
+                lambda: store.delete_attachment(doomed["attachment"].pop(), context),
                 lambda: attachments.delete_one(
-                    queries.attachment_filter(OWNER, doomed["attachments"].pop())
+                    queries.attachment_filter(OWNER, doomed["attachment"].pop())
                 ),
                 before=two_attachments,
             ),
             "delete_thread": _Pair(
-                lambda: store.delete_thread(doomed["threads"].pop(), context),
+                lambda: store.delete_thread(doomed["thread"].pop(), context),
                 bare_delete_thread,
                 before=two_threads,
             ),

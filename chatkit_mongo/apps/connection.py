@@ -28,7 +28,7 @@ from click.core import ParameterSource
 
 from .._driver import AsyncDatabaseLike, maybe_await
 from .._text import shown
-from ..schema import CollectionNames
+from ..schema import BUCKET, CollectionNames, collection_settings
 from ._params import Seconds
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -37,12 +37,11 @@ DEFAULT_DATABASE: Final = "chatkit"
 DEFAULT_TIMEOUT_SECONDS: Final = 5.0
 _META: Final = "chatkit_mongo.apps.connection"
 _COLLECTION_OPTIONS: Final = {
-    "threads_collection": "threads",
-    "items_collection": "items",
-    "attachments_collection": "attachments",
-    "bucket": "bucket",
+    (setting if setting == BUCKET else f"{setting}_collection"): setting
+    for setting in collection_settings()
 }
-"""Option name -> the CollectionNames field it sets."""
+"""Option name -> the CollectionNames field it sets: one per collection the registry of
+document kinds names (``--threads-collection``, ...), and ``--bucket``."""
 _SOURCE_RANK: Final = {
     ParameterSource.DEFAULT: 0,
     ParameterSource.DEFAULT_MAP: 0,
@@ -112,7 +111,7 @@ def connection_options(function: _F) -> _F:
                 default=getattr(CollectionNames(), field),
                 show_default=True,
                 help=f"Name of the {field} collection."
-                if field != "bucket"
+                if field != BUCKET
                 else "Name of the GridFS bucket of attachment bytes.",
             )
             for name, field in _COLLECTION_OPTIONS.items()

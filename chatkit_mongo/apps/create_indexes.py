@@ -21,7 +21,7 @@ Echo = Callable[[str], None]
 def planned(collections: CollectionNames, *, retention: bool = False) -> list[str]:
     """The index specs, one line each, as ``--dry-run`` prints them without connecting."""
     return [
-        f"{spec.describe(collections.name_of(spec.role))}  # {spec.why}"
+        f"{spec.describe(collections.name_of(spec.kind))}  # {spec.why}"
         for spec in index_specs(retention)
     ]
 

@@ -66,8 +66,8 @@ async def purge_inactive(
         raise ValueError(f"older_than ({older_than}) reaches back before the year 1") from None
     cutoff = sort_key(oldest, "")
     eraser = _eraser(database, collections)
-    threads = eraser.collection("threads")
-    items = eraser.collection("items")
+    threads = eraser.collection("thread")
+    items = eraser.collection("item")
     # Why through the sort key: it starts with the creation time in fixed-width
     # digits, so "older than" is a string range, and the items check is one range on
     # the owner_thread_sort index.
@@ -103,5 +103,5 @@ def _eraser(database: AsyncDatabaseLike, collections: CollectionNames) -> Persis
 
 
 async def _attachment_ids(eraser: Persistence, scope: dict[str, Any]) -> list[str]:
-    cursor = eraser.collection("attachments").find(scope, {Field.ATTACHMENT_ID: 1, "_id": 0})
+    cursor = eraser.collection("attachment").find(scope, {Field.ATTACHMENT_ID: 1, "_id": 0})
     return [document[Field.ATTACHMENT_ID] async for document in cursor]

@@ -70,16 +70,16 @@ def hot_queries(
 ) -> list[tuple[str, Find]]:
     """The queries of a ChatKit turn, named, for one thread and one of its items."""
     return [
-        ("load_thread", Find("threads", queries.thread_filter(owner, thread_id))),
+        ("load_thread", Find("thread", queries.thread_filter(owner, thread_id))),
         ("load_threads page", queries.threads_page(owner, None, "desc", page_size)),
         ("load_thread_items page", queries.items_page(owner, thread_id, None, "desc", page_size)),
         (
             "load_thread_items page after an item",
             queries.items_page(owner, thread_id, anchor_sort_key, "asc", page_size),
         ),
-        ("page anchor", queries.anchor("items", queries.item_filter(owner, thread_id, item_id))),
-        ("load_item", Find("items", queries.item_filter(owner, thread_id, item_id))),
-        ("load_attachment", Find("attachments", queries.attachment_filter(owner, item_id))),
+        ("page anchor", queries.anchor("item", queries.item_filter(owner, thread_id, item_id))),
+        ("load_item", Find("item", queries.item_filter(owner, thread_id, item_id))),
+        ("load_attachment", Find("attachment", queries.attachment_filter(owner, item_id))),
     ]
 
 
@@ -88,7 +88,7 @@ async def explain(
 ) -> PlanSummary:
     """Run ``explain`` (executionStats) of ``find``; the doubles raise, having no planner."""
     command: dict[str, Any] = {
-        "find": collections.by_role()[find.role],
+        "find": collections.name_of(find.kind),
         "filter": find.filter,
         "projection": find.projection,
         "limit": find.limit,

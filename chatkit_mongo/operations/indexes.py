@@ -50,10 +50,10 @@ async def plan_indexes(
 ) -> list[IndexStatus]:
     """Compare the needed indexes with what the database has; changes nothing."""
     existing: dict[str, list[dict[str, Any]]] = {}
-    for role in dict.fromkeys(spec.role for spec in specs):
-        cursor = await maybe_await(database[collections.name_of(role)].list_indexes())
-        existing[role] = await cursor.to_list(None)
-    return [_status(spec, collections.name_of(spec.role), existing[spec.role]) for spec in specs]
+    for kind in dict.fromkeys(spec.kind for spec in specs):
+        cursor = await maybe_await(database[collections.name_of(kind)].list_indexes())
+        existing[kind] = await cursor.to_list(None)
+    return [_status(spec, collections.name_of(spec.kind), existing[spec.kind]) for spec in specs]
 
 
 async def ensure_indexes(

@@ -25,11 +25,13 @@ from pymongo.errors import PyMongoError
 from .._driver import AsyncDatabaseLike
 from ..schema import (
     INDEXES,
+    KINDS,
+    MODEL_KINDS,
     SHARD_KEYS,
     CollectionNames,
     Field,
     GridFSField,
-    IndexedRole,
+    Kind,
     ShardKey,
     UploadField,
     prefix_range,
@@ -59,14 +61,14 @@ def _equality(value: Any) -> Literal["equal", "in", "other"]:
     return "equal"
 
 
-def route(role: IndexedRole, filter_: Mapping[str, Any]) -> Route:
-    """Where a mongos sends a query on ``role`` with ``filter_`` (an insert's document
+def route(kind: Kind, filter_: Mapping[str, Any]) -> Route:
+    """Where a mongos sends a query on ``kind`` with ``filter_`` (an insert's document
     routes the same way: by its shard key fields)."""
-    fields = next(key.fields for key in SHARD_KEYS if key.role == role)
-    kinds = [_equality(filter_[name]) if name in filter_ else "absent" for name in fields]
-    if all(kind == "equal" for kind in kinds):
+    fields = next(key.fields for key in SHARD_KEYS if key.kind == kind)
+    shapes = [_equality(filter_[name]) if name in filter_ else "absent" for name in fields]
+    if all(shape == "equal" for shape in shapes):
         return "one shard"
-    if kinds[0] in ("equal", "in"):
+    if shapes[0] in ("equal", "in"):
         return "key range"
     return "every shard"
 
@@ -75,26 +77,24 @@ def route(role: IndexedRole, filter_: Mapping[str, Any]) -> Route:
 class Scatter:
     """A query that goes to every shard, on purpose, and what it costs there."""
 
-    role: IndexedRole
+    kind: Kind
     operation: str
     fields: frozenset[str]
     """The filter's top-level field names: what tells this query from others."""
     sent_by: str
     cost: str
 
-    def matches(self, role: IndexedRole, operation: str, filter_: Mapping[str, Any]) -> bool:
-        return (role, operation, frozenset(filter_)) == (self.role, self.operation, self.fields)
+    def matches(self, kind: Kind, operation: str, filter_: Mapping[str, Any]) -> bool:
+        return (kind, operation, frozenset(filter_)) == (self.kind, self.operation, self.fields)
 
 
-def _scatter(
-    role: IndexedRole, operation: str, fields: tuple[str, ...], by: str, cost: str
-) -> Scatter:
-    return Scatter(role, operation, frozenset(fields), by, cost)
+def _scatter(kind: Kind, operation: str, fields: tuple[str, ...], by: str, cost: str) -> Scatter:
+    return Scatter(kind, operation, frozenset(fields), by, cost)
 
 
 SCATTERS: Final[tuple[Scatter, ...]] = (
     _scatter(
-        "attachments",
+        "attachment",
         "find",
         (UploadField.PENDING_SINCE,),
         "sweep_orphans: uploads abandoned before the cut-off, across owners",
@@ -102,7 +102,7 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "attachments still waiting for bytes; then one single-shard delete per candidate",
     ),
     _scatter(
-        "files",
+        "file",
         "find",
         (),
         "sweep_orphans: every GridFS file, to find those no attachment refers to",
@@ -110,7 +110,7 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "single-shard lookup per file: run it off-peak, e.g. nightly",
     ),
     _scatter(
-        "chunks",
+        "chunk",
         "aggregate",
         (),
         "sweep_orphans: the file ids of all chunks, to find chunks whose file is gone",
@@ -118,7 +118,7 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "(O(all chunks)): the sweep's most expensive step",
     ),
     _scatter(
-        "files",
+        "file",
         "find_one",
         (),
         "the GridFS driver, on each upload: is the files collection empty (index check)",
@@ -126,14 +126,14 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "grow with the shard count, work per shard does not",
     ),
     _scatter(
-        "chunks",
+        "chunk",
         "find_one",
         (),
         "the GridFS driver, on each upload: is the chunks collection empty (index check)",
         "as for files: one document from each shard per upload",
     ),
     _scatter(
-        "threads",
+        "thread",
         "find",
         (Field.SORT_KEY,),
         "purge --older-than: threads created before the cut-off, across owners",
@@ -141,14 +141,14 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "single-shard or owner-range work per old thread: an operator's batch job",
     ),
     _scatter(
-        "threads",
+        "thread",
         "count_documents",
         (),
         "purge --older-than: the thread count for its progress bar",
         "counts every thread on every shard through an index: O(threads) keys",
     ),
     _scatter(
-        "files",
+        "file",
         "find",
         (GridFSField.METADATA_OWNER,),
         "purge --owner and export --owner: the owner's files by their metadata",
@@ -156,21 +156,21 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "shard count, keys read only with the owner's files",
     ),
     _scatter(
-        "files",
+        "file",
         "count_documents",
         (GridFSField.METADATA_OWNER,),
         "purge --owner --dry-run and export --owner's count: as the find above",
         "one seek per shard on the owner_attachment index",
     ),
     _scatter(
-        "files",
+        "file",
         "find",
         (GridFSField.METADATA_OWNER, GridFSField.METADATA_ATTACHMENT_ID),
         "purge --older-than: the files of one expired thread's attachments",
         "one seek per shard on the owner_attachment index, per expired thread",
     ),
     _scatter(
-        "attachments",
+        "attachment",
         "find",
         (UploadField.FILE_ID, Field.OWNER),
         "the ownership proof before deleting bytes (delete_attachment, delete_thread, "
@@ -182,7 +182,7 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "id, whose owner is in the id",
     ),
     _scatter(
-        "attachments",
+        "attachment",
         "find",
         (UploadField.FILE_ID,),
         "import's pre-check, only for bare ObjectId file ids (exports of files uploaded "
@@ -191,13 +191,13 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "serves file_id); owner file ids are asked per owner, routed to its range",
     ),
     *(
-        _scatter(role, operation, (), "export (all owners): every document", "reads everything")
-        for role in ("threads", "items", "attachments")
+        _scatter(kind, operation, (), "export (all owners): every document", "reads everything")
+        for kind in MODEL_KINDS
         for operation in ("find", "count_documents")
     ),
     *(
         _scatter(
-            "files",
+            "file",
             operation,
             (GridFSField.METADATA_OWNER,),
             "export (all owners): every file that names an owner",
@@ -207,14 +207,14 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
     ),
     *(
         _scatter(
-            role,
+            kind,
             "find",
             ("$or",),
             "import's pre-check: a batch's _ids or keys already stored",
             "one query per shard per batch of 500 lines (the _id is not the shard key, "
             "so the _id half cannot be routed)",
         )
-        for role in ("threads", "items", "attachments", "files", "chunks")
+        for kind in KINDS
     ),
 )
 """Every query that goes to every shard, who sends it and its cost. None is on the path
@@ -222,8 +222,8 @@ of a ChatKit request except the GridFS driver's index check on upload; the rest 
 operator's jobs (purge by age, the orphan sweep, export or import of everything)."""
 
 
-def scatter_of(role: IndexedRole, operation: str, filter_: Mapping[str, Any]) -> Scatter | None:
-    return next((s for s in SCATTERS if s.matches(role, operation, filter_)), None)
+def scatter_of(kind: Kind, operation: str, filter_: Mapping[str, Any]) -> Scatter | None:
+    return next((s for s in SCATTERS if s.matches(kind, operation, filter_)), None)
 
 
 # ---------------------------------------------------------------- zones
@@ -259,7 +259,7 @@ def zone_ranges(
         first, rest = key.fields[0], key.fields[1:]
         ranges.append(
             ZoneRange(
-                f"{database}.{collections.name_of(key.role)}",
+                f"{database}.{collections.name_of(key.kind)}",
                 {first: lower, **dict.fromkeys(rest, MinKey())},
                 {first: upper, **dict.fromkeys(rest, MinKey())},
                 zone,
@@ -295,7 +295,7 @@ def _enable_sharding(database: str) -> dict[str, Any]:
 
 
 def _shard_collection(database: str, collections: CollectionNames, key: ShardKey) -> dict[str, Any]:
-    namespace = f"{database}.{collections.name_of(key.role)}"
+    namespace = f"{database}.{collections.name_of(key.kind)}"
     return {"shardCollection": namespace, "key": key.document()}
 
 
@@ -306,7 +306,7 @@ def planned_commands(database: str, collections: CollectionNames) -> list[str]:
         line = f"db.adminCommand({json.dumps(command)})"
         namespace = command.get("shardCollection")
         key = next(
-            (k for k in SHARD_KEYS if namespace == f"{database}.{collections.name_of(k.role)}"),
+            (k for k in SHARD_KEYS if namespace == f"{database}.{collections.name_of(k.kind)}"),
             None,
         )
         lines.append(line if key is None else f"{line}  // {supporting_index(key, collections)}")
@@ -315,9 +315,9 @@ def planned_commands(database: str, collections: CollectionNames) -> list[str]:
 
 def supporting_index(key: ShardKey, collections: CollectionNames) -> str:
     """The index a shard key needs, as the dry run prints it."""
-    collection = collections.name_of(key.role)
+    collection = collections.name_of(key.kind)
     for spec in INDEXES:
-        if spec.role == key.role and spec.name == key.index:
+        if spec.kind == key.kind and spec.name == key.index:
             return f"needs index {spec.describe(collection)} (created by init)"
     return f"needs index {collection}.{key.index} (always present)"
 
@@ -356,7 +356,7 @@ async def shard_states(
     catalog = database.client["config"]["collections"]
     states = []
     for key in SHARD_KEYS:
-        namespace = f"{database.name}.{collections.name_of(key.role)}"
+        namespace = f"{database.name}.{collections.name_of(key.kind)}"
         entry = await catalog.find_one({"_id": namespace})
         if entry is None or entry.get("dropped") or "key" not in entry:
             states.append(ShardState(key, namespace, "not sharded"))

@@ -46,6 +46,7 @@ from ..owner import check_owner
 from ..schema import (
     DOCUMENT_KINDS,
     FILE_ID_SEPARATOR,
+    KINDS,
     CollectionNames,
     Field,
     FileId,
@@ -57,8 +58,6 @@ from ..schema import (
     is_file_id,
 )
 
-KINDS: Final[tuple[Kind, ...]] = tuple(kind.name for kind in DOCUMENT_KINDS)
-"""In the order they are exported: a chunk's file always comes before the chunk."""
 _KIND: Final = "kind"
 _FORMAT: Final = "format"
 _DOCUMENT: Final = "document"
@@ -97,11 +96,6 @@ class ImportCounts:
         )
 
 
-def collection_of(collections: CollectionNames, kind: Kind) -> str:
-    """The collection that holds documents of ``kind``."""
-    return collections.name_of(document_kind(kind).role)
-
-
 def _scope(kind: Kind, owner: str | None) -> dict[str, Any]:
     if owner is None:
         return {GridFSField.METADATA_OWNER: {"$exists": True}} if kind == "file" else {}
@@ -114,9 +108,7 @@ async def count_export(
     """How many lines :func:`export_data` will write, for a progress bar."""
     total = 0
     for kind in ("thread", "item", "attachment", "file"):
-        total += await database[collection_of(collections, kind)].count_documents(
-            _scope(kind, owner)
-        )
+        total += await database[collections.name_of(kind)].count_documents(_scope(kind, owner))
     return total
 
 
@@ -138,7 +130,7 @@ async def export_data(
     counts: dict[Kind, int] = dict.fromkeys(KINDS, 0)
     chunks = database[collections.bucket_chunks]
     for kind in ("thread", "item", "attachment", "file"):
-        cursor = database[collection_of(collections, kind)].find(_scope(kind, owner))
+        cursor = database[collections.name_of(kind)].find(_scope(kind, owner))
         async for document in cursor.sort("_id", 1):
             _write_line(out, kind, document)
             counts[kind] += 1
@@ -229,7 +221,7 @@ async def import_data(
     async def flush() -> None:
         if batch_kind is None or not batch:
             return
-        collection = database[collection_of(collections, batch_kind)]
+        collection = database[collections.name_of(batch_kind)]
         result = await shielded(collection.bulk_write(list(batch), ordered=True))
         counts.inserted[batch_kind] += result.upserted_count
         counts.updated[batch_kind] += result.modified_count
@@ -626,7 +618,7 @@ async def _check_claims(
     clashes = {"$or": [{"_id": {"$in": [claim.id for claim in claims]}}, *keys]}
     projection = dict.fromkeys(_KEYS[kind], 1)
     errors: list[tuple[int, str]] = []
-    async for existing in database[collection_of(collections, kind)].find(clashes, projection):
+    async for existing in database[collections.name_of(kind)].find(clashes, projection):
         key = _key(kind, existing)
         claim = by_id.get(_encoded(existing["_id"])) or next(
             (claim for claim in claims if claim.id == existing["_id"]), None
