@@ -193,13 +193,12 @@ class MongoStore(Store[TContext], Generic[TContext]):
         metadata = _metadata_only(thread)
         thread_id = check_id(metadata.id, "thread.id")
         what = f"thread {thread_id}"
-        fields = {
-            **queries.thread_filter(owner, thread_id),
-            **_timing(metadata.created_at, thread_id),
-            Field.DATA: dump(metadata, THREAD_ADAPTER, what),
-        }
+        key = queries.thread_filter(owner, thread_id)
+        fields = _document(
+            key, metadata.created_at, thread_id, dump(metadata, THREAD_ADAPTER, what)
+        )
         check_document(fields, what)
-        await self.persistence.save_thread(queries.thread_filter(owner, thread_id), fields)
+        await self.persistence.save_thread(key, fields)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
@@ -259,7 +258,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """
         owner = await self.persistence.begin(context)
         key, fields = self._item_fields(owner, thread_id, item)
-        fields |= await self.persistence.expiry(owner, thread_id)
+        if self.retention is not None:  # Why the test here: off, not even an empty await
+            fields |= await self.persistence.expiry(owner, thread_id)
         try:
             await shielded(self.persistence.collection("item").insert_one(fields))
         except DuplicateKeyError as exc:
@@ -283,7 +283,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """Insert or replace the item with this id in this thread."""
         owner = await self.persistence.begin(context)
         key, fields = self._item_fields(owner, thread_id, item)
-        fields |= await self.persistence.expiry(owner, thread_id)
+        if self.retention is not None:  # Why the test here: off, not even an empty await
+            fields |= await self.persistence.expiry(owner, thread_id)
         await shielded(
             self.persistence.collection("item").update_one(key, {"$set": fields}, upsert=True)
         )
@@ -313,7 +314,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         ``delete_thread`` can find the thread's attachments through an index."""
         owner = await self.persistence.begin(context)
         key, fields = self.persistence.attachment_document(owner, attachment)
-        fields |= await self.persistence.expiry(owner, fields[Field.THREAD_ID])
+        if self.retention is not None:
+            fields |= await self.persistence.expiry(owner, fields[Field.THREAD_ID])
         await shielded(
             self.persistence.collection("attachment").update_one(key, {"$set": fields}, upsert=True)
         )
@@ -348,11 +350,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         item_id = check_id(item.id, "item.id")
         what = f"item {item_id} of thread {thread_id}"
         key = queries.item_filter(owner, thread_id, item_id)
-        fields = {
-            **key,
-            **_timing(item.created_at, item_id),
-            Field.DATA: dump(item, ITEM_ADAPTER, what),
-        }
+        fields = _document(key, item.created_at, item_id, dump(item, ITEM_ADAPTER, what))
         check_document(fields, what)
         return key, fields
 
@@ -411,10 +409,19 @@ def _metadata_only(thread: ThreadMetadata) -> ThreadMetadata:
     return ThreadMetadata(**{name: getattr(thread, name) for name in ThreadMetadata.model_fields})
 
 
-def _timing(created_at: datetime, element_id: str) -> dict[str, Any]:
+def _document(
+    key: dict[str, Any], created_at: datetime, element_id: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    """A thread's or item's stored fields: its key, its timing, its model under ``data``.
+
+    Built as one dict, with ``created_at`` made naive UTC once: every write pays this.
+    """
+    naive = utc_naive(created_at)
     return {
-        Field.SORT_KEY: sort_key(created_at, element_id),
-        Field.CREATED_AT: utc_naive(created_at),
+        **key,
+        Field.SORT_KEY: sort_key(naive, element_id),
+        Field.CREATED_AT: naive,
+        Field.DATA: data,
     }
 
 
