@@ -4,6 +4,8 @@ against mockupdb playing a mongos (or a replica set member): the exact commands 
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -96,14 +98,28 @@ def lines() -> list[str]:
     return []
 
 
-async def _shard(cluster: Cluster, lines: list[str]) -> int:
+@asynccontextmanager
+async def _database(cluster: Cluster) -> AsyncIterator[Any]:
+    """The ``chatkit`` database on a real ``AsyncMongoClient`` talking to ``cluster``."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         cluster.server.uri, serverSelectionTimeoutMS=5000, directConnection=True
     )
     try:
-        return await shard(client["chatkit"], NAMES, lines.append)
+        yield client["chatkit"]
     finally:
         await client.close()
+
+
+async def _shard(cluster: Cluster, lines: list[str]) -> int:
+    async with _database(cluster) as database:
+        return await shard(database, NAMES, lines.append)
+
+
+async def _sharding_findings(cluster: Cluster) -> list[Any]:
+    """What doctor reports about sharding on ``cluster``."""
+    async with _database(cluster) as database:
+        findings = await diagnose(database, NAMES)
+    return [f for f in findings if f.subject == "sharding"]
 
 
 async def test_on_a_mongos_it_sends_exactly_the_planned_commands(lines: list[str]) -> None:
@@ -149,14 +165,7 @@ async def test_on_a_replica_set_it_says_so_and_changes_nothing(lines: list[str])
 async def test_doctor_reports_sharding_per_collection_on_a_mongos() -> None:
     sharded = {"chatkit.chatkit_threads": {"owner": 1, "thread_id": 1}}
     with Cluster(router=True, sharded=sharded) as cluster:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            cluster.server.uri, directConnection=True
-        )
-        try:
-            findings = await diagnose(client["chatkit"], NAMES)
-        finally:
-            await client.close()
-    report = [f for f in findings if f.subject == "sharding"]
+        report = await _sharding_findings(cluster)
     assert [f.verdict for f in report] == ["ok", "fail", "fail", "fail", "fail"]
     assert "chatkit_items {owner: 1, thread_id: 1, item_id: 1}: not sharded" in report[1].detail
     assert not cluster.sent(*_SHARDING)  # doctor only reads
@@ -164,14 +173,7 @@ async def test_doctor_reports_sharding_per_collection_on_a_mongos() -> None:
 
 async def test_doctor_on_a_replica_set_says_there_is_nothing_to_shard() -> None:
     with Cluster(router=False) as cluster:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            cluster.server.uri, directConnection=True
-        )
-        try:
-            findings = await diagnose(client["chatkit"], NAMES)
-        finally:
-            await client.close()
-    (report,) = [f for f in findings if f.subject == "sharding"]
+        (report,) = await _sharding_findings(cluster)
     assert (report.verdict, report.detail) == ("ok", "not a sharded cluster: nothing to shard")
 
 
