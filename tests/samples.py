@@ -60,6 +60,18 @@ def thread(
     return ThreadMetadata(id=thread_id, created_at=created_at, **fields)
 
 
+def tool_call(item_id: str, thread_id: str, arguments: Any) -> ClientToolCallItem:
+    """A client tool call carrying ``arguments``: the item field that holds any JSON."""
+    return ClientToolCallItem(
+        id=item_id,
+        thread_id=thread_id,
+        created_at=BASE_TIME,
+        call_id="c",
+        name="n",
+        arguments=arguments,
+    )
+
+
 def assistant_message(
     item_id: str, thread_id: str = "thr_1", created_at: datetime = BASE_TIME, text: str = "hello"
 ) -> ThreadItem:

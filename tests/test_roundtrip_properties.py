@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from chatkit_mongo import UnstorableError
 
 from .conftest import BACKENDS, RequestContext
-from .samples import BASE_TIME
+from .samples import BASE_TIME, tool_call
 from .strategies import (
     INT64_MAX,
     INT64_MIN,
@@ -238,14 +238,7 @@ def test_special_keys_in_metadata_load_back_equal_or_are_refused_naming_the_fiel
         saved = ThreadMetadata(id="thr_s", created_at=BASE_TIME, metadata=extra)
         save, load = store.save_thread(saved, ALICE), store.load_thread("thr_s", ALICE)
     elif kind == "item":
-        saved = ClientToolCallItem(
-            id="tc_s",
-            thread_id="thr_s",
-            created_at=BASE_TIME,
-            call_id="c",
-            name="n",
-            arguments=extra,
-        )
+        saved = tool_call("tc_s", "thr_s", extra)
         save, load = (
             store.add_thread_item("thr_s", saved, ALICE),
             store.load_item("thr_s", "tc_s", ALICE),

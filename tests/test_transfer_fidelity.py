@@ -34,7 +34,7 @@ from chatkit_mongo.schema import Field, GridFSField, UploadField, is_file_id, ow
 
 from .cli_support import all_documents, encoded, invoke, run, seed
 from .conftest import BACKENDS, NAMES, RequestContext
-from .samples import BASE_TIME
+from .samples import BASE_TIME, tool_call
 from .strategies import (
     StoreRunner,
     examples,
@@ -55,14 +55,7 @@ def _save_all(runner: StoreRunner, extra: dict[str, Any]) -> bool:
                 ThreadMetadata(id="thr_x", created_at=BASE_TIME, metadata=extra), ALICE
             )
         )
-        item = ClientToolCallItem(
-            id="tc_x",
-            thread_id="thr_x",
-            created_at=BASE_TIME,
-            call_id="c",
-            name="n",
-            arguments=extra,
-        )
+        item = tool_call("tc_x", "thr_x", extra)
         runner.run(store.add_thread_item("thr_x", item, ALICE))
         attachment = FileAttachment(id="atc_x", name="a", mime_type="text/plain", metadata=extra)
         runner.run(store.save_attachment(attachment, ALICE))
