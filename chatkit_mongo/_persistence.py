@@ -443,7 +443,14 @@ class Persistence:
         await self._delete_files(file_ids)
 
     async def _delete_files(self, file_ids: list[Any]) -> None:
-        """GridFS files by id: the chunks, then the ``files`` documents.
+        """GridFS files by id, in the one order of :meth:`_byte_deletes`."""
+        if not file_ids:
+            return
+        for _, collection, filter_ in self._byte_deletes(file_ids):
+            await collection.delete_many(filter_)
+
+    def _byte_deletes(self, file_ids: list[Any]) -> list[tuple[Kind, Any, dict[str, Any]]]:
+        """The deletes of GridFS files by id: the chunks, then the ``files`` documents.
 
         Why plain deletes and not ``bucket.delete``: they take many ids in one round trip,
         never raise for a file already gone, and also remove chunks of a write that never
@@ -453,10 +460,10 @@ class Persistence:
         reaches the file meanwhile, as every caller has unlinked it or is deleting its
         attachment.
         """
-        if not file_ids:
-            return
-        await self._handles["chunk"].delete_many({GridFSField.FILES_ID: {"$in": file_ids}})
-        await self._handles["file"].delete_many({GridFSField.ID: {"$in": file_ids}})
+        return [
+            ("chunk", self._handles["chunk"], {GridFSField.FILES_ID: {"$in": file_ids}}),
+            ("file", self._handles["file"], {GridFSField.ID: {"$in": file_ids}}),
+        ]
 
     # ------------------------------------------------------------------ the erase cascade
 
@@ -486,12 +493,7 @@ class Persistence:
         file_ids: list[Any] = []
         if self._bucket is not None:
             file_ids = await self._erasable_files(owner, scope, files_filter)
-        ordered: list[tuple[Kind, Any, dict[str, Any]]] = []
-        if file_ids:
-            ordered += [
-                ("chunk", self._handles["chunk"], {GridFSField.FILES_ID: {"$in": file_ids}}),
-                ("file", self._handles["file"], {GridFSField.ID: {"$in": file_ids}}),
-            ]
+        ordered = self._byte_deletes(file_ids) if file_ids else []
         ordered += [(kind, self._handles[kind], scope) for kind in ("attachment", "item")]
         ordered.append(("thread", self._handles["thread"], scope))
         counts = PurgeCounts()
