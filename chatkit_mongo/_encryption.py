@@ -238,6 +238,12 @@ class OwnerEncryption:
     async def close(self) -> None:
         await self._encryption.close()
 
+    async def ensure_key_vault_index(self) -> None:
+        """Create the key vault's unique index (a no-op when present), so that this
+        engine may create keys from now on."""
+        await ensure_key_vault_index(self.config, self._key_vault_client)
+        self._index_checked = True
+
     # Keys -----------------------------------------------------------------------------
 
     async def key_for_read(self, owner: str) -> Binary | None:

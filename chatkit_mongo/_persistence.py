@@ -18,7 +18,10 @@ once:
   ``files`` document); :meth:`Persistence.delete_unreferenced_files` for the sweep's orphans,
   in the same order;
 - uploads: :meth:`Persistence.insert_pending`, :meth:`Persistence.claim_upload`,
-  :meth:`Persistence.complete_upload` and :meth:`Persistence.release_upload`.
+  :meth:`Persistence.complete_upload` and :meth:`Persistence.release_upload`;
+- content: :meth:`Persistence.seal` and :meth:`Persistence.unseal`, the one place the
+  ``data`` sub-document is turned into what is stored and back (with encryption on, a
+  ciphertext under the owner's data key; see :mod:`chatkit_mongo._encryption`).
 
 Why one object rather than helpers on each store: the attachment store, the purges and the
 sweep would otherwise reach into the metadata store's private state (they used to), and the
@@ -27,8 +30,6 @@ cascade and the GridFS delete order existed twice and disagreed.
 The public seam for instrumentation and fault injection is ``wrap_collection``: a callable
 ``(kind, collection) -> collection`` applied once to each collection handle when it is made.
 It costs nothing per call (no extra await, no indirection unless the wrapper adds one).
-A future content transform (encrypting ``data`` and the byte stream) plugs in at the same
-place the documents are built here, without another reshape.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment
@@ -50,7 +51,7 @@ from ._gridfs import erasable_file_ids
 from ._queries import Find
 from ._single_flight import OncePerClient
 from ._text import plural
-from .errors import StoreClosedError, UploadConflictError
+from .errors import EncryptionConfigError, StoreClosedError, UploadConflictError
 from .operations.indexes import IndexStatus, ensure_indexes
 from .owner import OwnerResolver, default_owner, resolve_owner
 from .retention import Retention
@@ -67,6 +68,10 @@ from .schema import (
     index_specs,
     utc_naive,
 )
+
+if TYPE_CHECKING:  # Why only then: the engine imports libmongocrypt's bindings, which a
+    # store without encryption (and the CLI's --help) should not pay for.
+    from ._encryption import OwnerEncryption
 
 CollectionWrapper = Callable[[Kind, Any], Any]
 """``(kind, collection) -> collection``: applied once to each collection handle; the public
@@ -122,10 +127,13 @@ class Persistence:
         retention: Retention | None = None,
         auto_create_indexes: bool = True,
         wrap_collection: CollectionWrapper | None = None,
+        encryption: OwnerEncryption | None = None,
     ) -> None:
         self.database: Final = database
         self.collections: Final = collections
         self.retention: Final = retention
+        self.encryption: Final = encryption
+        """The engine that seals content, or None: content is stored as it is."""
         self._owner_of: OwnerResolver = owner or default_owner
         self._wrap: CollectionWrapper = wrap_collection or _unwrapped
         names = collections.by_kind(MODEL_KINDS)
@@ -180,12 +188,52 @@ class Persistence:
         self._closed = True
 
     async def ensure_indexes(self) -> list[IndexStatus]:
+        """The store's indexes, and with encryption on the key vault's unique index too:
+        without it an owner's first write would be refused (see ``OwnerEncryption``)."""
         self.check_open()
         report = await ensure_indexes(
             self.database, self.collections, index_specs(self.retention is not None)
         )
+        if self.encryption is not None:
+            await self.encryption.ensure_key_vault_index()
         self._index_checks.mark_done(self.database.client, self._index_key)
         return report
+
+    # ------------------------------------------------------------------ content
+
+    async def seal(self, owner: str, data: dict[str, Any]) -> Any:
+        """The ``data`` field as it is stored: ``data`` itself, or with encryption on
+        one ciphertext of it under ``owner``'s data key (made at the owner's first write).
+
+        Why only ``data``: the owner, ids, sort key and dates stay in the clear, so every
+        filter, index, page and shard key works on encrypted documents unchanged. Callers
+        check sizes on the plaintext: a ciphertext is at most
+        ``_encryption.DOCUMENT_OVERHEAD_MAX`` (82) bytes larger, well inside the
+        headroom ``_codec`` keeps under MongoDB's limit.
+        """
+        if self.encryption is None:
+            return data
+        return await self.encryption.encrypt(owner, data)
+
+    async def unseal(self, owner: str, stored: Any) -> dict[str, Any] | None:
+        """The ``data`` sub-document a stored ``data`` field holds, for ``owner``; None
+        when it cannot be read for ``owner`` (its key is shredded, or it was made with
+        another owner's key: copied or imported under this owner), which every reader
+        reports as not found.
+
+        A plaintext document reads as it is, with encryption on too: a store that ran
+        without encryption keeps working while ``chatkit-mongo encrypt`` converts it.
+        A ciphertext with encryption off is a configuration error, said as such, never
+        a crash in the model's validation.
+        """
+        if isinstance(stored, dict):
+            return stored
+        if self.encryption is None:
+            raise EncryptionConfigError(
+                "a stored document is encrypted, and this store has no encryption settings; "
+                "pass the same encryption= the documents were written with"
+            )
+        return await self.encryption.decrypt(owner, stored)
 
     # ------------------------------------------------------------------ visibility, expiry
 
@@ -324,6 +372,14 @@ class Persistence:
         check_document(fields, what)
         return key, fields
 
+    async def sealed_attachment_document(
+        self, owner: str, attachment: Attachment
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`attachment_document` with its ``data`` as stored (:meth:`seal`)."""
+        key, fields = self.attachment_document(owner, attachment)
+        fields[Field.DATA] = await self.seal(owner, fields[Field.DATA])
+        return key, fields
+
     async def insert_pending(
         self, owner: str, attachment: Attachment, declared_size: int | None
     ) -> None:
@@ -331,7 +387,7 @@ class Persistence:
 
         Insert, not upsert: a fresh 96-bit id, so nothing stored can be overwritten.
         """
-        _, fields = self.attachment_document(owner, attachment)
+        _, fields = await self.sealed_attachment_document(owner, attachment)
         fields |= await self.expiry(owner, attachment.thread_id)
         pending = {
             UploadField.STATE: UploadField.AWAITING,

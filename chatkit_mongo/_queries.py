@@ -16,6 +16,7 @@ from .schema import Field, Kind
 
 _DATA_ONLY: dict[str, Any] = {Field.DATA: 1, "_id": 0}
 _SORT_KEY_ONLY: dict[str, Any] = {Field.SORT_KEY: 1, "_id": 0}
+_PAGE_FIELDS: dict[str, Any] = {Field.DATA: 1, Field.SORT_KEY: 1, "_id": 0}
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,20 @@ def page(
     """One page in ``order``, after ``after_sort_key``: one index range, no skip.
 
     ``limit + 1`` documents are asked for: the extra one tells whether more remain.
+    Each comes with its sort key, where the range continues when a document of it
+    cannot be read (see ``MongoStore``'s pages).
     """
     direction = 1 if order == "asc" else -1
     filter_ = dict(scope)
     if after_sort_key is not None:
         filter_[Field.SORT_KEY] = {"$gt" if direction == 1 else "$lt": after_sort_key}
-    return Find(kind, filter_, sort=((Field.SORT_KEY, direction),), limit=limit + 1)
+    return Find(
+        kind,
+        filter_,
+        projection=dict(_PAGE_FIELDS),
+        sort=((Field.SORT_KEY, direction),),
+        limit=limit + 1,
+    )
 
 
 def threads_page(owner: str, after_sort_key: str | None, order: Order, limit: int) -> Find:

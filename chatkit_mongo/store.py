@@ -6,7 +6,7 @@ import inspect
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Final, Generic
+from typing import TYPE_CHECKING, Any, Final, Generic
 
 from chatkit.store import NotFoundError, Store, StoreItemType, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
@@ -24,6 +24,9 @@ from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
 from .retention import Clock, Retention
 from .schema import CollectionNames, Field, sort_key, utc_naive
+
+if TYPE_CHECKING:
+    from .encryption import Encryption
 
 TContext = TypeVar("TContext", default=Any)
 _T = TypeVar("_T")
@@ -76,6 +79,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         retention_refresh: timedelta | None = None,
         clock: Clock | None = None,
         wrap_collection: CollectionWrapper | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
         """Build a store over ``database``.
 
@@ -98,6 +102,11 @@ class MongoStore(Store[TContext], Generic[TContext]):
             wrap_collection: ``(kind, collection) -> collection``, applied once to each
                 collection handle: the place for instrumentation (counting or tracing
                 calls) and for injecting driver faults in tests.
+            encryption: encrypt the content of threads, items and attachments with a
+                data key per owner (:class:`~chatkit_mongo.encryption.Encryption`; needs
+                ``chatkit-mongo[encryption]`` and a PyMongo Async or Motor client, whose
+                server also holds the key vault). None (the default) stores content as
+                it is. See the README's threat model for what it protects.
         """
         if isinstance(max_page_size, bool) or not isinstance(max_page_size, int):
             raise TypeError(f"max_page_size must be an int, not {type(max_page_size).__name__}")
@@ -107,6 +116,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         self.collections: Final = collections or CollectionNames()
         self.max_page_size: Final = max_page_size
         self.retention: Final = Retention.of(retention, retention_refresh, clock)
+        self.encryption: Final = encryption
         self.persistence: Final = Persistence(
             database,
             self.collections,
@@ -114,6 +124,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             retention=self.retention,
             auto_create_indexes=auto_create_indexes,
             wrap_collection=wrap_collection,
+            encryption=None if encryption is None else _engine(encryption, database),
         )
         """The collections and every multi-document operation, shared with the
         attachment store; see :mod:`chatkit_mongo._persistence`."""
@@ -141,11 +152,16 @@ class MongoStore(Store[TContext], Generic[TContext]):
     # ------------------------------------------------------------------ lifecycle
 
     async def close(self) -> None:
-        """Close the client if this store made it (:meth:`from_uri`); otherwise do nothing.
+        """Close the client if this store made it (:meth:`from_uri`), and the encryption
+        engine if it has one; otherwise do nothing.
 
-        A store that closed its client refuses further calls with
+        A store that closed its client or its engine refuses further calls with
         :class:`~chatkit_mongo.StoreClosedError` (a ``RuntimeError``).
         """
+        engine = self.persistence.encryption
+        if engine is not None:
+            self.persistence.close()
+            await engine.close()
         if self._owns_client:
             self.persistence.close()
             await maybe_await(self.database.client.close())
@@ -184,7 +200,10 @@ class MongoStore(Store[TContext], Generic[TContext]):
         owner = await self.persistence.begin(context)
         key = queries.thread_filter(owner, check_id(thread_id, "thread_id"))
         return await self._load(
-            Find("thread", key), THREAD_ADAPTER.validate_python, f"Thread {thread_id} not found"
+            owner,
+            Find("thread", key),
+            THREAD_ADAPTER.validate_python,
+            f"Thread {thread_id} not found",
         )
 
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
@@ -198,6 +217,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             key, metadata.created_at, thread_id, dump(metadata, THREAD_ADAPTER, what)
         )
         check_document(fields, what)
+        fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         await self.persistence.save_thread(key, fields)
 
     async def load_threads(
@@ -216,6 +236,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 owner, anchor, direction, size
             ),
             parse=THREAD_ADAPTER.validate_python,
+            owner=owner,
         )
 
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
@@ -246,6 +267,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 owner, thread_id, anchor, direction, size
             ),
             parse=ITEM_ADAPTER.validate_python,
+            owner=owner,
         )
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
@@ -258,6 +280,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """
         owner = await self.persistence.begin(context)
         key, fields = self._item_fields(owner, thread_id, item)
+        data = fields[Field.DATA]
+        fields[Field.DATA] = await self.persistence.seal(owner, data)
         if self.retention is not None:  # Why the test here: off, not even an empty await
             fields |= await self.persistence.expiry(owner, thread_id)
         try:
@@ -272,7 +296,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
                     "item with this id is stored there now (removed by a concurrent writer, "
                     f"or refused by another unique index: {exc}); nothing was written"
                 ) from exc
-            if stored[Field.DATA] == fields[Field.DATA]:
+            # Why the plaintexts are compared: two encryptions of one item differ (random
+            # IVs). A stored item this owner cannot read counts as other content.
+            if await self.persistence.unseal(owner, stored[Field.DATA]) == data:
                 return
             raise ItemConflictError(
                 f"Item {item.id} already exists in thread {thread_id} with other content; "
@@ -283,6 +309,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """Insert or replace the item with this id in this thread."""
         owner = await self.persistence.begin(context)
         key, fields = self._item_fields(owner, thread_id, item)
+        fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         if self.retention is not None:  # Why the test here: off, not even an empty await
             fields |= await self.persistence.expiry(owner, thread_id)
         await shielded(
@@ -295,6 +322,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             owner, check_id(thread_id, "thread_id"), check_id(item_id, "item_id")
         )
         return await self._load(
+            owner,
             Find("item", key),
             ITEM_ADAPTER.validate_python,
             f"Item {item_id} not found in thread {thread_id}",
@@ -313,7 +341,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """Upsert attachment metadata; ``thread_id`` is copied to the top level so that
         ``delete_thread`` can find the thread's attachments through an index."""
         owner = await self.persistence.begin(context)
-        key, fields = self.persistence.attachment_document(owner, attachment)
+        key, fields = await self.persistence.sealed_attachment_document(owner, attachment)
         if self.retention is not None:
             fields |= await self.persistence.expiry(owner, fields[Field.THREAD_ID])
         await shielded(
@@ -324,6 +352,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         owner = await self.persistence.begin(context)
         key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
         return await self._load(
+            owner,
             Find("attachment", key),
             ATTACHMENT_ADAPTER.validate_python,
             f"Attachment {attachment_id} not found",
@@ -354,12 +383,16 @@ class MongoStore(Store[TContext], Generic[TContext]):
         check_document(fields, what)
         return key, fields
 
-    async def _load(self, find: Find, parse: Callable[[Any], _T], not_found: str) -> _T:
-        """The model of the one document ``find`` names, or ChatKit's ``NotFoundError``."""
+    async def _load(self, owner: str, find: Find, parse: Callable[[Any], _T], not_found: str) -> _T:
+        """The model of the one document ``find`` names, or ChatKit's ``NotFoundError``
+        (also for a document ``owner`` cannot read: see ``Persistence.unseal``)."""
         document = await self.persistence.find_one(find)
-        if document is None:
+        data = (
+            None if document is None else await self.persistence.unseal(owner, document[Field.DATA])
+        )
+        if data is None:
             raise NotFoundError(not_found)
-        return parse(document[Field.DATA])
+        return parse(data)
 
     async def _anchor(self, find: Find, not_found: str) -> str:
         document = await self.persistence.find_one(find)
@@ -378,22 +411,51 @@ class MongoStore(Store[TContext], Generic[TContext]):
         not_found: str,
         page_of: Callable[[str | None, Order, int], Find],
         parse: Callable[[Any], _T],
+        owner: str,
     ) -> Page[_T]:
         """One page of threads or items: the arguments checked, the ``after`` element's
-        sort key looked up (``NotFoundError`` if it is gone), then one index range."""
+        sort key looked up (``NotFoundError`` if it is gone), then one index range.
+
+        Documents ``owner`` cannot read (see ``Persistence.unseal``) are left out as if
+        absent: the range then continues after the last one read, until the page is
+        full or the range ends, so ``has_more`` and ``after`` stay exact. Without such
+        documents (always, with encryption off) that is the one range.
+        """
         limit = check_limit(limit, self.max_page_size)
         direction = check_order(order)
         after = check_optional_id(after, "after")
         anchor = None
         if after is not None:
             anchor = await self._anchor(anchor_of(after), not_found.format(after=after))
-        return await self._page(page_of(anchor, direction, limit), parse)
-
-    async def _page(self, find: Find, parse: Callable[[Any], _T]) -> Page[_T]:
-        documents = await self.persistence.find_page(find)
-        has_more = len(documents) >= find.limit
-        data = [parse(document[Field.DATA]) for document in documents[: find.limit - 1]]
+        readable: list[dict[str, Any]] = []
+        size = limit
+        while True:
+            find = page_of(anchor, direction, size)
+            documents = await self.persistence.find_page(find)
+            for document in documents:
+                content = await self.persistence.unseal(owner, document[Field.DATA])
+                if content is not None:
+                    readable.append(content)
+            if len(readable) > limit or len(documents) < find.limit:
+                break
+            anchor = documents[-1][Field.SORT_KEY]
+            # Why growing: a range of many unreadable documents (an owner whose key was
+            # shredded before the purge finished) costs a few round trips, not one each.
+            size = min(max(limit - len(readable), 2 * size), self.max_page_size)
+        has_more = len(readable) > limit
+        data = [parse(element) for element in readable[:limit]]
         return Page(data=data, has_more=has_more, after=_last_id(data) if has_more else None)
+
+
+def _engine(encryption: Encryption, database: AsyncDatabaseLike) -> Any:
+    """The encryption engine of a store: on the store's own client, which also reaches
+    the key vault, decoding decrypted content with the database's codec options so that
+    it reads back exactly as unencrypted content does."""
+    from ._encryption import OwnerEncryption  # noqa: PLC0415  (see Persistence's import)
+
+    handle: Any = database  # PyMongo's and Motor's databases have codec_options; the engine
+    # refuses any other client (the in-process doubles cannot run a key vault)
+    return OwnerEncryption(encryption, database.client, codec_options=handle.codec_options)
 
 
 def _keyword_options(cls: type) -> frozenset[str]:
