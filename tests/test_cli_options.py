@@ -5,6 +5,8 @@ and a ``--help`` that imports nothing heavy."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +26,7 @@ from chatkit_mongo._text import plural, shown
 from chatkit_mongo.apps._params import Seconds, WholeNumber
 from chatkit_mongo.apps.cli import _Duration, cli
 from chatkit_mongo.apps.connection import Connection
+from chatkit_mongo.encryption import DEFAULT_LOCAL_KEY_VARIABLE, LOCAL_KEY_BYTES, Encryption
 from chatkit_mongo.schema import CollectionNames, collection_settings
 
 from .cli_support import all_documents, encoded, invoke, run, seed
@@ -49,6 +52,7 @@ OPTIONS: Final = (
     ("--items-collection", "i"),
     ("--attachments-collection", "a"),
     ("--bucket", "b"),
+    ("--key-vault", "keys.vault"),
 )
 EXPECTED: Final = Connection(
     "mongodb://db.example:27018",
@@ -56,6 +60,8 @@ EXPECTED: Final = Connection(
     2.5,
     CollectionNames(threads="t", items="i", attachments="a", bucket="b"),
     opener=lambda connection: None,  # type: ignore[arg-type,return-value]  # not compared
+    encryption=None,
+    key_vault="keys.vault",
 )
 
 
@@ -85,7 +91,7 @@ def _connection_of(args: list[str]) -> Connection:
 
 
 def _same(found: Connection) -> bool:
-    keep = ("uri", "database", "timeout", "collections")
+    keep = ("uri", "database", "timeout", "collections", "encryption", "key_vault")
     return all(getattr(found, name) == getattr(EXPECTED, name) for name in keep)
 
 
@@ -111,6 +117,47 @@ def test_the_environment_uri_yields_to_the_command_line(command: str) -> None:
     env = {"MONGODB_URI": "mongodb://from-env"}
     CliRunner().invoke(cli, args, obj=_stopping(seen), input="", env=env)
     assert [connection.uri for connection in seen] == ["mongodb://given"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_every_command_reads_the_master_key_file_before_or_after_its_name(
+    command: str, where: str, tmp_path: Path
+) -> None:
+    key = os.urandom(LOCAL_KEY_BYTES)
+    path = tmp_path / "master.key"
+    path.write_text(base64.b64encode(key).decode())
+    options = ["--master-key-file", str(path), "--key-vault", "keys.vault"]
+    args = [*options, command] if where == "before" else [command, *options]
+    found = _connection_of([*args, *COMMANDS[command]])
+    assert found.encryption == Encryption.local(key, key_vault_namespace="keys.vault")
+
+
+def test_the_master_key_comes_from_the_environment_when_no_file_is_given() -> None:
+    key = os.urandom(LOCAL_KEY_BYTES)
+    seen: list[Connection] = []
+    env = {"MONGODB_URI": "mongodb://x", DEFAULT_LOCAL_KEY_VARIABLE: base64.b64encode(key).decode()}
+    CliRunner().invoke(cli, ["doctor"], obj=_stopping(seen), env=env)
+    assert [connection.encryption for connection in seen] == [Encryption.local(key)]
+
+
+def test_without_a_master_key_nothing_is_encrypted() -> None:
+    seen: list[Connection] = []
+    env = {"MONGODB_URI": "mongodb://x", DEFAULT_LOCAL_KEY_VARIABLE: None}
+    CliRunner().invoke(cli, ["doctor"], obj=_stopping(seen), env=env)
+    assert [connection.encryption for connection in seen] == [None]
+
+
+@pytest.mark.parametrize("content", [b"", b"short", b"not base64 at all!" * 10])
+def test_a_bad_master_key_file_is_one_line_naming_it(content: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    path.write_bytes(content)
+    result = CliRunner().invoke(
+        cli, ["doctor", "--uri", "mongodb://x", "--master-key-file", str(path)]
+    )
+    assert result.exit_code == 2
+    assert "master key file" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_one_option_given_twice_with_different_values_is_refused() -> None:
@@ -335,7 +382,12 @@ def test_each_collection_name_has_its_option_derived_from_the_registry() -> None
     settings = collection_settings()
     assert settings == tuple(f.name for f in fields(CollectionNames))
     flags = {f"--{s}" if s == "bucket" else f"--{s}-collection": s for s in settings}
-    assert set(flags) == {name for name, _ in OPTIONS} - {"--uri", "--database", "--timeout"}
+    assert set(flags) == {name for name, _ in OPTIONS} - {
+        "--uri",
+        "--database",
+        "--timeout",
+        "--key-vault",
+    }
     for command in COMMANDS:
         shown_help = " ".join(CliRunner().invoke(cli, [command, "--help"]).output.split())
         for flag, setting in flags.items():

@@ -11,12 +11,18 @@ gives the group's options to the group and a command's to the command; recording
 in one place lets ``chatkit-mongo --uri X init`` and ``chatkit-mongo init --uri X`` mean
 the same, and refuses the two given with different values.
 
-Light on purpose: ``pymongo`` is imported only when a server is opened, so ``--help``
-stays fast.
+The encryption options belong here too: ``--master-key-file`` (or the environment
+variable ``CHATKIT_MONGO_LOCAL_MASTER_KEY``) and ``--key-vault`` tell every command how
+content is encrypted, so ``export --decrypt``, ``purge`` (which shreds the owner's key),
+``doctor``, ``init`` and the migration all read one setting the same way.
+
+Light on purpose: the driver's client is imported only when a server is opened, so
+``--help`` stays fast.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -28,6 +34,8 @@ from click.core import ParameterSource
 
 from .._driver import AsyncDatabaseLike, maybe_await
 from .._text import shown
+from ..encryption import DEFAULT_KEY_VAULT_NAMESPACE, DEFAULT_LOCAL_KEY_VARIABLE, Encryption
+from ..errors import EncryptionConfigError
 from ..schema import BUCKET, CollectionNames, collection_settings
 from ._params import Seconds
 
@@ -60,6 +68,8 @@ class ConnectionOptions:
     """None when not given: each command has its own default."""
     timeout: float
     collections: CollectionNames
+    master_key_file: str | None
+    key_vault: str
 
 
 def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -116,6 +126,19 @@ def connection_options(function: _F) -> _F:
             )
             for name, field in _COLLECTION_OPTIONS.items()
         ),
+        click.option(
+            "--master-key-file",
+            type=click.Path(dir_okay=False),
+            help="Local master key of client-side encryption (96 bytes, raw or base64); "
+            f"else ${DEFAULT_LOCAL_KEY_VARIABLE} (base64). With it, content is read and "
+            "written encrypted.",
+        ),
+        click.option(
+            "--key-vault",
+            default=DEFAULT_KEY_VAULT_NAMESPACE,
+            show_default=True,
+            help="Key vault of client-side encryption, as database.collection.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -147,7 +170,31 @@ def given_options(ctx: click.Context) -> ConnectionOptions:
         database=value("database", None),
         timeout=value("timeout", DEFAULT_TIMEOUT_SECONDS),
         collections=collections,
+        master_key_file=value("master_key_file", None) or None,
+        key_vault=value("key_vault", DEFAULT_KEY_VAULT_NAMESPACE),
     )
+
+
+def encryption_settings(options: ConnectionOptions) -> Encryption | None:
+    """The encryption settings the command line gives: the ``local`` master key from
+    ``--master-key-file``, else from ``$CHATKIT_MONGO_LOCAL_MASTER_KEY``; None when
+    neither is given (content is then read and written as it is).
+
+    Why only the ``local`` provider here: a cloud KMS needs credentials and a master key
+    description that an application passes to :class:`~chatkit_mongo.encryption.Encryption`
+    itself; the CLI's key-vault-only work (``purge`` shredding a key, ``doctor``) needs
+    no master key at all.
+    """
+    try:
+        if options.master_key_file is not None:
+            return Encryption.local_from_file(
+                options.master_key_file, key_vault_namespace=options.key_vault
+            )
+        if os.environ.get(DEFAULT_LOCAL_KEY_VARIABLE):
+            return Encryption.local_from_env(key_vault_namespace=options.key_vault)
+    except EncryptionConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return None
 
 
 @asynccontextmanager
@@ -227,6 +274,10 @@ class Connection:
     timeout: float
     collections: CollectionNames
     opener: Opener
+    encryption: Encryption | None
+    """The ``local`` encryption settings given, or None (see :func:`encryption_settings`)."""
+    key_vault: str
+    """The key vault namespace (``--key-vault``), given or default, with or without a key."""
 
     def open(self) -> AbstractAsyncContextManager[AsyncDatabaseLike]:
         return self.opener(self)
@@ -245,5 +296,11 @@ def resolve(ctx: click.Context, *, default_database: str = DEFAULT_DATABASE) -> 
     injected = ctx.find_root().obj
     opener: Opener = injected if callable(injected) else open_uri
     return Connection(
-        given.uri, given.database or default_database, given.timeout, given.collections, opener
+        given.uri,
+        given.database or default_database,
+        given.timeout,
+        given.collections,
+        opener,
+        encryption_settings(given),
+        given.key_vault,
     )
