@@ -91,6 +91,12 @@ class GridFSField:
     """In ``<bucket>.chunks``: the ``_id`` of the file a chunk belongs to."""
     METADATA_OWNER: Final = f"{METADATA}.{Field.OWNER}"
     METADATA_ATTACHMENT_ID: Final = f"{METADATA}.{Field.ATTACHMENT_ID}"
+    ENCRYPTED: Final = "encrypted"
+    """In the file's ``metadata``: True when the bytes are an encrypted stream (the
+    format of ``chatkit_mongo._encryption``, bound to the attachment id); absent for
+    plain bytes. Why a flag and not sniffing the stream's header: plain bytes that
+    happen to start like it must still download as they are."""
+    METADATA_ENCRYPTED: Final = f"{METADATA}.{ENCRYPTED}"
     CHUNK_NUMBER: Final = "n"
     """In ``<bucket>.chunks``: the chunk's position; unique with ``files_id``."""
     CHUNK_DATA: Final = "data"
