@@ -1,0 +1,307 @@
+"""Converting a store's content to ciphertext, or back to plaintext: ``chatkit-mongo migrate``.
+
+A store that ran without encryption holds the ``data`` sub-document of each thread, item
+and attachment as a BSON document (plaintext). With encryption on, the store writes a
+ciphertext (BSON binary subtype 6) and still reads a plaintext as it is
+(:meth:`Persistence.unseal <chatkit_mongo._persistence.Persistence.unseal>`), so the
+order is: switch encryption on in the application, then run ``migrate --to encrypted``
+while it serves; what it writes from then on is already encrypted, the migration
+converts the rest. The reverse, ``--to plain``, runs while the application still has
+encryption on (it can read both forms); what it writes meanwhile stays encrypted, so
+stop its writes, run the migration once more (it only finds those), then start it
+without encryption.
+
+Why it is safe to interrupt and to re-run:
+
+- The documents are found by what they hold, never by a record of progress: a pass is
+  a keyset range, in the order of the kind's unique key, over the documents whose
+  ``data`` is not yet in the target form (:func:`pending_filter`). Re-running after an
+  interruption simply finds what is left.
+- Each document is replaced by its conversion with a conditional update: its ``_id``
+  AND the exact ``data`` read. A document the application changed meanwhile is left as
+  the application wrote it (never overwritten with a conversion of older content); if
+  it is still in the old form, the next pass picks it up. So at any point every
+  document is either in its old or its new form, and both are readable by a store
+  with encryption on.
+- A document that cannot be decrypted (its owner's key is shredded, or it was made with
+  another owner's key: copied or imported under this owner) or that fails its integrity
+  check is counted and passed over: the range moves past it, so no pass loops on it.
+
+One round trip per batch for the reads and one for the writes (an unordered bulk of
+conditional updates). The attachments' bytes in GridFS follow their metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from pymongo import UpdateOne
+
+from .._driver import AsyncDatabaseLike
+from .._text import plural
+from ..errors import CiphertextError
+from ..schema import MODEL_KINDS, CollectionNames, Field, Kind, document_kind
+from ..store import MongoStore
+from .erase import Progress
+
+if TYPE_CHECKING:
+    from .._persistence import CollectionWrapper, Persistence
+    from ..encryption import Encryption
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "TARGETS",
+    "MigrationReport",
+    "Target",
+    "count_pending",
+    "migrate",
+    "pending_filter",
+]
+
+Target = Literal["encrypted", "plain"]
+TARGETS: Final[tuple[Target, ...]] = ("encrypted", "plain")
+DEFAULT_BATCH_SIZE: Final = 100
+"""Documents per read and per bulk write: few round trips, a small bulk to redo."""
+MAX_PASSES: Final = 5
+"""Passes after the first run only while the application keeps changing documents under
+the migration; beyond this many the report says how many are left, for another run."""
+_PLAINTEXT: Final[dict[str, Any]] = {Field.DATA: {"$type": "object"}}
+
+
+def pending_filter(target: Target) -> dict[str, Any]:
+    """The documents whose ``data`` is not yet in ``target`` form.
+
+    A plaintext is a BSON document, a ciphertext is BSON binary (subtype 6, the only
+    binary ``data`` the store writes). Why "not a document" for ``plain`` rather than
+    "binary": it names exactly what a store without encryption cannot read.
+    """
+    if target == "encrypted":
+        return dict(_PLAINTEXT)
+    if target == "plain":
+        return {Field.DATA: {"$not": _PLAINTEXT[Field.DATA]}}
+    raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+
+
+@dataclass
+class MigrationReport:
+    """What a migration did, per kind of document (``thread``, ``item``, ``attachment``)."""
+
+    target: Target
+    converted: dict[Kind, int] = field(default_factory=dict)
+    """Documents written in the target form."""
+    unreadable: dict[Kind, int] = field(default_factory=dict)
+    """Documents that cannot be decrypted for their owner: the key is gone (shredded) or
+    is another owner's. Left as they are; a store without encryption cannot read them."""
+    damaged: dict[Kind, int] = field(default_factory=dict)
+    """Ciphertexts that fail their integrity check (altered in the database). Left as
+    they are."""
+    unreadable_owners: set[str] = field(default_factory=set)
+    """The owners of the unreadable documents (to purge, or to restore a key for)."""
+    changed_meanwhile: int = 0
+    """Conversions not written because the application changed the document between
+    the read and the write; the next pass looked at those documents again."""
+    left: int = 0
+    """Documents still in the old form after the last pass, besides the unreadable and
+    damaged ones: written in the old form while the migration ran. Run it again."""
+    passes: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.unreadable.values()) + sum(self.damaged.values())
+
+    def describe(self) -> str:
+        lines = [
+            f"converted to {self.target}: "
+            + ", ".join(plural(self.converted.get(kind, 0), kind) for kind in MODEL_KINDS)
+        ]
+        if self.unreadable:
+            owners = sorted(self.unreadable_owners)
+            shown = ", ".join(owners[:_SHOWN_OWNERS]) + (
+                f" and {len(owners) - _SHOWN_OWNERS} more" if len(owners) > _SHOWN_OWNERS else ""
+            )
+            lines.append(
+                f"cannot decrypt {_counts(self.unreadable)}: the key is gone or is another "
+                f"owner's (owners: {shown}); left encrypted"
+            )
+        if self.damaged:
+            lines.append(f"failed their integrity check: {_counts(self.damaged)}; left as they are")
+        if self.changed_meanwhile:
+            lines.append(
+                f"changed by the application while being converted: "
+                f"{plural(self.changed_meanwhile, 'document')}, looked at again"
+            )
+        if self.left:
+            lines.append(
+                f"still in the old form: {plural(self.left, 'document')} written meanwhile; "
+                "run the migration again"
+            )
+        return "\n".join(lines)
+
+
+_SHOWN_OWNERS: Final = 20
+
+
+def _counts(counts: dict[Kind, int]) -> str:
+    return ", ".join(plural(count, kind) for kind, count in counts.items() if count)
+
+
+async def count_pending(
+    database: AsyncDatabaseLike, collections: CollectionNames, target: Target
+) -> int:
+    """How many documents are not yet in ``target`` form (the progress bar's length)."""
+    pending = pending_filter(target)
+    total = 0
+    for name in collections.by_kind(MODEL_KINDS).values():
+        total += int(await database[name].count_documents(pending))
+    return total
+
+
+async def migrate(
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    encryption: Encryption,
+    target: Target,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_progress: Progress | None = None,
+    wrap_collection: CollectionWrapper | None = None,
+) -> MigrationReport:
+    """Convert every thread, item and attachment of ``collections`` to ``target`` form.
+
+    ``encryption`` names the key vault and master key (decrypting needs them as much as
+    encrypting). ``on_progress`` is told how many documents each batch handled;
+    ``wrap_collection`` is the store's seam (``(kind, collection) -> collection``), for
+    instrumentation and fault injection. See the module's docstring for why an
+    interrupted run leaves every document readable and a re-run finishes the work.
+    """
+    pending = pending_filter(target)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    store: MongoStore[Any] = MongoStore(
+        database,
+        collections=collections,
+        encryption=encryption,
+        auto_create_indexes=False,
+        wrap_collection=wrap_collection,
+    )
+    try:
+        persistence = store.persistence
+        if target == "encrypted" and persistence.encryption is not None:
+            # Why here: encrypting creates each owner's key on its first document, which
+            # the engine refuses in a key vault without its unique index.
+            await persistence.encryption.ensure_key_vault_index()
+        report = MigrationReport(target)
+        for _ in range(MAX_PASSES):
+            report.passes += 1
+            this_pass = _Pass(persistence, target, pending, batch_size, on_progress)
+            for kind in MODEL_KINDS:
+                await this_pass.run(kind)
+            this_pass.add_to(report)
+            if not this_pass.changed_meanwhile:
+                break
+        left = 0
+        for kind in MODEL_KINDS:
+            left += int(await persistence.collection(kind).count_documents(pending))
+        report.left = max(left - this_pass.skipped, 0)
+        return report
+    finally:
+        await store.close()
+
+
+class _Pass:
+    """One keyset pass over each kind: what it converted and what it passed over."""
+
+    def __init__(
+        self,
+        persistence: Persistence,
+        target: Target,
+        pending: dict[str, Any],
+        batch_size: int,
+        on_progress: Progress | None,
+    ) -> None:
+        self._persistence = persistence
+        self._target = target
+        self._pending = pending
+        self._batch_size = batch_size
+        self._on_progress = on_progress
+        self.converted: dict[Kind, int] = {}
+        self.unreadable: dict[Kind, int] = {}
+        self.damaged: dict[Kind, int] = {}
+        self.unreadable_owners: set[str] = set()
+        self.changed_meanwhile = 0
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.unreadable.values()) + sum(self.damaged.values())
+
+    def add_to(self, report: MigrationReport) -> None:
+        """Conversions add up over passes; what cannot be converted is what the last
+        pass found (each pass meets those documents again)."""
+        for kind, count in self.converted.items():
+            report.converted[kind] = report.converted.get(kind, 0) + count
+        report.unreadable = dict(self.unreadable)
+        report.damaged = dict(self.damaged)
+        report.unreadable_owners = set(self.unreadable_owners)
+        report.changed_meanwhile += self.changed_meanwhile
+
+    async def run(self, kind: Kind) -> None:
+        collection = self._persistence.collection(kind)
+        key = document_kind(kind).key
+        sort = [(name, 1) for name in key]
+        projection = dict.fromkeys((*key, "_id", Field.DATA), 1)
+        after: dict[str, Any] = {}
+        while True:
+            cursor = collection.find({**self._pending, **after}, projection)
+            documents: list[dict[str, Any]] = (
+                await cursor.sort(sort).limit(self._batch_size).to_list(None)
+            )
+            if not documents:
+                return
+            updates = [
+                update
+                for document in documents
+                if (update := await self._conversion(kind, document)) is not None
+            ]
+            if updates:
+                result = await collection.bulk_write(updates, ordered=False)
+                self.converted[kind] = self.converted.get(kind, 0) + result.matched_count
+                self.changed_meanwhile += len(updates) - result.matched_count
+            if self._on_progress is not None:
+                self._on_progress(len(documents))
+            if len(documents) < self._batch_size:
+                return
+            after = _after(key, documents[-1])
+
+    async def _conversion(self, kind: Kind, document: dict[str, Any]) -> UpdateOne | None:
+        """The conditional update that puts ``document`` in target form; None (and
+        counted) when it cannot be read for its owner."""
+        owner: str = document[Field.OWNER]
+        stored = document[Field.DATA]
+        try:
+            content = await self._persistence.unseal(owner, stored)
+        except CiphertextError:
+            self.damaged[kind] = self.damaged.get(kind, 0) + 1
+            return None
+        if content is None:
+            self.unreadable[kind] = self.unreadable.get(kind, 0) + 1
+            self.unreadable_owners.add(owner)
+            return None
+        converted = (
+            content if self._target == "plain" else await self._persistence.seal(owner, content)
+        )
+        # Why ``$eq``: the stored value is matched as a value, whatever its first key.
+        return UpdateOne(
+            {"_id": document["_id"], Field.DATA: {"$eq": stored}}, {"$set": {Field.DATA: converted}}
+        )
+
+
+def _after(key: tuple[str, ...], last: dict[str, Any]) -> dict[str, Any]:
+    """The keyset condition "after ``last``" on the unique ``key`` (compared field by
+    field, as the unique index orders them), so a pass never meets a document twice."""
+    clauses = []
+    for depth, name in enumerate(key):
+        clause = {earlier: last[earlier] for earlier in key[:depth]}
+        clause[name] = {"$gt": last[name]}
+        clauses.append(clause)
+    return {"$or": clauses}
