@@ -10,16 +10,21 @@ wire server.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from bson import Binary
 from chatkit.types import Attachment, ThreadItem, ThreadMetadata
+from click.testing import CliRunner, Result
 
 from chatkit_mongo import MongoStore
 from chatkit_mongo._encryption import OwnerEncryption, is_ciphertext
+from chatkit_mongo.apps.cli import cli
+from chatkit_mongo.encryption import DEFAULT_LOCAL_KEY_VARIABLE as ENV_KEY
 from chatkit_mongo.encryption import Encryption
 from chatkit_mongo.operations.migrate import (
     MigrationReport,
@@ -426,3 +431,94 @@ def test_the_report_says_what_was_done() -> None:
     assert report.describe() == "converted to plain: 2 threads, 1 item, 0 attachments"
     report.left = 3
     assert "still in the old form: 3 documents" in report.describe()
+
+
+def run_cli(uri: str, database: Any, settings: Encryption | None, *args: str, key: Path) -> Result:
+    """``chatkit-mongo migrate`` as a user runs it: by URI, with a master key file."""
+    options = ["--uri", uri, "--database", database.name]
+    if settings is not None:
+        key.write_bytes(bytes(settings.kms_providers["local"]["key"]))
+        options += ["--master-key-file", str(key), "--key-vault", settings.key_vault_namespace]
+    return CliRunner().invoke(cli, ["migrate", *args, *options], env={ENV_KEY: None})
+
+
+async def test_the_command_converts_both_ways_and_says_so(
+    database: Any, key_settings: Encryption, wire_server_uri: str, tmp_path: Path
+) -> None:
+    await seed(database)
+    before = await snapshot(store_on(database, None))
+    key = tmp_path / "master.key"
+
+    result = await asyncio.to_thread(
+        run_cli, wire_server_uri, database, key_settings, "--to", "encrypted", key=key
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == "converted to encrypted: 6 threads, 24 items, 4 attachments\n"
+    assert await count_pending(database, COLLECTIONS, "encrypted") == 0
+
+    result = await asyncio.to_thread(
+        run_cli,
+        wire_server_uri,
+        database,
+        key_settings,
+        "--to",
+        "plain",
+        "--batch-size",
+        "3",
+        key=key,
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output == "converted to plain: 6 threads, 24 items, 4 attachments\n"
+    assert await snapshot(store_on(database, None)) == before
+
+
+async def test_the_command_fails_naming_the_owners_it_cannot_decrypt(
+    database: Any, key_settings: Encryption, wire_client: Any, wire_server_uri: str, tmp_path: Path
+) -> None:
+    await seed(database)
+    await migrate(database, COLLECTIONS, key_settings, "encrypted")
+    async with OwnerEncryption(key_settings, wire_client) as engine:
+        await engine.shred("bob")
+
+    result = await asyncio.to_thread(
+        run_cli, wire_server_uri, database, key_settings, "--to", "plain", key=tmp_path / "k"
+    )
+
+    assert result.exit_code == 1
+    assert "cannot decrypt 3 threads, 12 items, 2 attachments" in result.output
+    assert "(owners: bob)" in result.output
+    assert "Error: 17 documents not converted; see above" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--to", "plain"], "migrate needs the master key"),
+        (["--to", "clear"], "'clear' is not one of 'encrypted', 'plain'"),
+        ([], "Missing option '--to'"),
+    ],
+)
+def test_the_command_refuses_what_it_cannot_do(args: list[str], says: str, tmp_path: Path) -> None:
+    result = run_cli("mongodb://127.0.0.1:9", _Named("db"), None, *args, key=tmp_path / "k")
+    assert result.exit_code == 2
+    assert says in result.output
+
+
+def test_the_command_refuses_a_bad_batch_size(key_settings: Encryption, tmp_path: Path) -> None:
+    result = run_cli(
+        "mongodb://127.0.0.1:9",
+        _Named("db"),
+        key_settings,
+        "--to",
+        "plain",
+        "--batch-size",
+        "0",
+        key=tmp_path / "k",
+    )
+    assert result.exit_code == 2
+    assert "--batch-size" in result.output
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
