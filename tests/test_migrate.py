@@ -428,7 +428,7 @@ async def test_a_bad_batch_size_is_refused(
 
 def test_the_report_says_what_was_done() -> None:
     report = MigrationReport("plain", converted={"thread": 2, "item": 1})
-    assert report.describe() == "converted to plain: 2 threads, 1 item, 0 attachments"
+    assert report.describe() == "converted to plain: 2 threads, 1 item, 0 attachments, 0 files"
     report.left = 3
     assert "still in the old form: 3 documents" in report.describe()
 
@@ -453,7 +453,7 @@ async def test_the_command_converts_both_ways_and_says_so(
         run_cli, wire_server_uri, database, key_settings, "--to", "encrypted", key=key
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "converted to encrypted: 6 threads, 24 items, 4 attachments\n"
+    assert result.output == "converted to encrypted: 6 threads, 24 items, 4 attachments, 0 files\n"
     assert await count_pending(database, COLLECTIONS, "encrypted") == 0
 
     result = await asyncio.to_thread(
@@ -468,7 +468,7 @@ async def test_the_command_converts_both_ways_and_says_so(
         key=key,
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "converted to plain: 6 threads, 24 items, 4 attachments\n"
+    assert result.output == "converted to plain: 6 threads, 24 items, 4 attachments, 0 files\n"
     assert await snapshot(store_on(database, None)) == before
 
 

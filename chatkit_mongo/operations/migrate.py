@@ -28,25 +28,45 @@ Why it is safe to interrupt and to re-run:
   check is counted and passed over: the range moves past it, so no pass loops on it.
 
 One round trip per batch for the reads and one for the writes (an unordered bulk of
-conditional updates). The attachments' bytes in GridFS follow their metadata.
+conditional updates).
+
+The attachments' bytes in GridFS follow the documents: each complete attachment whose
+file is not in the target form (``metadata.encrypted``, :func:`file_pending_filter`)
+is rewritten by :meth:`GridFSAttachmentStore.reseal_bytes
+<chatkit_mongo.attachments.GridFSAttachmentStore.reseal_bytes>`, which streams the bytes
+into a new file and switches the attachment to it only if it still names the old one:
+stopped anywhere, the attachment has its old bytes or its new ones, and a leftover file
+is an orphan the sweep removes.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from chatkit.store import NotFoundError
 from pymongo import UpdateOne
 
 from .._driver import AsyncDatabaseLike
+from .._persistence import Persistence
 from .._text import plural
+from ..attachments import GridFSAttachmentStore
 from ..errors import CiphertextError
-from ..schema import MODEL_KINDS, CollectionNames, Field, Kind, document_kind
+from ..schema import (
+    MODEL_KINDS,
+    CollectionNames,
+    Field,
+    GridFSField,
+    Kind,
+    UploadField,
+    document_kind,
+)
 from ..store import MongoStore
 from .erase import Progress
 
 if TYPE_CHECKING:
-    from .._persistence import CollectionWrapper, Persistence
+    from .._persistence import CollectionWrapper
     from ..encryption import Encryption
 
 __all__ = [
@@ -55,6 +75,7 @@ __all__ = [
     "MigrationReport",
     "Target",
     "count_pending",
+    "file_pending_filter",
     "migrate",
     "pending_filter",
 ]
@@ -83,9 +104,30 @@ def pending_filter(target: Target) -> dict[str, Any]:
     raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
 
 
+def file_pending_filter(target: Target) -> dict[str, Any]:
+    """The GridFS files whose bytes are not yet in ``target`` form: the flag the
+    attachment store sets on an encrypted stream, which plain files lack."""
+    if target == "encrypted":
+        return {GridFSField.METADATA_ENCRYPTED: {"$ne": True}}
+    if target == "plain":
+        return {GridFSField.METADATA_ENCRYPTED: True}
+    raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+
+
+_COMPLETE: Final[dict[str, Any]] = {
+    UploadField.FILE_ID: {"$ne": None},
+    UploadField.STATE: {"$exists": False},
+}
+"""Attachments whose bytes are stored: an upload under way is left to finish (it writes
+in the store's form of the moment; a later run converts it if need be)."""
+_KINDS: Final[tuple[Kind, ...]] = (*MODEL_KINDS, "file")
+"""What a migration converts, in its order: the documents, then the bytes."""
+
+
 @dataclass
 class MigrationReport:
-    """What a migration did, per kind of document (``thread``, ``item``, ``attachment``)."""
+    """What a migration did, per kind: ``thread``, ``item`` and ``attachment`` documents,
+    and ``file`` for the attachments' bytes."""
 
     target: Target
     converted: dict[Kind, int] = field(default_factory=dict)
@@ -113,7 +155,7 @@ class MigrationReport:
     def describe(self) -> str:
         lines = [
             f"converted to {self.target}: "
-            + ", ".join(plural(self.converted.get(kind, 0), kind) for kind in MODEL_KINDS)
+            + ", ".join(plural(self.converted.get(kind, 0), kind) for kind in _KINDS)
         ]
         if self.unreadable:
             owners = sorted(self.unreadable_owners)
@@ -149,11 +191,20 @@ def _counts(counts: dict[Kind, int]) -> str:
 async def count_pending(
     database: AsyncDatabaseLike, collections: CollectionNames, target: Target
 ) -> int:
-    """How many documents are not yet in ``target`` form (the progress bar's length)."""
+    """How many documents and attachment files are not yet in ``target`` form (the
+    progress bar's length)."""
+    persistence = Persistence(database, collections, auto_create_indexes=False)
+    persistence.use_bucket(collections.bucket)
+    return await _count_pending(persistence, target, DEFAULT_BATCH_SIZE)
+
+
+async def _count_pending(persistence: Persistence, target: Target, batch_size: int) -> int:
     pending = pending_filter(target)
     total = 0
-    for name in collections.by_kind(MODEL_KINDS).values():
-        total += int(await database[name].count_documents(pending))
+    for kind in MODEL_KINDS:
+        total += int(await persistence.collection(kind).count_documents(pending))
+    async for batch in _files_to_convert(persistence, target, batch_size):
+        total += len(batch)
     return total
 
 
@@ -186,6 +237,9 @@ async def migrate(
         wrap_collection=wrap_collection,
     )
     try:
+        # Why an attachment store: it alone writes GridFS bytes (streamed, encrypted
+        # piece by piece). The migration makes no upload, so it never asks for a URL.
+        attachments = GridFSAttachmentStore(store, upload_url=_no_upload_url)
         persistence = store.persistence
         if target == "encrypted" and persistence.encryption is not None:
             # Why here: encrypting creates each owner's key on its first document, which
@@ -194,19 +248,66 @@ async def migrate(
         report = MigrationReport(target)
         for _ in range(MAX_PASSES):
             report.passes += 1
-            this_pass = _Pass(persistence, target, pending, batch_size, on_progress)
+            this_pass = _Pass(
+                persistence,
+                attachments,
+                target=target,
+                pending=pending,
+                batch_size=batch_size,
+                on_progress=on_progress,
+            )
             for kind in MODEL_KINDS:
                 await this_pass.run(kind)
+            await this_pass.run_files()
             this_pass.add_to(report)
             if not this_pass.changed_meanwhile:
                 break
-        left = 0
-        for kind in MODEL_KINDS:
-            left += int(await persistence.collection(kind).count_documents(pending))
+        left = await _count_pending(persistence, target, batch_size)
         report.left = max(left - this_pass.skipped, 0)
         return report
     finally:
         await store.close()
+
+
+def _no_upload_url(attachment_id: str, context: Any) -> str:
+    raise AssertionError("the migration makes no two-phase upload")
+
+
+async def _batches(
+    collection: Any, kind: Kind, filter_: dict[str, Any], batch_size: int
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The documents of ``kind`` matching ``filter_``, in batches, as one keyset range
+    over the kind's unique key: each document at most once, whatever is skipped."""
+    key = document_kind(kind).key
+    sort = [(name, 1) for name in key]
+    projection = dict.fromkeys((*key, "_id", Field.DATA, UploadField.FILE_ID), 1)
+    after: dict[str, Any] = {}
+    while True:
+        cursor = collection.find({**filter_, **after}, projection)
+        documents: list[dict[str, Any]] = await cursor.sort(sort).limit(batch_size).to_list(None)
+        if not documents:
+            return
+        yield documents
+        if len(documents) < batch_size:
+            return
+        after = _after(key, documents[-1])
+
+
+async def _files_to_convert(
+    persistence: Persistence, target: Target, batch_size: int
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """In batches, the complete attachments whose file is not yet in ``target`` form:
+    one read of the attachments and one of their files per batch."""
+    files = persistence.collection("file")
+    pending = file_pending_filter(target)
+    complete = _batches(persistence.collection("attachment"), "attachment", _COMPLETE, batch_size)
+    async for batch in complete:
+        file_ids = [document[UploadField.FILE_ID] for document in batch]
+        found = files.find({GridFSField.ID: {"$in": file_ids}, **pending}, {GridFSField.ID: 1})
+        due = {document[GridFSField.ID] async for document in found}
+        converting = [document for document in batch if document[UploadField.FILE_ID] in due]
+        if converting:
+            yield converting
 
 
 class _Pass:
@@ -215,12 +316,15 @@ class _Pass:
     def __init__(
         self,
         persistence: Persistence,
+        attachments: GridFSAttachmentStore[Any],
+        *,
         target: Target,
         pending: dict[str, Any],
         batch_size: int,
         on_progress: Progress | None,
     ) -> None:
         self._persistence = persistence
+        self._attachments = attachments
         self._target = target
         self._pending = pending
         self._batch_size = batch_size
@@ -245,19 +349,16 @@ class _Pass:
         report.unreadable_owners = set(self.unreadable_owners)
         report.changed_meanwhile += self.changed_meanwhile
 
+    def _count(self, counts: dict[Kind, int], kind: Kind, count: int = 1) -> None:
+        counts[kind] = counts.get(kind, 0) + count
+
+    def _progress(self, done: int) -> None:
+        if self._on_progress is not None:
+            self._on_progress(done)
+
     async def run(self, kind: Kind) -> None:
         collection = self._persistence.collection(kind)
-        key = document_kind(kind).key
-        sort = [(name, 1) for name in key]
-        projection = dict.fromkeys((*key, "_id", Field.DATA), 1)
-        after: dict[str, Any] = {}
-        while True:
-            cursor = collection.find({**self._pending, **after}, projection)
-            documents: list[dict[str, Any]] = (
-                await cursor.sort(sort).limit(self._batch_size).to_list(None)
-            )
-            if not documents:
-                return
+        async for documents in _batches(collection, kind, self._pending, self._batch_size):
             updates = [
                 update
                 for document in documents
@@ -265,13 +366,9 @@ class _Pass:
             ]
             if updates:
                 result = await collection.bulk_write(updates, ordered=False)
-                self.converted[kind] = self.converted.get(kind, 0) + result.matched_count
+                self._count(self.converted, kind, result.matched_count)
                 self.changed_meanwhile += len(updates) - result.matched_count
-            if self._on_progress is not None:
-                self._on_progress(len(documents))
-            if len(documents) < self._batch_size:
-                return
-            after = _after(key, documents[-1])
+            self._progress(len(documents))
 
     async def _conversion(self, kind: Kind, document: dict[str, Any]) -> UpdateOne | None:
         """The conditional update that puts ``document`` in target form; None (and
@@ -281,19 +378,46 @@ class _Pass:
         try:
             content = await self._persistence.unseal(owner, stored)
         except CiphertextError:
-            self.damaged[kind] = self.damaged.get(kind, 0) + 1
+            self._count(self.damaged, kind)
             return None
         if content is None:
-            self.unreadable[kind] = self.unreadable.get(kind, 0) + 1
-            self.unreadable_owners.add(owner)
+            self._unreadable(kind, owner)
             return None
         converted = (
             content if self._target == "plain" else await self._persistence.seal(owner, content)
         )
         # Why ``$eq``: the stored value is matched as a value, whatever its first key.
         return UpdateOne(
-            {"_id": document["_id"], Field.DATA: {"$eq": stored}}, {"$set": {Field.DATA: converted}}
+            {"_id": document["_id"], Field.DATA: {"$eq": stored}},
+            {"$set": {Field.DATA: converted}},
         )
+
+    def _unreadable(self, kind: Kind, owner: str) -> None:
+        self._count(self.unreadable, kind)
+        self.unreadable_owners.add(owner)
+
+    async def run_files(self) -> None:
+        """Each attachment's bytes not in target form, rewritten one by one (each
+        rewrite streams the whole file, so a batch is only the unit of the reads)."""
+        encrypted = self._target == "encrypted"
+        async for batch in _files_to_convert(self._persistence, self._target, self._batch_size):
+            for document in batch:
+                owner: str = document[Field.OWNER]
+                try:
+                    rewritten = await self._attachments.reseal_bytes(
+                        owner, document[Field.ATTACHMENT_ID], encrypted=encrypted
+                    )
+                except NotFoundError:  # the key is gone, or the bytes went meanwhile
+                    self._unreadable("file", owner)
+                    continue
+                except CiphertextError:
+                    self._count(self.damaged, "file")
+                    continue
+                if rewritten:
+                    self._count(self.converted, "file")
+                else:  # rewritten or deleted by someone else meanwhile: look again
+                    self.changed_meanwhile += 1
+            self._progress(len(batch))
 
 
 def _after(key: tuple[str, ...], last: dict[str, Any]) -> dict[str, Any]:
