@@ -57,6 +57,8 @@ SIDES: Final = ("plain", "encrypted")
 _OWNER: Final = "bench-encryption"
 _PAGE: Final = 20
 _REPLY_WORDS: Final = 40
+DEFAULT_REPEATS: Final = 200
+DEFAULT_MIB: Final = 64
 DEFAULT_PAIRS: Final = 300
 DEFAULT_STORE_MIB: Final = 4
 DEFAULT_ROUNDS: Final = 5
@@ -428,8 +430,8 @@ async def run(
     uri: str,
     drivers: tuple[str, ...],
     *,
-    repeats: int,
-    mib: int,
+    repeats: int = DEFAULT_REPEATS,
+    mib: int = DEFAULT_MIB,
     pairs: int = DEFAULT_PAIRS,
     store_mib: int = DEFAULT_STORE_MIB,
     rounds: int = DEFAULT_ROUNDS,
@@ -491,8 +493,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uri", default=os.environ.get("MONGODB_URI"), required=False)
     parser.add_argument("--driver", choices=DRIVERS, action="append")
-    parser.add_argument("--repeats", type=int, default=200, help="engine calls per document")
-    parser.add_argument("--mib", type=int, default=64, help="MiB through the engine's stream")
+    parser.add_argument(
+        "--repeats", type=int, default=DEFAULT_REPEATS, help="engine calls per document"
+    )
+    parser.add_argument(
+        "--mib", type=int, default=DEFAULT_MIB, help="MiB through the engine's stream"
+    )
     parser.add_argument(
         "--pairs", type=int, default=DEFAULT_PAIRS, help="A/B pairs per Store operation (0: none)"
     )
