@@ -11,6 +11,7 @@ wire server.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from click.testing import CliRunner, Result
 from chatkit_mongo import MongoStore
 from chatkit_mongo._encryption import OwnerEncryption, is_ciphertext
 from chatkit_mongo.apps.cli import cli
+from chatkit_mongo.attachments import GridFSAttachmentStore
 from chatkit_mongo.encryption import DEFAULT_LOCAL_KEY_VARIABLE as ENV_KEY
 from chatkit_mongo.encryption import Encryption
 from chatkit_mongo.operations.migrate import (
@@ -33,7 +35,7 @@ from chatkit_mongo.operations.migrate import (
     migrate,
     pending_filter,
 )
-from chatkit_mongo.schema import MODEL_KINDS, CollectionNames, Field, Kind
+from chatkit_mongo.schema import MODEL_KINDS, CollectionNames, Field, GridFSField, Kind, UploadField
 
 from .samples import assistant_message, every_item, file_attachment, image_attachment, thread
 
@@ -48,13 +50,24 @@ class Interrupted(Exception):
     """The fault the tests inject."""
 
 
-Snapshot = dict[str, tuple[list[ThreadMetadata], dict[str, list[ThreadItem]], list[Attachment]]]
+Snapshot = dict[
+    str,
+    tuple[list[ThreadMetadata], dict[str, list[ThreadItem]], list[Attachment], dict[str, bytes]],
+]
+BYTES = {owner: os.urandom(300 * 1024 + index) for index, owner in enumerate(OWNERS)}
+"""Per owner, the bytes of one attachment: two GridFS chunks and a piece of a third."""
+
+
+def attachment_store(store: MongoStore[Any]) -> GridFSAttachmentStore[Any]:
+    return GridFSAttachmentStore(store, upload_url=lambda attachment_id, context: "unused")
 
 
 async def seed(database: Any) -> None:
-    """Per owner: three threads, one holding every item variant, and two attachments,
-    written by a store without encryption (as a store that ran without it holds them)."""
+    """Per owner: three threads, one holding every item variant, two attachments without
+    bytes and one with, written by stores without encryption (as a store that ran
+    without it holds them)."""
     store: MongoStore[Any] = MongoStore(database)
+    files = attachment_store(store)
     for owner in OWNERS:
         context = {"user_id": owner}
         for number in range(3):
@@ -68,11 +81,15 @@ async def seed(database: Any) -> None:
         )
         await store.save_attachment(file_attachment(f"atc_f_{owner}", f"thr_{owner}_0"), context)
         await store.save_attachment(image_attachment(f"atc_i_{owner}"), context)
+        await files.create_and_upload(
+            "notes.bin", "application/octet-stream", BYTES[owner], context
+        )
 
 
 async def snapshot(store: MongoStore[Any]) -> Snapshot:
-    """Everything each owner can read, through the Store API."""
+    """Everything each owner can read, through the Store API, the bytes included."""
     result: Snapshot = {}
+    files = attachment_store(store)
     for owner in OWNERS:
         context = {"user_id": owner}
         threads = (await store.load_threads(100, None, "asc", context)).data
@@ -80,16 +97,21 @@ async def snapshot(store: MongoStore[Any]) -> Snapshot:
             each.id: (await store.load_thread_items(each.id, None, 100, "asc", context)).data
             for each in threads
         }
-        attachments = [
-            await store.load_attachment(attachment_id, context)
-            for attachment_id in (f"atc_f_{owner}", f"atc_i_{owner}")
-        ]
-        result[owner] = (threads, items, attachments)
+        listed = store.persistence.collection("attachment").find(
+            {Field.OWNER: owner}, {Field.ATTACHMENT_ID: 1}
+        )
+        attachment_ids = sorted([document[Field.ATTACHMENT_ID] async for document in listed])
+        attachments = [await store.load_attachment(each, context) for each in attachment_ids]
+        uploaded = [each for each in attachments if each.name == "notes.bin"]
+        contents = {each.name: await files.read_bytes(each.id, context) for each in uploaded}
+        result[owner] = (threads, items, attachments, contents)
     return result
 
 
-async def stored_forms(database: Any) -> dict[Kind, list[str]]:
-    """Per kind, the form of each stored ``data``: "plain" or "encrypted"."""
+async def stored_forms(database: Any, *, orphans: int = 0) -> dict[Kind, list[str]]:
+    """Per kind, the form of each stored ``data`` ("plain" or "encrypted"), and for
+    ``file`` of each file an attachment refers to. Besides those, exactly ``orphans``
+    files (each written by a rewrite), and no chunk without its file."""
     forms: dict[Kind, list[str]] = {}
     for kind, name in COLLECTIONS.by_kind(MODEL_KINDS).items():
         documents = await database[name].find({}).to_list(None)
@@ -99,11 +121,25 @@ async def stored_forms(database: Any) -> dict[Kind, list[str]]:
             if isinstance(document[Field.DATA], dict) or is_ciphertext(document[Field.DATA])
         ]
         assert len(forms[kind]) == len(documents), f"a {kind} holds neither form"
+    referenced = set(await database[COLLECTIONS.attachments].distinct(UploadField.FILE_ID))
+    files = await database[COLLECTIONS.bucket_files].find({}).to_list(None)
+    unreferenced = [each for each in files if each["_id"] not in referenced]
+    assert len(unreferenced) == orphans, unreferenced
+    assert all(each[GridFSField.METADATA].get(GridFSField.REWRITE) for each in unreferenced)
+    assert referenced <= {each["_id"] for each in files}, "an attachment lost its bytes"
+    chunk_files = set(await database[COLLECTIONS.bucket_chunks].distinct(GridFSField.FILES_ID))
+    assert chunk_files == {each["_id"] for each in files}, "a chunk without its file"
+    forms["file"] = [
+        "encrypted" if each[GridFSField.METADATA].get(GridFSField.ENCRYPTED) else "plain"
+        for each in files
+        if each["_id"] in referenced
+    ]
     return forms
 
 
 class Fault:
-    """A ``wrap_collection`` that counts the migration's bulk writes and stops at the
+    """A ``wrap_collection`` that counts the migration's writes (its bulk writes of
+    documents, and each attachment's switch to its rewritten bytes) and stops at the
     ``at``-th: before sending it, or after it landed."""
 
     def __init__(self, at: int, *, after: bool) -> None:
@@ -112,26 +148,35 @@ class Fault:
         self.writes = 0
 
     def __call__(self, kind: Kind, collection: Any) -> Any:
-        return _Wrapped(collection, self)
+        return _Wrapped(collection, self, switches=kind == "attachment")
 
 
 class _Wrapped:
-    def __init__(self, collection: Any, fault: Fault) -> None:
+    def __init__(self, collection: Any, fault: Fault, *, switches: bool) -> None:
         self._collection = collection
         self._fault = fault
+        self._switches = switches
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._collection, name)
 
-    async def bulk_write(self, requests: Any, **options: Any) -> Any:
+    async def _write(self, method: str, *args: Any, **options: Any) -> Any:
         fault = self._fault
         fault.writes += 1
         if fault.writes == fault.at and not fault.after:
             raise Interrupted(f"before write {fault.at}")
-        result = await self._collection.bulk_write(requests, **options)
+        result = await getattr(self._collection, method)(*args, **options)
         if fault.writes == fault.at:
             raise Interrupted(f"after write {fault.at}")
         return result
+
+    async def bulk_write(self, requests: Any, **options: Any) -> Any:
+        return await self._write("bulk_write", requests, **options)
+
+    async def update_one(self, *args: Any, **options: Any) -> Any:
+        if not self._switches:
+            return await self._collection.update_one(*args, **options)
+        return await self._write("update_one", *args, **options)
 
 
 class Before:
@@ -199,9 +244,9 @@ async def test_an_unencrypted_store_is_encrypted_and_reads_the_same(
     )
 
     forms = await stored_forms(database)
-    assert all(form == "encrypted" for kind in MODEL_KINDS for form in forms[kind])
+    assert all(form == "encrypted" for each in forms.values() for form in each)
     assert sum(report.converted.values()) == pending == sum(handled)
-    assert report.converted == {kind: len(forms[kind]) for kind in MODEL_KINDS}
+    assert report.converted == {kind: len(each) for kind, each in forms.items()}
     assert (report.unreadable, report.damaged, report.left, report.passes) == ({}, {}, 0, 1)
     assert max(handled) <= BATCH
     store = store_on(database, key_settings)
@@ -226,12 +271,11 @@ async def test_interrupted_at_every_batch_then_rerun_ends_fully_converted(
         await migrate(reference, COLLECTIONS, key_settings, "encrypted", batch_size=BATCH)
     writes = await count_writes(reference, key_settings, target)
     assert writes >= 5, "too few batches to interrupt each kind's first, middle and last"
-    before: Snapshot | None = None
+    leftovers = {"removed": 0, "orphans": 0}
     for at in range(1, writes + 1):
         database = wire_client[f"migrate_{uuid.uuid4().hex[:12]}"]
         await seed(database)
-        if before is None:
-            before = await snapshot(store_on(database, None))
+        before = await snapshot(store_on(database, None))
         if target == "plain":
             await migrate(database, COLLECTIONS, key_settings, "encrypted", batch_size=BATCH)
         documents = {kind: len(forms) for kind, forms in (await stored_forms(database)).items()}
@@ -252,15 +296,24 @@ async def test_interrupted_at_every_batch_then_rerun_ends_fully_converted(
             await halfway.close()
 
         report = await migrate(database, COLLECTIONS, key_settings, target, batch_size=BATCH)
-        forms = await stored_forms(database)
+        forms = await stored_forms(database, orphans=report.orphans)
+        leftovers["removed"] += report.leftovers_removed
+        leftovers["orphans"] += report.orphans
         assert {kind: len(each) for kind, each in forms.items()} == documents
-        assert all(form == target for kind in MODEL_KINDS for form in forms[kind]), at
+        assert all(form == target for each in forms.values() for form in each), at
         assert (report.unreadable, report.damaged, report.left) == ({}, {}, 0)
         final = store_on(database, key_settings if target == "encrypted" else None)
         try:
             assert await snapshot(final) == before, f"content changed after stopping at {at}"
         finally:
             await final.close()
+    # Stopped just after each attachment's switch, a rewrite leaves its old bytes: the
+    # original upload (deleted by the re-run) or a rewrite's file (left to the sweep).
+    stranded = len(OWNERS) if after else 0
+    expected = {"removed": stranded, "orphans": 0}
+    if target == "plain":
+        expected = {"removed": 0, "orphans": stranded}
+    assert leftovers == expected
 
 
 async def test_a_progress_callback_that_raises_stops_between_batches(
@@ -315,8 +368,8 @@ async def test_the_reverse_migration_round_trips(database: Any, key_settings: En
     report = await migrate(database, COLLECTIONS, key_settings, "plain", batch_size=BATCH)
 
     forms = await stored_forms(database)
-    assert all(form == "plain" for kind in MODEL_KINDS for form in forms[kind])
-    assert report.converted == {kind: len(forms[kind]) for kind in MODEL_KINDS}
+    assert all(form == "plain" for each in forms.values() for form in each)
+    assert report.converted == {kind: len(each) for kind, each in forms.items()}
     assert await snapshot(store_on(database, None)) == before
     again = await database[COLLECTIONS.items].find({}, {"_id": 1, Field.DATA: 1}).to_list(None)
     assert again == plain  # byte for byte the documents the store first wrote
@@ -329,10 +382,11 @@ async def test_documents_whose_key_is_gone_are_counted_and_left(
 ) -> None:
     await seed(database)
     await migrate(database, COLLECTIONS, key_settings, "encrypted", batch_size=BATCH)
-    bobs = {
+    bobs: dict[Kind, int] = {
         kind: await database[name].count_documents({Field.OWNER: "bob"})
         for kind, name in COLLECTIONS.by_kind(MODEL_KINDS).items()
     }
+    bobs["file"] = 1
     async with OwnerEncryption(key_settings, wire_client) as engine:
         assert await engine.shred("bob")
 
@@ -347,6 +401,9 @@ async def test_documents_whose_key_is_gone_are_counted_and_left(
         async for document in database[name].find({}):
             owner_is_bob = document[Field.OWNER] == "bob"
             assert is_ciphertext(document[Field.DATA]) == owner_is_bob, kind
+    async for file in database[COLLECTIONS.bucket_files].find({}):
+        owner_is_bob = file[GridFSField.METADATA][Field.OWNER] == "bob"
+        assert bool(file[GridFSField.METADATA].get(GridFSField.ENCRYPTED)) == owner_is_bob
     alice = {"user_id": "alice"}
     assert len((await store_on(database, None).load_threads(10, None, "asc", alice)).data) == 3
 
@@ -402,7 +459,7 @@ async def test_a_concurrent_application_write_is_never_overwritten(
     assert (report.changed_meanwhile, report.passes, report.left) == (1, 2, 0)
     # the application's plaintext is converted by the second pass; its ciphertext is left
     assert sum(report.converted.values()) == documents - (writer == "encrypted")
-    assert all(form == "encrypted" for kind in MODEL_KINDS for form in forms[kind])
+    assert all(form == "encrypted" for each in forms.values() for form in each)
     reader = store_on(database, key_settings)
     try:
         assert await reader.load_item("thr_alice_0", first_item, context) == edited
@@ -453,7 +510,7 @@ async def test_the_command_converts_both_ways_and_says_so(
         run_cli, wire_server_uri, database, key_settings, "--to", "encrypted", key=key
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "converted to encrypted: 6 threads, 24 items, 4 attachments, 0 files\n"
+    assert result.output == "converted to encrypted: 6 threads, 24 items, 6 attachments, 2 files\n"
     assert await count_pending(database, COLLECTIONS, "encrypted") == 0
 
     result = await asyncio.to_thread(
@@ -468,7 +525,7 @@ async def test_the_command_converts_both_ways_and_says_so(
         key=key,
     )
     assert result.exit_code == 0, result.output
-    assert result.output == "converted to plain: 6 threads, 24 items, 4 attachments, 0 files\n"
+    assert result.output == "converted to plain: 6 threads, 24 items, 6 attachments, 2 files\n"
     assert await snapshot(store_on(database, None)) == before
 
 
@@ -485,9 +542,9 @@ async def test_the_command_fails_naming_the_owners_it_cannot_decrypt(
     )
 
     assert result.exit_code == 1
-    assert "cannot decrypt 3 threads, 12 items, 2 attachments" in result.output
+    assert "cannot decrypt 3 threads, 12 items, 3 attachments, 1 file" in result.output
     assert "(owners: bob)" in result.output
-    assert "Error: 17 documents not converted; see above" in result.output
+    assert "Error: 19 documents not converted; see above" in result.output
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,13 @@ class MigrationReport:
     left: int = 0
     """Documents still in the old form after the last pass, besides the unreadable and
     damaged ones: written in the old form while the migration ran. Run it again."""
+    leftovers_removed: int = 0
+    """Old-form files no attachment refers to any more, deleted: the old bytes of a
+    rewrite stopped between its switch and its delete (or of an earlier crash)."""
+    orphans: int = 0
+    """Old-form files no attachment refers to that were themselves written by a rewrite:
+    left to the orphan sweep (``GridFSAttachmentStore.sweep_orphans``), which tells a
+    finished one from one still under way by its age."""
     passes: int = 0
 
     @property
@@ -172,6 +179,16 @@ class MigrationReport:
             lines.append(
                 f"changed by the application while being converted: "
                 f"{plural(self.changed_meanwhile, 'document')}, looked at again"
+            )
+        if self.leftovers_removed:
+            lines.append(
+                f"removed {plural(self.leftovers_removed, 'file')} in the old form that no "
+                "attachment refers to (left by an interrupted rewrite)"
+            )
+        if self.orphans:
+            lines.append(
+                f"{plural(self.orphans, 'rewritten file')} in the old form that no attachment "
+                "refers to: the orphan sweep removes them"
             )
         if self.left:
             lines.append(
@@ -218,7 +235,8 @@ async def migrate(
     on_progress: Progress | None = None,
     wrap_collection: CollectionWrapper | None = None,
 ) -> MigrationReport:
-    """Convert every thread, item and attachment of ``collections`` to ``target`` form.
+    """Convert every thread, item and attachment of ``collections``, and the bytes of
+    every complete attachment in its bucket, to ``target`` form.
 
     ``encryption`` names the key vault and master key (decrypting needs them as much as
     encrypting). ``on_progress`` is told how many documents each batch handled;
@@ -262,6 +280,7 @@ async def migrate(
             this_pass.add_to(report)
             if not this_pass.changed_meanwhile:
                 break
+        await this_pass.remove_leftovers(report)
         left = await _count_pending(persistence, target, batch_size)
         report.left = max(left - this_pass.skipped, 0)
         return report
@@ -418,6 +437,49 @@ class _Pass:
                 else:  # rewritten or deleted by someone else meanwhile: look again
                     self.changed_meanwhile += 1
             self._progress(len(batch))
+
+    async def remove_leftovers(self, report: MigrationReport) -> None:
+        """Delete the old-form files no attachment refers to, through the ownership
+        proof: a rewrite stopped after its switch leaves the old bytes (for an
+        encryption, a plaintext copy), which this run's rewrites never meet again.
+
+        Why only files not written by a rewrite: any other file is referred to from
+        before its first byte (an upload's claim) until after its last (a delete
+        unlinks first), so an unreferenced one is finished garbage. A rewrite's file is
+        unreferenced while it is being written; only the sweep, by its age, can tell
+        it from a leftover, so those are counted and left to it.
+        """
+        files = self._persistence.collection("file")
+        found = files.find(
+            file_pending_filter(self._target), {GridFSField.ID: 1, GridFSField.METADATA: 1}
+        )
+        batch: list[dict[str, Any]] = []
+        async for file in found:
+            batch.append(file)
+            if len(batch) == self._batch_size:
+                await self._remove_unreferenced(batch, report)
+                batch = []
+        if batch:
+            await self._remove_unreferenced(batch, report)
+
+    async def _remove_unreferenced(
+        self, files: list[dict[str, Any]], report: MigrationReport
+    ) -> None:
+        file_ids = [file[GridFSField.ID] for file in files]
+        referring = self._persistence.collection("attachment").find(
+            {UploadField.FILE_ID: {"$in": file_ids}}, {UploadField.FILE_ID: 1, "_id": 0}
+        )
+        referenced = {document[UploadField.FILE_ID] async for document in referring}
+        for file in files:
+            if file[GridFSField.ID] in referenced:
+                continue
+            metadata = file.get(GridFSField.METADATA) or {}
+            owner = metadata.get(Field.OWNER)
+            if metadata.get(GridFSField.REWRITE) is True or not isinstance(owner, str):
+                report.orphans += 1
+                continue
+            await self._persistence.delete_owned_files(owner, [file[GridFSField.ID]])
+            report.leftovers_removed += 1
 
 
 def _after(key: tuple[str, ...], last: dict[str, Any]) -> dict[str, Any]:
