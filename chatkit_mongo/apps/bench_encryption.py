@@ -485,7 +485,8 @@ async def _store_phases(
         try:
             await client.drop_database(database.name)
         except OperationFailure as exc:  # jongodb cannot; the data was small
-            notes.append(f"  note: database {database.name} remains ({exc.details or exc})")
+            said = (exc.details or {}).get("errmsg") or str(exc)
+            notes.append(f"  note: the server cannot drop database {database.name} ({said})")
     return store_lines(operations, data, pairs=pairs, mib=mib, rounds=rounds) + notes
 
 
