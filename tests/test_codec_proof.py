@@ -141,7 +141,7 @@ def hostile_models(draw: st.DrawFn) -> tuple[BaseModel, TypeAdapter[Any]]:
         elif action == "set":
             owner.__dict__[name] = draw(odd_values)
         elif action == "delete":
-            del owner.__dict__[name]
+            owner.__dict__.pop(name, None)
         else:
             owner.__dict__["not_a_field"] = draw(odd_values)
     return model, adapter
