@@ -53,7 +53,7 @@ class _Int(int):
     pass
 
 
-odd_values = st.one_of(
+odd_values: st.SearchStrategy[Any] = st.one_of(
     json_values,
     datetimes,
     st.sampled_from(
