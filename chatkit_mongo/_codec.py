@@ -54,6 +54,10 @@ def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, An
         raise UnstorableError(
             f"{what} holds a value that cannot be written as JSON: {exc}. Store it as a JSON value."
         ) from exc
+    except ValueError as exc:  # pydantic's serializer meeting a value that contains itself
+        raise UnstorableError(
+            f"{what} holds a value that contains itself ({exc}); JSON cannot write a cycle"
+        ) from exc
     if round_trip_proved(model, adapter):
         return data
     try:
