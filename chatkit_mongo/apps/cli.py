@@ -339,26 +339,34 @@ def import_command(ctx: click.Context, file: Path) -> None:
 def purge(
     ctx: click.Context, owner: str | None, older_than: timedelta | None, dry_run: bool
 ) -> None:
-    """Erase one owner's data, or threads inactive for longer than a duration."""
+    """Erase one owner's data, or threads inactive for longer than a duration.
+
+    An owner's purge also shreds the owner's data keys in the key vault (--key-vault;
+    no master key needed), so that the owner's encrypted content is unreadable in every
+    copy, backups and exports included; it says whether a key was shredded.
+    """
     from ..operations.erase import purge_inactive, purge_owner  # noqa: PLC0415
 
     if (owner is None) == (older_than is None):
         raise click.UsageError("give exactly one of --owner and --older-than")
+    connection = resolve(ctx)
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> str:
         if owner is not None:
-            counts = await purge_owner(database, collections, owner, dry_run=dry_run)
-        else:
-            assert older_than is not None
-            total = await database[collections.threads].count_documents({})
-            with _progress(total, "checking threads") as on_progress:
-                counts = await purge_inactive(
-                    database, collections, older_than, dry_run=dry_run, on_progress=on_progress
-                )
+            erased = await purge_owner(
+                database, collections, owner, dry_run=dry_run, key_vault=connection.key_vault
+            )
+            return f"{erased.describe()}; {erased.describe_keys(dry_run=dry_run)}"
+        assert older_than is not None
+        total = await database[collections.threads].count_documents({})
+        with _progress(total, "checking threads") as on_progress:
+            counts = await purge_inactive(
+                database, collections, older_than, dry_run=dry_run, on_progress=on_progress
+            )
         return counts.describe()
 
     verb = "would erase" if dry_run else "erased"
-    click.echo(f"{verb} {_run(resolve(ctx), work)}")
+    click.echo(f"{verb} {_run(connection, work)}")
 
 
 @cli.command("serve")
