@@ -97,7 +97,9 @@ async def owners_with_encrypted_content(
             {"$group": {"_id": f"${owner_field}"}},
         ]
         cursor = await maybe_await(database[collections.name_of(kind)].aggregate(pipeline))
-        owners.update(group["_id"] async for group in cursor if isinstance(group["_id"], str))
+        async for group in cursor:
+            if isinstance(group["_id"], str):
+                owners.add(group["_id"])
     return sorted(owners)
 
 
