@@ -263,29 +263,64 @@ def _output_file(out: Path | None) -> Iterator[TextIO]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="File to write, whole or not at all (default: standard output).",
 )
+@click.option(
+    "--decrypt",
+    is_flag=True,
+    help="Write the owner's encrypted content in the clear (needs --owner and the master "
+    "key); what cannot be decrypted is left out and counted. Default: as stored.",
+)
 @connection_options
 @click.pass_context
-def export_command(ctx: click.Context, owner: str | None, out: Path | None) -> None:
-    """Write threads, items, attachments and their bytes as JSON Lines."""
-    from ..operations.transfer import count_export, export_data  # noqa: PLC0415
-    from ..schema import Kind  # noqa: PLC0415
+def export_command(ctx: click.Context, owner: str | None, out: Path | None, decrypt: bool) -> None:
+    """Write threads, items, attachments and their bytes as JSON Lines.
+
+    Encrypted content is written as it is stored (an export is then as safe as the
+    database), unless --decrypt is given.
+    """
+    from ..operations.transfer import ExportCounts, count_export, export_data  # noqa: PLC0415
 
     connection = resolve(ctx)
+    encryption = connection.encryption
+    if decrypt and owner is None:
+        raise click.UsageError("--decrypt exports one owner's content: give --owner")
+    if decrypt and encryption is None:
+        raise click.UsageError(
+            "--decrypt needs the master key: --master-key-file, or $CHATKIT_MONGO_LOCAL_MASTER_KEY"
+        )
     with _output_file(out) as stream:
 
-        async def work(
-            database: AsyncDatabaseLike, collections: CollectionNames
-        ) -> dict[Kind, int]:
+        async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> ExportCounts:
             total = await count_export(database, collections, owner)
             with _progress(total, "exporting") as on_progress:
-                return await export_data(
-                    database, collections, stream, owner=owner, on_progress=on_progress
+                if not decrypt or encryption is None:
+                    return await export_data(
+                        database, collections, stream, owner=owner, on_progress=on_progress
+                    )
+                from .._encryption import OwnerEncryption  # noqa: PLC0415  (only then)
+
+                engine = OwnerEncryption(
+                    encryption, database.client, codec_options=_codec_options(database)
                 )
+                async with engine:
+                    return await export_data(
+                        database,
+                        collections,
+                        stream,
+                        owner=owner,
+                        on_progress=on_progress,
+                        decrypt=engine,
+                    )
 
         counts = _run(connection, work)
         stream.flush()
-    summary = ", ".join(plural(count, kind) for kind, count in counts.items())
-    click.echo(f"exported {summary}", err=True)
+    click.echo(f"exported {counts.describe()}", err=True)
+
+
+def _codec_options(database: AsyncDatabaseLike) -> Any:
+    """The database's codec options, so decrypted content decodes as stored content does
+    (PyMongo's and Motor's databases have them; the engine refuses any other client)."""
+    handle: Any = database
+    return handle.codec_options
 
 
 @contextmanager
