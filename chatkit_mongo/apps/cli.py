@@ -185,15 +185,24 @@ def init(ctx: click.Context, dry_run: bool, retention: bool) -> None:
     from .create_indexes import create_indexes, planned  # noqa: PLC0415
 
     connection = resolve(ctx)
+    # The key vault's index too when the deployment has one: a master key, or a named
+    # --key-vault (see create_indexes' docstring for why not always).
+    has_vault = connection.encryption is not None or connection.key_vault_named
+    key_vault = connection.key_vault if has_vault else None
     if dry_run and connection.uri is None and connection.opener is open_uri:
         click.echo("no URI given: the indexes the store needs, compared with nothing", err=True)
-        for line in planned(connection.collections, retention=retention):
+        for line in planned(connection.collections, retention=retention, key_vault=key_vault):
             click.echo(line)
         return
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> int:
         return await create_indexes(
-            database, collections, dry_run=dry_run, echo=click.echo, retention=retention
+            database,
+            collections,
+            dry_run=dry_run,
+            echo=click.echo,
+            retention=retention,
+            key_vault=key_vault,
         )
 
     if _run(connection, work) != 0:

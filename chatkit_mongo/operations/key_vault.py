@@ -12,10 +12,11 @@ or deleted here is only their ``keyAltNames``, which hold the owner's name (see
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from .._driver import AsyncDatabaseLike, maybe_await, shielded
-from ..encryption import KEY_ALT_NAMES, split_key_vault_namespace
+from ..encryption import KEY_ALT_NAMES, KEY_VAULT_INDEX, split_key_vault_namespace
+from ..errors import IndexConflictError
 from ..schema import MODEL_KINDS, CollectionNames, Field, GridFSField, Kind
 
 _BATCH: Final = 500
@@ -125,3 +126,47 @@ async def count_plaintext(database: AsyncDatabaseLike, collections: CollectionNa
         collection = database[collections.name_of(kind)]
         total += int(await collection.count_documents(plaintext_content_filter(kind)))
     return total
+
+
+KeyVaultIndexState = Literal["present", "missing", "conflict"]
+
+
+def describe_key_vault_index(namespace: str) -> str:
+    """The key vault's unique index as ``init`` and ``doctor`` list indexes."""
+    spec = KEY_VAULT_INDEX.document
+    keys = ", ".join(f"{name}: {direction}" for name, direction in dict(spec["key"]).items())
+    partial = spec["partialFilterExpression"]
+    return f"{namespace}.{spec['name']} {{{keys}}} unique partialFilterExpression={partial}"
+
+
+async def key_vault_index_state(database: AsyncDatabaseLike, namespace: str) -> KeyVaultIndexState:
+    """Whether the key vault has its unique index (or one as good), lacks it, or has
+    another index under its name, which would make creating it fail."""
+    from .._encryption import has_key_vault_index, key_vault_indexes  # noqa: PLC0415
+
+    split_key_vault_namespace(namespace)
+    indexes = await key_vault_indexes(namespace, database.client)
+    if has_key_vault_index(indexes):
+        return "present"
+    name = KEY_VAULT_INDEX.document["name"]
+    return "conflict" if any(index.get("name") == name for index in indexes) else "missing"
+
+
+async def ensure_key_vault_index(database: AsyncDatabaseLike, namespace: str) -> bool:
+    """Create the key vault's unique index if it is missing; True if created now.
+
+    Raises :class:`~chatkit_mongo.errors.IndexConflictError` when another index holds its
+    name. Needs no master key, only the right to create an index in the vault.
+    """
+    from .._encryption import ensure_key_vault_index as create  # noqa: PLC0415
+
+    state = await key_vault_index_state(database, namespace)
+    if state == "conflict":
+        raise IndexConflictError(
+            f"{describe_key_vault_index(namespace)}: conflict (another index has its name); "
+            "drop or rename it"
+        )
+    if state == "present":
+        return False
+    await create(namespace, database.client)
+    return True
