@@ -219,20 +219,31 @@ def init(ctx: click.Context, dry_run: bool, retention: bool) -> None:
 @connection_options
 @click.pass_context
 def doctor(ctx: click.Context, retention: bool) -> None:
-    """Check the server, the indexes and the plans of the hot queries.
+    """Check the server, the indexes, encryption and the plans of the hot queries.
+
+    Encryption: the key vault (--key-vault) and its unique index, owners whose encrypted
+    content has lost its key, and, with the master key, content still in the clear.
 
     Exits 1 when a check fails; checks the server cannot run are reported and skipped.
     """
     from ..operations.doctor import diagnose, next_steps  # noqa: PLC0415
 
-    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
-        return await diagnose(database, collections, retention=retention)
+    connection = resolve(ctx)
 
-    findings = _run(resolve(ctx), work)
+    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
+        return await diagnose(
+            database,
+            collections,
+            retention=retention,
+            key_vault=connection.key_vault,
+            encrypted=connection.encryption is not None,
+        )
+
+    findings = _run(connection, work)
     for finding in findings:
         click.echo(finding.describe())
     failed = [finding for finding in findings if finding.verdict == "fail"]
-    for step in next_steps(findings, retention=retention):
+    for step in next_steps(findings, retention=retention, key_vault=connection.key_vault):
         click.echo(f"next: {step}")
     if failed:
         raise click.ClickException(f"{plural(len(failed), 'check')} failed")
