@@ -117,8 +117,8 @@ def next_steps(
         )
     if PLAINTEXT_SUBJECT in failed:
         steps.append(
-            "encrypt what is still in the clear with `chatkit-mongo encrypt` (same connection "
-            "options and master key)"
+            "encrypt what is still in the clear with `chatkit-mongo migrate --to encrypted` "
+            "(same connection options and master key)"
         )
     if any(detail.endswith(": missing") for detail in indexes):
         command = "chatkit-mongo init --retention" if retention else "chatkit-mongo init"
