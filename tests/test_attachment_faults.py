@@ -28,7 +28,15 @@ from chatkit_mongo.schema import Field, GridFSField, UploadField
 
 from .attachment_support import CHUNK, make_attachments
 from .conftest import NAMES, RequestContext, close_client, make_client, scratch_database
-from .fault_support import FAULTS, Faulty, Switchable, Switchboard, Timing, cancel_at_every_step
+from .fault_support import (
+    FAULTS,
+    FaultyNth,
+    Recording,
+    Switchable,
+    Switchboard,
+    Timing,
+    cancel_at_every_step,
+)
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
@@ -143,24 +151,6 @@ async def fresh(gridfs_backend: str) -> AsyncIterator[Callable[[], Any]]:
     await close_client(client)
 
 
-class _Recording:
-    """A collection that notes each method called on it, in order."""
-
-    def __init__(self, inner: Any, handle: str, calls: list[tuple[str, str]]) -> None:
-        self._inner, self._handle, self._calls = inner, handle, calls
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
-        if name in {"find", "aggregate"} or not callable(target):
-            return target
-
-        def noting(*args: Any, **kwargs: Any) -> Any:
-            self._calls.append((self._handle, name))
-            return target(*args, **kwargs)
-
-        return noting
-
-
 async def _driver_calls(fresh: Callable[[], Any], op_name: str) -> list[tuple[str, str, int]]:
     """Each ``(handle, method, how many earlier calls of it)`` the op makes, fault-free."""
     attachments = await fresh()
@@ -168,23 +158,9 @@ async def _driver_calls(fresh: Callable[[], Any], op_name: str) -> list[tuple[st
     calls: list[tuple[str, str]] = []
     for handle in HANDLES:
         switch = _switch(attachments, handle)
-        switch.inner = _Recording(switch.inner, handle, calls)
+        switch.inner = Recording(switch.inner, handle, calls)
     await OPS[op_name](attachments, attachment_id)
     return [(h, m, calls[:n].count((h, m))) for n, (h, m) in enumerate(calls)]
-
-
-class FaultyNth(Faulty):
-    """Lets ``earlier`` calls of the method through, then fails one."""
-
-    def __init__(self, inner: Any, method: str, error: Exception, timing: Timing, earlier: int):
-        super().__init__(inner, method, error, timing)
-        self._earlier = earlier
-
-    def __getattr__(self, name: str) -> Any:
-        if name == self._method and self._earlier:
-            self._earlier -= 1
-            return getattr(self._inner, name)
-        return super().__getattr__(name)
 
 
 @pytest.mark.parametrize("timing", ["request lost", "reply lost"])
