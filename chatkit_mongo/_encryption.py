@@ -53,7 +53,7 @@ from pymongo.asynchronous.encryption import AsyncClientEncryption
 from pymongo.errors import ConfigurationError, DuplicateKeyError, EncryptionError
 
 from ._driver import maybe_await
-from .encryption import KEY_ALT_NAMES, KEY_VAULT_INDEX, Encryption
+from .encryption import KEY_ALT_NAMES, KEY_VAULT_INDEX, Encryption, split_key_vault_namespace
 from .errors import CiphertextError, EncryptionConfigError, KeyUnavailableError
 
 ALGORITHM: Final = "AEAD_AES_256_CBC_HMAC_SHA_512-Random"
@@ -160,13 +160,19 @@ def has_key_vault_index(indexes: Sequence[Mapping[str, Any]]) -> bool:
     )
 
 
-async def ensure_key_vault_index(config: Encryption, key_vault_client: Any) -> None:
-    """Create :data:`~chatkit_mongo.encryption.KEY_VAULT_INDEX`; a no-op when present."""
+async def ensure_key_vault_index(config: Encryption | str, key_vault_client: Any) -> None:
+    """Create :data:`~chatkit_mongo.encryption.KEY_VAULT_INDEX`; a no-op when present.
+
+    ``config`` may be the key vault's namespace alone: creating the index needs no
+    master key (``init`` run by an operator who holds none)."""
     await _key_vault(config, key_vault_client).create_indexes([KEY_VAULT_INDEX])
 
 
-async def key_vault_indexes(config: Encryption, key_vault_client: Any) -> list[dict[str, Any]]:
-    """The key vault's indexes as ``listIndexes`` reports them (for ``doctor``)."""
+async def key_vault_indexes(
+    config: Encryption | str, key_vault_client: Any
+) -> list[dict[str, Any]]:
+    """The key vault's indexes as ``listIndexes`` reports them (for ``doctor``); ``config``
+    may be the namespace alone, as for :func:`ensure_key_vault_index`."""
     cursor = await maybe_await(_key_vault(config, key_vault_client).list_indexes())
     indexes: list[dict[str, Any]] = await cursor.to_list(None)
     return indexes
@@ -176,6 +182,19 @@ def is_ciphertext(value: object) -> TypeGuard[Binary]:
     """Whether a stored ``data`` field holds a ciphertext (else it is a plaintext
     document, as written with encryption off): what a migration and ``doctor`` test."""
     return isinstance(value, Binary) and value.subtype == ENCRYPTED_SUBTYPE
+
+
+def check_document_ciphertext(value: object, what: str) -> None:
+    """Refuse (:class:`CiphertextError`) a value that is not shaped as a document
+    ciphertext of this engine: subtype 6, a random-algorithm blob of a document, of a
+    length :func:`document_ciphertext_size` can give. Needs no key (an import checks
+    the ciphertexts it restores); whether it decrypts, and for whom, is the reader's
+    check (:meth:`OwnerEncryption.decrypt`)."""
+    _key_uuid(value, what)
+    assert isinstance(value, Binary)  # _key_uuid refused anything else
+    extra = len(value) - DOCUMENT_OVERHEAD_MAX
+    if extra < 0 or extra % _AES_BLOCK:
+        raise CiphertextError(f"{what} is {len(value)} bytes long, which no ciphertext is")
 
 
 def document_ciphertext_size(plaintext_bson_size: int) -> int:
@@ -589,8 +608,10 @@ def _piece(nonce: Binary, bound_to: str, index: int, last: bool, data: bytes) ->
     return {"f": nonce, "a": bound_to, "n": index, "z": last, "b": Binary(data)}
 
 
-def _key_vault(config: Encryption, client: Any) -> Any:
-    return client[config.key_vault_database][config.key_vault_collection]
+def _key_vault(config: Encryption | str, client: Any) -> Any:
+    namespace = config if isinstance(config, str) else config.key_vault_namespace
+    database, collection = split_key_vault_namespace(namespace)
+    return client[database][collection]
 
 
 def _key_uuid(ciphertext: object, what: str) -> bytes:

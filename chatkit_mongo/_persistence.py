@@ -222,7 +222,7 @@ class Persistence:
         reports as not found.
 
         A plaintext document reads as it is, with encryption on too: a store that ran
-        without encryption keeps working while ``chatkit-mongo encrypt`` converts it.
+        without encryption keeps working while ``chatkit-mongo migrate --to encrypted`` converts it.
         A ciphertext with encryption off is a configuration error, said as such, never
         a crash in the model's validation.
         """

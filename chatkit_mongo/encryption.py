@@ -71,6 +71,21 @@ name (made by other tools) may coexist. ``init``/``ensure_indexes`` create it an
 ``doctor`` checks it; the key manager refuses to create keys in a vault without it."""
 
 
+def split_key_vault_namespace(namespace: str) -> tuple[str, str]:
+    """``(database, collection)`` of a key vault namespace ``database.collection``.
+
+    Why a function of its own: the commands that reach the key vault without a master
+    key (``purge`` shredding a key, ``doctor``, ``init``) check ``--key-vault`` the same
+    way :class:`Encryption` does.
+    """
+    database, _, collection = namespace.partition(".")
+    if not database or not collection or "$" in namespace:
+        raise EncryptionConfigError(
+            f"key_vault_namespace must be 'database.collection', got {namespace!r}"
+        )
+    return database, collection
+
+
 def generate_local_master_key() -> str:
     """A new random master key for the ``local`` provider, base64 text (for a file or an
     environment variable). Losing it loses every encrypted document."""
@@ -111,12 +126,7 @@ class Encryption:
         if local is not None:
             key = local.get("key") if isinstance(local, Mapping) else None
             _check_local_key(key, "kms_providers['local']['key']")
-        database, _, collection = self.key_vault_namespace.partition(".")
-        if not database or not collection or "$" in self.key_vault_namespace:
-            raise EncryptionConfigError(
-                f"key_vault_namespace must be 'database.collection', got "
-                f"{self.key_vault_namespace!r}"
-            )
+        split_key_vault_namespace(self.key_vault_namespace)
         seconds = self.key_cache_seconds
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise EncryptionConfigError(f"key_cache_seconds must be a number, got {seconds!r}")
@@ -127,11 +137,11 @@ class Encryption:
 
     @property
     def key_vault_database(self) -> str:
-        return self.key_vault_namespace.partition(".")[0]
+        return split_key_vault_namespace(self.key_vault_namespace)[0]
 
     @property
     def key_vault_collection(self) -> str:
-        return self.key_vault_namespace.partition(".")[2]
+        return split_key_vault_namespace(self.key_vault_namespace)[1]
 
     @classmethod
     def local(cls, key: bytes, **options: Any) -> Encryption:

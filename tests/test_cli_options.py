@@ -62,6 +62,7 @@ EXPECTED: Final = Connection(
     opener=lambda connection: None,  # type: ignore[arg-type,return-value]  # not compared
     encryption=None,
     key_vault="keys.vault",
+    key_vault_named=True,
 )
 
 

@@ -151,6 +151,16 @@ async def test_nesting_past_mongodbs_limit_is_refused(
     assert await _count_all(store) == 0
 
 
+async def test_a_value_that_contains_itself_is_refused_naming_the_thread(
+    store: MongoStore[Any], alice: RequestContext
+) -> None:
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = [cyclic]
+    with pytest.raises(UnstorableError, match=r"thread thr_1 holds a value that contains itself"):
+        await store.save_thread(thread(metadata={"v": cyclic}), alice)
+    assert await _count_all(store) == 0
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), (1, 2), b"bytes"])
 async def test_values_that_would_not_read_back_are_refused(
     store: MongoStore[Any], alice: RequestContext, value: Any

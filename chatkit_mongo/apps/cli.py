@@ -185,15 +185,24 @@ def init(ctx: click.Context, dry_run: bool, retention: bool) -> None:
     from .create_indexes import create_indexes, planned  # noqa: PLC0415
 
     connection = resolve(ctx)
+    # The key vault's index too when the deployment has one: a master key, or a named
+    # --key-vault (see create_indexes' docstring for why not always).
+    has_vault = connection.encryption is not None or connection.key_vault_named
+    key_vault = connection.key_vault if has_vault else None
     if dry_run and connection.uri is None and connection.opener is open_uri:
         click.echo("no URI given: the indexes the store needs, compared with nothing", err=True)
-        for line in planned(connection.collections, retention=retention):
+        for line in planned(connection.collections, retention=retention, key_vault=key_vault):
             click.echo(line)
         return
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> int:
         return await create_indexes(
-            database, collections, dry_run=dry_run, echo=click.echo, retention=retention
+            database,
+            collections,
+            dry_run=dry_run,
+            echo=click.echo,
+            retention=retention,
+            key_vault=key_vault,
         )
 
     if _run(connection, work) != 0:
@@ -210,20 +219,31 @@ def init(ctx: click.Context, dry_run: bool, retention: bool) -> None:
 @connection_options
 @click.pass_context
 def doctor(ctx: click.Context, retention: bool) -> None:
-    """Check the server, the indexes and the plans of the hot queries.
+    """Check the server, the indexes, encryption and the plans of the hot queries.
+
+    Encryption: the key vault (--key-vault) and its unique index, owners whose encrypted
+    content has lost its key, and, with the master key, content still in the clear.
 
     Exits 1 when a check fails; checks the server cannot run are reported and skipped.
     """
     from ..operations.doctor import diagnose, next_steps  # noqa: PLC0415
 
-    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
-        return await diagnose(database, collections, retention=retention)
+    connection = resolve(ctx)
 
-    findings = _run(resolve(ctx), work)
+    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> list[Finding]:
+        return await diagnose(
+            database,
+            collections,
+            retention=retention,
+            key_vault=connection.key_vault,
+            encrypted=connection.encryption is not None,
+        )
+
+    findings = _run(connection, work)
     for finding in findings:
         click.echo(finding.describe())
     failed = [finding for finding in findings if finding.verdict == "fail"]
-    for step in next_steps(findings, retention=retention):
+    for step in next_steps(findings, retention=retention, key_vault=connection.key_vault):
         click.echo(f"next: {step}")
     if failed:
         raise click.ClickException(f"{plural(len(failed), 'check')} failed")
@@ -263,29 +283,64 @@ def _output_file(out: Path | None) -> Iterator[TextIO]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="File to write, whole or not at all (default: standard output).",
 )
+@click.option(
+    "--decrypt",
+    is_flag=True,
+    help="Write the owner's encrypted content in the clear (needs --owner and the master "
+    "key); what cannot be decrypted is left out and counted. Default: as stored.",
+)
 @connection_options
 @click.pass_context
-def export_command(ctx: click.Context, owner: str | None, out: Path | None) -> None:
-    """Write threads, items, attachments and their bytes as JSON Lines."""
-    from ..operations.transfer import count_export, export_data  # noqa: PLC0415
-    from ..schema import Kind  # noqa: PLC0415
+def export_command(ctx: click.Context, owner: str | None, out: Path | None, decrypt: bool) -> None:
+    """Write threads, items, attachments and their bytes as JSON Lines.
+
+    Encrypted content is written as it is stored (an export is then as safe as the
+    database), unless --decrypt is given.
+    """
+    from ..operations.transfer import ExportCounts, count_export, export_data  # noqa: PLC0415
 
     connection = resolve(ctx)
+    encryption = connection.encryption
+    if decrypt and owner is None:
+        raise click.UsageError("--decrypt exports one owner's content: give --owner")
+    if decrypt and encryption is None:
+        raise click.UsageError(
+            "--decrypt needs the master key: --master-key-file, or $CHATKIT_MONGO_LOCAL_MASTER_KEY"
+        )
     with _output_file(out) as stream:
 
-        async def work(
-            database: AsyncDatabaseLike, collections: CollectionNames
-        ) -> dict[Kind, int]:
+        async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> ExportCounts:
             total = await count_export(database, collections, owner)
             with _progress(total, "exporting") as on_progress:
-                return await export_data(
-                    database, collections, stream, owner=owner, on_progress=on_progress
+                if not decrypt or encryption is None:
+                    return await export_data(
+                        database, collections, stream, owner=owner, on_progress=on_progress
+                    )
+                from .._encryption import OwnerEncryption  # noqa: PLC0415  (only then)
+
+                engine = OwnerEncryption(
+                    encryption, database.client, codec_options=_codec_options(database)
                 )
+                async with engine:
+                    return await export_data(
+                        database,
+                        collections,
+                        stream,
+                        owner=owner,
+                        on_progress=on_progress,
+                        decrypt=engine,
+                    )
 
         counts = _run(connection, work)
         stream.flush()
-    summary = ", ".join(plural(count, kind) for kind, count in counts.items())
-    click.echo(f"exported {summary}", err=True)
+    click.echo(f"exported {counts.describe()}", err=True)
+
+
+def _codec_options(database: AsyncDatabaseLike) -> Any:
+    """The database's codec options, so decrypted content decodes as stored content does
+    (PyMongo's and Motor's databases have them; the engine refuses any other client)."""
+    handle: Any = database
+    return handle.codec_options
 
 
 @contextmanager
@@ -339,26 +394,34 @@ def import_command(ctx: click.Context, file: Path) -> None:
 def purge(
     ctx: click.Context, owner: str | None, older_than: timedelta | None, dry_run: bool
 ) -> None:
-    """Erase one owner's data, or threads inactive for longer than a duration."""
+    """Erase one owner's data, or threads inactive for longer than a duration.
+
+    An owner's purge also shreds the owner's data keys in the key vault (--key-vault;
+    no master key needed), so that the owner's encrypted content is unreadable in every
+    copy, backups and exports included; it says whether a key was shredded.
+    """
     from ..operations.erase import purge_inactive, purge_owner  # noqa: PLC0415
 
     if (owner is None) == (older_than is None):
         raise click.UsageError("give exactly one of --owner and --older-than")
+    connection = resolve(ctx)
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> str:
         if owner is not None:
-            counts = await purge_owner(database, collections, owner, dry_run=dry_run)
-        else:
-            assert older_than is not None
-            total = await database[collections.threads].count_documents({})
-            with _progress(total, "checking threads") as on_progress:
-                counts = await purge_inactive(
-                    database, collections, older_than, dry_run=dry_run, on_progress=on_progress
-                )
+            erased = await purge_owner(
+                database, collections, owner, dry_run=dry_run, key_vault=connection.key_vault
+            )
+            return f"{erased.describe()}; {erased.describe_keys(dry_run=dry_run)}"
+        assert older_than is not None
+        total = await database[collections.threads].count_documents({})
+        with _progress(total, "checking threads") as on_progress:
+            counts = await purge_inactive(
+                database, collections, older_than, dry_run=dry_run, on_progress=on_progress
+            )
         return counts.describe()
 
     verb = "would erase" if dry_run else "erased"
-    click.echo(f"{verb} {_run(resolve(ctx), work)}")
+    click.echo(f"{verb} {_run(connection, work)}")
 
 
 @cli.command("serve")

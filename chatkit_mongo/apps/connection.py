@@ -34,7 +34,12 @@ from click.core import ParameterSource
 
 from .._driver import AsyncDatabaseLike, maybe_await
 from .._text import shown
-from ..encryption import DEFAULT_KEY_VAULT_NAMESPACE, DEFAULT_LOCAL_KEY_VARIABLE, Encryption
+from ..encryption import (
+    DEFAULT_KEY_VAULT_NAMESPACE,
+    DEFAULT_LOCAL_KEY_VARIABLE,
+    Encryption,
+    split_key_vault_namespace,
+)
 from ..errors import EncryptionConfigError
 from ..schema import BUCKET, CollectionNames, collection_settings
 from ._params import Seconds
@@ -70,6 +75,8 @@ class ConnectionOptions:
     collections: CollectionNames
     master_key_file: str | None
     key_vault: str
+    key_vault_named: bool
+    """Whether ``--key-vault`` was given (not its default): the deployment says it has one."""
 
 
 def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -165,13 +172,19 @@ def given_options(ctx: click.Context) -> ConnectionOptions:
         )
     except ValueError as exc:
         raise click.UsageError(str(exc), ctx) from exc
+    key_vault = value("key_vault", DEFAULT_KEY_VAULT_NAMESPACE)
+    try:  # checked here, as purge, doctor and init use it without a master key
+        split_key_vault_namespace(key_vault)
+    except EncryptionConfigError as exc:
+        raise click.UsageError(f"--key-vault: {exc}", ctx) from exc
     return ConnectionOptions(
         uri=value("uri", None) or None,
         database=value("database", None),
         timeout=value("timeout", DEFAULT_TIMEOUT_SECONDS),
         collections=collections,
         master_key_file=value("master_key_file", None) or None,
-        key_vault=value("key_vault", DEFAULT_KEY_VAULT_NAMESPACE),
+        key_vault=key_vault,
+        key_vault_named=_SOURCE_RANK[seen.get("key_vault", (None, ParameterSource.DEFAULT))[1]] > 0,
     )
 
 
@@ -278,6 +291,9 @@ class Connection:
     """The ``local`` encryption settings given, or None (see :func:`encryption_settings`)."""
     key_vault: str
     """The key vault namespace (``--key-vault``), given or default, with or without a key."""
+    key_vault_named: bool = False
+    """``--key-vault`` was given: ``init`` then creates the key vault's index even without
+    a master key (an operator of a cloud-KMS deployment holds none the CLI can take)."""
 
     def open(self) -> AbstractAsyncContextManager[AsyncDatabaseLike]:
         return self.opener(self)
@@ -303,4 +319,5 @@ def resolve(ctx: click.Context, *, default_database: str = DEFAULT_DATABASE) -> 
         opener,
         encryption_settings(given),
         given.key_vault,
+        given.key_vault_named,
     )

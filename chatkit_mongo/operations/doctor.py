@@ -18,10 +18,20 @@ from pymongo.errors import PyMongoError
 from .. import _queries as queries
 from .._driver import AsyncDatabaseLike
 from .._queries import Find
+from .._text import plural
 from ..apps.connection import one_line
+from ..encryption import DEFAULT_KEY_VAULT_NAMESPACE
 from ..schema import CollectionNames, Field, index_specs, utc_naive
 from .explain import PlanSummary, explain, hot_queries
 from .indexes import plan_indexes
+from .key_vault import (
+    count_keys,
+    count_plaintext,
+    describe_key_vault_index,
+    key_vault_index_state,
+    owners_with_encrypted_content,
+    owners_without_key,
+)
 from .sharding import ROUTER_MSG, sharding_report
 
 Verdict = Literal["ok", "fail", "unavailable"]
@@ -46,13 +56,22 @@ class Finding:
 
 
 async def diagnose(
-    database: AsyncDatabaseLike, collections: CollectionNames, *, retention: bool = False
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    *,
+    retention: bool = False,
+    key_vault: str | None = None,
+    encrypted: bool = False,
 ) -> list[Finding]:
-    """Every finding, in the order a person reads them: server, indexes, queries.
+    """Every finding, in the order a person reads them: server, indexes, encryption, queries.
 
     With ``retention``, the TTL indexes are expected too, and the hot queries are
     explained with the expiry filter a store with retention adds to every read. A
     command the server lacks is reported once, naming it and the checks skipped.
+
+    With ``key_vault`` (a namespace), the key vault is checked too (see
+    :func:`_encryption_findings`); ``encrypted``: the caller holds the master key, so the
+    store is meant to be encrypted, and content still in the clear is a migration to do.
     """
     findings = await _server_findings(database)
     for ok, line in await sharding_report(database, collections):
@@ -60,6 +79,8 @@ async def diagnose(
     for status in await plan_indexes(database, collections, index_specs(retention)):
         verdict: Verdict = "ok" if status.state == "present" else "fail"
         findings.append(Finding(verdict, "index", status.describe()))
+    if key_vault is not None:
+        findings += await _encryption_findings(database, collections, key_vault, encrypted)
     now = utc_naive(datetime.now(UTC))
     hot = await _hot_queries(database, collections)
     for number, (label, find) in enumerate(hot):
@@ -75,10 +96,30 @@ async def diagnose(
     return findings
 
 
-def next_steps(findings: list[Finding], *, retention: bool = False) -> list[str]:
+def next_steps(
+    findings: list[Finding], *, retention: bool = False, key_vault: str | None = None
+) -> list[str]:
     """What to do about the failures found, one line each."""
     indexes = [f.detail for f in findings if f.verdict == "fail" and f.subject == "index"]
+    failed = {f.subject for f in findings if f.verdict == "fail"}
     steps = []
+    if KEY_VAULT_INDEX_SUBJECT in failed:
+        steps.append(
+            f"run `chatkit-mongo init --key-vault {key_vault or DEFAULT_KEY_VAULT_NAMESPACE}` "
+            "(same connection options) to create the key vault's unique index; if an index "
+            "is in the way, drop or rename it first"
+        )
+    if UNREADABLE_SUBJECT in failed:
+        steps.append(
+            "for each owner named above, restore the data key from a backup of the key vault "
+            "if it was lost by mistake; else erase what can never be read again with "
+            "`chatkit-mongo purge --owner <owner>`"
+        )
+    if PLAINTEXT_SUBJECT in failed:
+        steps.append(
+            "encrypt what is still in the clear with `chatkit-mongo migrate --to encrypted` "
+            "(same connection options and master key)"
+        )
     if any(detail.endswith(": missing") for detail in indexes):
         command = "chatkit-mongo init --retention" if retention else "chatkit-mongo init"
         steps.append(f"run `{command}` (same connection options) to create the missing indexes")
@@ -86,9 +127,86 @@ def next_steps(findings: list[Finding], *, retention: bool = False) -> list[str]
         steps.append(
             "drop or rename the conflicting indexes named above, then run `chatkit-mongo init`"
         )
-    if any(f.verdict == "fail" and f.subject != "index" for f in findings) and not indexes:
+    if failed - {"index", *_ENCRYPTION_SUBJECTS} and not indexes:
         steps.append("a hot query is not served by its index; see the plans above")
     return steps
+
+
+KEY_VAULT_SUBJECT: Final = "key vault"
+KEY_VAULT_INDEX_SUBJECT: Final = "key vault index"
+UNREADABLE_SUBJECT: Final = "owners without data key"
+PLAINTEXT_SUBJECT: Final = "content in the clear"
+_ENCRYPTION_SUBJECTS: Final = frozenset(
+    {
+        "encryption",
+        KEY_VAULT_SUBJECT,
+        KEY_VAULT_INDEX_SUBJECT,
+        UNREADABLE_SUBJECT,
+        PLAINTEXT_SUBJECT,
+    }
+)
+_NAMES_SHOWN: Final = 5
+"""Owners named in a finding; the rest are counted (the line stays one line)."""
+
+
+async def _encryption_findings(
+    database: AsyncDatabaseLike, collections: CollectionNames, namespace: str, encrypted: bool
+) -> list[Finding]:
+    """The key vault, its unique index, the owners whose encrypted content has no key
+    left (unreadable for good), and, when ``encrypted``, how much is still in the clear.
+
+    Why only one line when encryption is not in use (no master key, no key in the vault,
+    no encrypted content): a store without encryption has nothing to fix here. Why the
+    vault is read without a master key: these checks need only the key names. Why
+    "unavailable" when the vault cannot be read: an operator's role may have no rights
+    on the vault's database, and the other checks still stand.
+    """
+    try:
+        keys = await count_keys(database, namespace)
+        owners = await owners_with_encrypted_content(database, collections)
+        if not (encrypted or keys or owners):
+            detail = (
+                f"not in use (no master key given, no data key in {namespace}, "
+                "no encrypted content)"
+            )
+            return [Finding("ok", "encryption", detail)]
+        index = await key_vault_index_state(database, namespace)
+        keyless = await owners_without_key(database, namespace, owners)
+        plaintext = await count_plaintext(database, collections) if encrypted else None
+    except (NotImplementedError, PyMongoError) as exc:
+        reason = f"cannot read {namespace} or the content's types ({one_line(exc)})"
+        return [Finding("unavailable", KEY_VAULT_SUBJECT, f"{reason}; encryption not checked")]
+    findings = [
+        Finding("ok", KEY_VAULT_SUBJECT, f"{namespace}: {plural(keys, 'data key')}"),
+        Finding(
+            "ok" if index == "present" else "fail",
+            KEY_VAULT_INDEX_SUBJECT,
+            f"{describe_key_vault_index(namespace)}: {index}",
+        ),
+    ]
+    if keyless:
+        shown = ", ".join(repr(owner) for owner in keyless[:_NAMES_SHOWN])
+        more = len(keyless) - _NAMES_SHOWN
+        names = f"{shown} and {more} more" if more > 0 else shown
+        detail = (
+            f"{plural(len(keyless), 'owner')} with encrypted content unreadable for good: {names}"
+        )
+        findings.append(Finding("fail", UNREADABLE_SUBJECT, detail))
+    else:
+        detail = (
+            f"every owner with encrypted content has a data key ({plural(len(owners), 'owner')})"
+        )
+        findings.append(Finding("ok", UNREADABLE_SUBJECT, detail))
+    if plaintext is not None:
+        if plaintext:
+            detail = (
+                f"{plural(plaintext, 'document')} (files included) not encrypted yet: "
+                "a migration to do"
+            )
+            findings.append(Finding("fail", PLAINTEXT_SUBJECT, detail))
+        else:
+            findings.append(Finding("ok", PLAINTEXT_SUBJECT, "none: all content is encrypted"))
+    return findings
 
 
 def _lacking(command: str, exc: BaseException, skipped: str) -> str:

@@ -22,17 +22,30 @@ so such a file is refused by line with nothing written.
 Why the whole file is checked before the first write: a bad line (not JSON, an unknown
 kind, a thread that is not a ChatKit thread, bytes of a file that is not in the file)
 is reported with its line number, and nothing has been written.
+
+Encrypted content (see :mod:`chatkit_mongo.encryption`) is exported as it is stored: a
+``data`` that is a ciphertext (BSON binary subtype 6, written as Extended JSON's
+``$binary``), a GridFS file flagged ``metadata.encrypted`` with its encrypted byte
+stream. Why by default: an export is then exactly as safe as the database, and
+shredding the owner's key makes the export unreadable too. An import restores such
+lines as they were, checking that each ciphertext is well formed (it cannot check whose
+key made it: a ciphertext imported under another owner is simply unreadable there, and
+reads as not found). ``decrypt=`` (``export --owner X --decrypt``) writes one owner's
+content in the clear instead, for an access request or a move to a store without
+encryption; such an export imports as plaintext.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import IO, TYPE_CHECKING, Any, Final, TextIO
 
 import bson
-from bson import DBRef, ObjectId, json_util
+from bson import Binary, DBRef, ObjectId, json_util
 from bson.code import Code
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from pydantic import ValidationError
@@ -41,7 +54,9 @@ from pymongo import ReplaceOne
 from .._checks import check_id, check_optional_id
 from .._codec import check_document
 from .._driver import AsyncDatabaseLike, shielded
-from ..errors import ImportFileError, UnstorableError
+from .._persistence import Persistence
+from .._text import plural
+from ..errors import CiphertextError, ImportFileError, KeyUnavailableError, UnstorableError
 from ..owner import check_owner
 from ..schema import (
     DOCUMENT_KINDS,
@@ -66,6 +81,12 @@ FORMAT: Final = 2
 _ESCAPE: Final = "~"
 _BATCH_SIZE: Final = 500
 """Upserts sent per ``bulk_write``: few round trips, modest memory."""
+
+if TYPE_CHECKING:  # the engine's module loads libmongocrypt's bindings: only when used
+    from .._encryption import OwnerEncryption
+
+_SPOOL_BYTES: Final = 8 * 1024 * 1024
+"""A decrypted file's chunk lines are held in memory up to this size, then on disk."""
 
 _KEYS: Final[dict[Kind, tuple[str, ...]]] = {kind.name: kind.match_key for kind in DOCUMENT_KINDS}
 """The key each kind is upserted by (:attr:`DocumentKind.match_key`)."""
@@ -112,6 +133,23 @@ async def count_export(
     return total
 
 
+class ExportCounts(dict[Kind, int]):
+    """Lines written per kind; and, for a decrypting export, ``left_out`` per kind: the
+    owner's documents and files that could not be decrypted (their key is shredded,
+    they were made with another owner's key, or they fail their integrity check)."""
+
+    def __init__(self) -> None:
+        super().__init__(dict.fromkeys(KINDS, 0))
+        self.left_out: dict[Kind, int] = dict.fromkeys(KINDS, 0)
+
+    def describe(self) -> str:
+        written = ", ".join(plural(count, kind) for kind, count in self.items())
+        unreadable = [plural(count, kind) for kind, count in self.left_out.items() if count]
+        if not unreadable:
+            return written
+        return f"{written}; left out, as they cannot be decrypted: {', '.join(unreadable)}"
+
+
 async def export_data(
     database: AsyncDatabaseLike,
     collections: CollectionNames,
@@ -119,32 +157,159 @@ async def export_data(
     *,
     owner: str | None = None,
     on_progress: Progress | None = None,
-) -> dict[Kind, int]:
+    decrypt: OwnerEncryption | None = None,
+) -> ExportCounts:
     """Write ``owner``'s documents (everyone's when None) to ``out``; count lines per kind.
 
     Files are those whose metadata names an owner: GridFS files that no attachment
-    store wrote are not chatkit-mongo's to export.
+    store wrote are not chatkit-mongo's to export. Encrypted content is written as it is
+    stored, unless ``decrypt`` (the engine, with the master key) is given with an
+    ``owner``: then that owner's content is written in the clear, and what cannot be
+    decrypted for the owner is left out and counted (:attr:`ExportCounts.left_out`).
     """
     if owner is not None:
         check_owner(owner)
-    counts: dict[Kind, int] = dict.fromkeys(KINDS, 0)
+    if decrypt is not None and owner is None:
+        raise ValueError("a decrypting export is of one owner: give the owner")
+    counts = ExportCounts()
     chunks = database[collections.bucket_chunks]
+    reader = (
+        None
+        if decrypt is None or owner is None
+        else _Decryptor(
+            owner,
+            decrypt,
+            Persistence(database, collections, auto_create_indexes=False, encryption=decrypt),
+        )
+    )
     for kind in ("thread", "item", "attachment", "file"):
         cursor = database[collections.name_of(kind)].find(_scope(kind, owner))
         async for document in cursor.sort("_id", 1):
-            _write_line(out, kind, document)
-            counts[kind] += 1
-            if kind == "file":
-                chunk_cursor = chunks.find({GridFSField.FILES_ID: document["_id"]})
-                async for chunk in chunk_cursor.sort(GridFSField.CHUNK_NUMBER, 1):
-                    _write_line(out, "chunk", chunk)
-                    counts["chunk"] += 1
+            chunk_lines = await _write_document(out, kind, document, chunks, reader)
+            if chunk_lines is None:
+                counts.left_out[kind] += 1
+            else:
+                counts[kind] += 1
+                counts["chunk"] += chunk_lines
             if on_progress is not None:
                 on_progress(1)
     return counts
 
 
-def _write_line(out: TextIO, kind: Kind, document: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class _Decryptor:
+    """What a decrypting export reads the owner's content with.
+
+    Why through :meth:`Persistence.unseal`: it is the one place a stored ``data`` is
+    turned back into content, so the export reads exactly what the store would (a
+    plaintext left by a store being migrated included)."""
+
+    owner: str
+    engine: OwnerEncryption
+    persistence: Persistence
+
+
+async def _write_document(
+    out: TextIO,
+    kind: Kind,
+    document: dict[str, Any],
+    chunks: Any,
+    reader: _Decryptor | None,
+) -> int | None:
+    """Write ``document`` (a file with its chunks); return how many chunk lines, or None
+    when a decrypting export leaves it out, having written nothing of it."""
+    if reader is not None and kind != "file":
+        try:
+            data = await reader.persistence.unseal(reader.owner, document[Field.DATA])
+        except CiphertextError:  # altered: no more readable than a shredded one
+            data = None
+        if data is None:
+            return None
+        _write_line(out, kind, {**document, Field.DATA: data})
+        return 0
+    if reader is not None and kind == "file" and _is_encrypted_file(document):
+        return await _write_decrypted_file(out, reader, document, _chunks_of(chunks, document))
+    _write_line(out, kind, document)
+    written = 0
+    if kind == "file":
+        async for chunk in _chunks_of(chunks, document):
+            _write_line(out, "chunk", chunk)
+            written += 1
+    return written
+
+
+def _chunks_of(chunks: Any, file: dict[str, Any]) -> Any:
+    return chunks.find({GridFSField.FILES_ID: file["_id"]}).sort(GridFSField.CHUNK_NUMBER, 1)
+
+
+def _is_encrypted_file(file: dict[str, Any]) -> bool:
+    metadata = file.get(GridFSField.METADATA)
+    return isinstance(metadata, dict) and metadata.get(GridFSField.ENCRYPTED) is True
+
+
+_LENGTH: Final = "length"
+_CHUNK_SIZE: Final = "chunkSize"
+"""The GridFS specification's names of a file's size in bytes and its chunks' size."""
+
+
+async def _write_decrypted_file(
+    out: TextIO, reader: _Decryptor, file: dict[str, Any], stored_chunks: Any
+) -> int | None:
+    """Write an encrypted GridFS file as the plain file it holds: its files document
+    without the encrypted flag and with the plaintext's length, then the plaintext cut
+    into chunks of the file's chunk size. None, writing nothing, when the stream cannot
+    be decrypted for the owner (key gone, another owner's key, altered, cut short).
+
+    Why the chunk lines are spooled: the files document, which must come first, states
+    the length, known only once every piece is authenticated; the spool keeps memory
+    bounded (a temporary file past ``_SPOOL_BYTES``). Why new chunk ``_id``s: the
+    plaintext is another set of chunks than the stored ciphertext (fewer, other bytes);
+    importing it where the ciphertext is still stored is refused by the import's check
+    of each chunk's ``_id`` against its ``files_id`` and ``n``, so the two forms never
+    mix in one file.
+    """
+    metadata = {k: v for k, v in file[GridFSField.METADATA].items() if k != GridFSField.ENCRYPTED}
+    chunk_size = file.get(_CHUNK_SIZE)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        return None
+    plaintext = reader.engine.decrypt_stream(
+        reader.owner,
+        (bytes(chunk[GridFSField.CHUNK_DATA]) async for chunk in stored_chunks),
+        bound_to=str(metadata.get(Field.ATTACHMENT_ID)),
+    )
+    length = written = 0
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES, mode="w+", encoding="utf-8") as spool:
+
+        def chunk_line(data: bytes) -> None:
+            nonlocal written
+            chunk = {
+                "_id": ObjectId(),
+                GridFSField.FILES_ID: file["_id"],
+                GridFSField.CHUNK_NUMBER: written,
+                GridFSField.CHUNK_DATA: Binary(data),
+            }
+            _write_line(spool, "chunk", chunk)
+            written += 1
+
+        buffer = bytearray()
+        try:
+            async for piece in plaintext:
+                length += len(piece)
+                buffer += piece
+                while len(buffer) >= chunk_size:
+                    chunk_line(bytes(buffer[:chunk_size]))
+                    del buffer[:chunk_size]
+        except (KeyUnavailableError, CiphertextError, ValueError):
+            return None  # ValueError: no attachment id to check the stream's binding with
+        if buffer:
+            chunk_line(bytes(buffer))
+        _write_line(out, "file", {**file, _LENGTH: length, GridFSField.METADATA: metadata})
+        spool.seek(0)
+        shutil.copyfileobj(spool, out)
+    return written
+
+
+def _write_line(out: IO[str], kind: Kind, document: dict[str, Any]) -> None:
     line = {_KIND: kind, _FORMAT: FORMAT, _DOCUMENT: _escape(document)}
     out.write(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n")
 
@@ -367,6 +532,8 @@ def _check_import_line(kind: Kind, document: dict[str, Any]) -> None:
     adapter, id_field = document_kind(kind).adapter, document_kind(kind).id_field
     if adapter is None or id_field is None:
         return
+    if _check_sealed(document[Field.DATA]):
+        return
     try:
         model = adapter.validate_python(document[Field.DATA])
     except ValidationError as exc:
@@ -374,6 +541,27 @@ def _check_import_line(kind: Kind, document: dict[str, Any]) -> None:
     model_id = document[id_field]
     if model.id != model_id:
         raise ValueError(f"{Field.DATA}.id is {model.id!r} but {id_field} is {model_id!r}")
+
+
+def _check_sealed(data: Any) -> bool:
+    """Whether a line's ``data`` is a ciphertext (encrypted content, exported as stored),
+    refusing one that is not well formed. Its content is not checked here (that needs the
+    owner's key): the store checks it when it reads it, and one made with another owner's
+    key reads as not found there.
+
+    Why the engine's module is imported here: it holds the one definition of the
+    ciphertext format, and loads libmongocrypt's bindings, which ``import chatkit_mongo``
+    should not pay for.
+    """
+    from .._encryption import check_document_ciphertext, is_ciphertext  # noqa: PLC0415
+
+    if not is_ciphertext(data):
+        return False
+    try:
+        check_document_ciphertext(data, f"{Field.DATA} (a ciphertext, binary subtype 6)")
+    except CiphertextError as exc:
+        raise ValueError(str(exc)) from None
+    return True
 
 
 def _check_object_id(value: Any, what: str) -> None:
