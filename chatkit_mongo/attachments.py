@@ -16,6 +16,13 @@ owner in the filter (through the store's unique ``owner, attachment_id`` index),
 GridFS file also carries its owner and attachment in ``metadata``, checked again on
 download and before any delete (:mod:`chatkit_mongo._gridfs`): a ``file_id`` that
 points at another owner's bytes reaches nothing.
+
+With encryption (the MongoStore's ``encryption=``), a file holds the owner's encrypted
+stream bound to the attachment id (``_encryption``), is flagged ``metadata.encrypted``,
+and is named after the attachment id, the name living only in the sealed metadata.
+Limits count plaintext as it arrives; downloads know the exact plaintext length from
+the final record, and hand out only authenticated bytes. :meth:`reseal_bytes` rewrites
+one attachment's bytes from one form to the other, for the migration.
 """
 
 from __future__ import annotations
@@ -335,20 +342,27 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             raise NotFoundError(f"Attachment {attachment_id} not found")
         old_id = document[UploadField.FILE_ID]
         source = await self._open_bytes(owner, attachment_id, old_id)
-        if source.encrypted == target:
-            await source.chunks.aclose()
-            return False
-        content = await self._persistence.unseal(owner, document[Field.DATA])
+        content = None
+        if source.encrypted != target:
+            try:
+                content = await self._persistence.unseal(owner, document[Field.DATA])
+            except BaseException:
+                await source.close()
+                raise
         if content is None:
-            await source.chunks.aclose()
+            await source.close()
+            if source.encrypted == target:
+                return False
             raise NotFoundError(f"Attachment {attachment_id} not found")
         name = ATTACHMENT_ADAPTER.validate_python(content).name
         new_id = owner_file_id(owner)
         try:
-            async with aclosing(source.chunks):
+            try:
                 await self._store_bytes(
                     owner, attachment_id, name, new_id, source.chunks, encrypt=target, rewrite=True
                 )
+            finally:
+                await source.close()
             switched = await shielded(
                 self._attachments.update_one(
                     {**key, UploadField.FILE_ID: old_id}, {"$set": {UploadField.FILE_ID: new_id}}
@@ -500,7 +514,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             await maybe_await(grid_out.close())
             raise not_found
         if metadata.get(GridFSField.ENCRYPTED) is not True:
-            return _StoredBytes(False, int(grid_out.length), _chunks_of(grid_out))
+            return _StoredBytes(False, int(grid_out.length), _chunks_of(grid_out), grid_out)
         engine = self._persistence.encryption
         if engine is None:
             await maybe_await(grid_out.close())
@@ -512,7 +526,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             length, chunks = await _decrypted(engine, owner, attachment_id, grid_out)
         except (KeyUnavailableError, CiphertextError) as exc:
             raise not_found from exc
-        return _StoredBytes(True, length, chunks)
+        return _StoredBytes(True, length, chunks, grid_out)
 
     async def _drop_unless_referenced(self, key: dict[str, Any], file_id: Any) -> None:
         """Delete the file ``file_id`` unless the attachment ``key`` now refers to it (a
@@ -657,11 +671,18 @@ async def _counted(
 @dataclass(frozen=True)
 class _StoredBytes:
     """A file's plaintext as it is read: whether it is stored encrypted, its exact length
-    in plaintext bytes, and its chunks (close them if not read to the end)."""
+    in plaintext bytes, and its chunks; :meth:`close` when done with them."""
 
     encrypted: bool
     length: int
     chunks: AsyncGenerator[bytes]
+    grid_out: Any
+
+    async def close(self) -> None:
+        """Close the chunks and the download stream (a generator never started runs no
+        ``finally``, so the stream is closed here as well; closing twice is harmless)."""
+        await self.chunks.aclose()
+        await maybe_await(self.grid_out.close())
 
 
 async def _decrypted(
@@ -694,6 +715,7 @@ async def _decrypted(
         first = await anext(plain)
     except BaseException:
         await _close(plain, raw)
+        await maybe_await(grid_out.close())
         raise
     return (len(first) if length is None else length), _checked(plain, raw, first, length)
 
