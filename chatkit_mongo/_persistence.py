@@ -140,7 +140,11 @@ class Persistence:
         self._handles: dict[Kind, Any] = {
             kind: self._wrap(kind, database[name]) for kind, name in names.items()
         }
-        self._index_key = (database.name, *names.values(), str(retention is not None))
+        # Why the key vault is part of the key: a store without encryption (or with
+        # another vault) that checked these collections first must not make this one
+        # skip its vault's index, without which every owner's first write is refused.
+        vault = "" if encryption is None else encryption.config.key_vault_namespace
+        self._index_key = (database.name, *names.values(), str(retention is not None), vault)
         self._indexes_checked = not auto_create_indexes
         self._closed = False
         # Why the bucket is opt-in: a store without attachment bytes pays nothing for

@@ -19,6 +19,7 @@ from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_docu
 from ._driver import AsyncDatabaseLike, identify, maybe_await, open_client, shielded
 from ._persistence import CollectionWrapper, Persistence
 from ._queries import Find
+from .encryption import Encryption
 from .errors import ItemConflictError
 from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
@@ -26,7 +27,7 @@ from .retention import Clock, Retention
 from .schema import CollectionNames, Field, sort_key, utc_naive
 
 if TYPE_CHECKING:
-    from .encryption import Encryption
+    from ._encryption import OwnerEncryption
 
 TContext = TypeVar("TContext", default=Any)
 _T = TypeVar("_T")
@@ -79,7 +80,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         retention_refresh: timedelta | None = None,
         clock: Clock | None = None,
         wrap_collection: CollectionWrapper | None = None,
-        encryption: Encryption | None = None,
+        encryption: Encryption | OwnerEncryption | None = None,
     ) -> None:
         """Build a store over ``database``.
 
@@ -106,7 +107,10 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 data key per owner (:class:`~chatkit_mongo.encryption.Encryption`; needs
                 ``chatkit-mongo[encryption]`` and a PyMongo Async or Motor client, whose
                 server also holds the key vault). None (the default) stores content as
-                it is. See the README's threat model for what it protects.
+                it is. See the README's threat model for what it protects. Settings
+                make the store open its own engine, which :meth:`close` closes. An
+                :class:`~chatkit_mongo.OwnerEncryption` engine already open is used as
+                it is and left open, like a client the store was given.
         """
         if isinstance(max_page_size, bool) or not isinstance(max_page_size, int):
             raise TypeError(f"max_page_size must be an int, not {type(max_page_size).__name__}")
@@ -116,7 +120,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
         self.collections: Final = collections or CollectionNames()
         self.max_page_size: Final = max_page_size
         self.retention: Final = Retention.of(retention, retention_refresh, clock)
-        self.encryption: Final = encryption
+        engine = _engine(encryption, database)
+        self.encryption: Final = None if engine is None else engine.config
+        """The encryption settings, or None: content is stored as it is."""
         self.persistence: Final = Persistence(
             database,
             self.collections,
@@ -124,11 +130,12 @@ class MongoStore(Store[TContext], Generic[TContext]):
             retention=self.retention,
             auto_create_indexes=auto_create_indexes,
             wrap_collection=wrap_collection,
-            encryption=None if encryption is None else _engine(encryption, database),
+            encryption=engine,
         )
         """The collections and every multi-document operation, shared with the
         attachment store; see :mod:`chatkit_mongo._persistence`."""
         self._owns_client = False
+        self._owns_engine = isinstance(encryption, Encryption)
         identify(database.client)
 
     @classmethod
@@ -153,15 +160,17 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     async def close(self) -> None:
         """Close the client if this store made it (:meth:`from_uri`), and the encryption
-        engine if it has one; otherwise do nothing.
+        engine if it made it (from settings); otherwise do nothing.
 
-        A store that closed its client or its engine refuses further calls with
-        :class:`~chatkit_mongo.StoreClosedError` (a ``RuntimeError``).
+        A store that closed its client or its engine, or that encrypts with an engine
+        it was given, refuses further calls with :class:`~chatkit_mongo.StoreClosedError`
+        (a ``RuntimeError``).
         """
         engine = self.persistence.encryption
         if engine is not None:
             self.persistence.close()
-            await engine.close()
+            if self._owns_engine:
+                await engine.close()
         if self._owns_client:
             self.persistence.close()
             await maybe_await(self.database.client.close())
@@ -447,12 +456,36 @@ class MongoStore(Store[TContext], Generic[TContext]):
         return Page(data=data, has_more=has_more, after=_last_id(data) if has_more else None)
 
 
-def _engine(encryption: Encryption, database: AsyncDatabaseLike) -> Any:
-    """The encryption engine of a store: on the store's own client, which also reaches
-    the key vault, decoding decrypted content with the database's codec options so that
-    it reads back exactly as unencrypted content does."""
-    from ._encryption import OwnerEncryption  # noqa: PLC0415  (see Persistence's import)
+def _engine(
+    encryption: Encryption | OwnerEncryption | None, database: AsyncDatabaseLike
+) -> OwnerEncryption | None:
+    """The encryption engine of a store, None without encryption.
 
+    From settings: a new engine on the store's own client, which also reaches the key
+    vault, decoding decrypted content with the database's codec options so that it reads
+    back exactly as unencrypted content does.
+
+    Why an engine is also taken as it is: it is the public seam between the store and
+    the engine's driver calls. Stores built per request or per tenant over one client
+    share one engine, its key cache and its libmongocrypt handle, instead of each opening
+    its own (and each needing a close); and a test builds the engine on a wrapped
+    explicit-encryption object (``OwnerEncryption(client_encryption=...)``) to inject
+    faults and cancellations where an owner's first write creates its key, without
+    touching the store's or the engine's internals.
+    """
+    if encryption is None:
+        return None
+    # Why imported here: the engine loads libmongocrypt's bindings and Motor, which a
+    # store without encryption should not pay for (see Persistence's import).
+    from ._encryption import OwnerEncryption  # noqa: PLC0415
+
+    if isinstance(encryption, OwnerEncryption):
+        return encryption
+    if not isinstance(encryption, Encryption):
+        raise TypeError(
+            "encryption must be chatkit_mongo.Encryption settings or an OwnerEncryption "
+            f"engine, not {type(encryption).__name__}"
+        )
     handle: Any = database  # PyMongo's and Motor's databases have codec_options; the engine
     # refuses any other client (the in-process doubles cannot run a key vault)
     return OwnerEncryption(encryption, database.client, codec_options=handle.codec_options)

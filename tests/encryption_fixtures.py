@@ -31,7 +31,7 @@ def wire_server_uri() -> str:
     return capabilities.server().uri
 
 
-@pytest.fixture(params=DRIVERS)
+@pytest.fixture(params=DRIVERS, ids=[f"server-{driver}" for driver in DRIVERS])
 def wire_driver(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

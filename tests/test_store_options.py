@@ -4,12 +4,14 @@ with the library's own error. No server is contacted: the client connects on fir
 from __future__ import annotations
 
 import inspect
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from chatkit_mongo import ChatKitMongoError, CollectionNames, MongoStore, StoreClosedError
+from chatkit_mongo.encryption import LOCAL_KEY_BYTES, Encryption
 
 from .conftest import RequestContext
 
@@ -33,6 +35,7 @@ OPTIONS: dict[str, Any] = {
     "retention_refresh": timedelta(hours=2),
     "clock": _clock,
     "wrap_collection": _wrap,
+    "encryption": Encryption.local(os.urandom(LOCAL_KEY_BYTES)),
 }
 """A value other than the default for every keyword option of ``MongoStore``."""
 
@@ -63,6 +66,8 @@ async def test_from_uri_gives_every_store_option_to_the_store_and_the_rest_to_th
         assert store.retention.now() == datetime(2030, 1, 1)
         assert await store.persistence.begin(RequestContext("alice")) == "tenant-alice"
         assert store.persistence.collection("thread").name == "t"
+        assert store.encryption == OPTIONS["encryption"]
+        assert store.persistence.encryption is not None
         assert store.database.client.options.pool_options.metadata["application"] == {
             "name": "options-test"
         }
