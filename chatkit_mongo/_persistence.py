@@ -219,11 +219,19 @@ class Persistence:
             return data
         return await self.encryption.encrypt(owner, data)
 
-    async def unseal(self, owner: str, stored: Any) -> dict[str, Any] | None:
+    async def unseal(
+        self, owner: str, stored: Any, element_id: str | None = None
+    ) -> dict[str, Any] | None:
         """The ``data`` sub-document a stored ``data`` field holds, for ``owner``; None
         when it cannot be read for ``owner`` (its key is shredded, or it was made with
         another owner's key: copied or imported under this owner), which every reader
         reports as not found.
+
+        ``element_id``, the id the document is stored under, binds a ciphertext to its
+        place: one whose content names another id (an owner's ciphertext copied over
+        another document of the same owner) reads as not found too. Why the check is
+        needed: the ciphertext format has no associated data, so the key alone proves
+        only the owner, not which of the owner's documents it was written for.
 
         A plaintext document reads as it is, with encryption on too: a store that ran
         without encryption keeps working while ``chatkit-mongo migrate --to encrypted`` converts it.
@@ -237,7 +245,10 @@ class Persistence:
                 "a stored document is encrypted, and this store has no encryption settings; "
                 "pass the same encryption= the documents were written with"
             )
-        return await self.encryption.decrypt(owner, stored)
+        data = await self.encryption.decrypt(owner, stored)
+        if data is not None and element_id is not None and data.get("id") != element_id:
+            return None
+        return data
 
     # ------------------------------------------------------------------ visibility, expiry
 

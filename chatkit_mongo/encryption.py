@@ -12,9 +12,11 @@ an old key vault restores the keys it held.
 What is not protected: who owns what, which threads, items and attachments exist, when
 they were made, how many there are and how large they are (ciphertext length follows
 plaintext length to within 16 bytes), and anything the application keeps outside the
-``data`` sub-document. An administrator can delete or roll back encrypted documents, but
-cannot read or alter them unnoticed, nor move one to another owner (it then reads as not
-found).
+``data`` sub-document. An administrator can delete encrypted documents, roll one back to
+an earlier ciphertext of itself, or copy an item into another thread of its owner under
+its own id, but cannot read them or alter them unnoticed, nor move one to another owner
+or over another of the owner's documents (the store checks the owner's key and the id
+inside the content: such a document reads as not found).
 
 Master keys: the ``local`` provider takes a 96-byte key held by the application (from
 a file or an environment variable), for development, tests and the demo: whoever has

@@ -24,7 +24,7 @@ from .errors import ItemConflictError
 from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
 from .retention import Clock, Retention
-from .schema import CollectionNames, Field, sort_key, utc_naive
+from .schema import CollectionNames, Field, document_kind, sort_key, sort_key_id, utc_naive
 
 if TYPE_CHECKING:
     from ._encryption import OwnerEncryption
@@ -396,8 +396,12 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """The model of the one document ``find`` names, or ChatKit's ``NotFoundError``
         (also for a document ``owner`` cannot read: see ``Persistence.unseal``)."""
         document = await self.persistence.find_one(find)
+        id_field = document_kind(find.kind).id_field
+        assert id_field is not None  # a model's kind: thread, item or attachment
         data = (
-            None if document is None else await self.persistence.unseal(owner, document[Field.DATA])
+            None
+            if document is None
+            else await self.persistence.unseal(owner, document[Field.DATA], find.filter[id_field])
         )
         if data is None:
             raise NotFoundError(not_found)
@@ -442,7 +446,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
             find = page_of(anchor, direction, size)
             documents = await self.persistence.find_page(find)
             for document in documents:
-                content = await self.persistence.unseal(owner, document[Field.DATA])
+                content = await self.persistence.unseal(
+                    owner, document[Field.DATA], sort_key_id(document[Field.SORT_KEY])
+                )
                 if content is not None:
                     readable.append(content)
             if len(readable) > limit or len(documents) < find.limit:

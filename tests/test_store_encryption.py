@@ -33,16 +33,22 @@ from chatkit_mongo._encryption import (
     key_vault_indexes,
 )
 from chatkit_mongo.encryption import Encryption
-from chatkit_mongo.schema import Field
+from chatkit_mongo.schema import Field, Kind, document_kind
 
 from . import samples
-from .conftest import RequestContext
+from .conftest import NAMES, RequestContext
 from .encryption_support import (
     count_keys,
     fresh_encryption,
     interrupting_engine,
 )
-from .store_encryption_support import KINDS, copy_under, documents, raw_collection, raw_documents
+from .store_encryption_support import (
+    KINDS,
+    copy_under,
+    documents,
+    raw_collection,
+    raw_documents,
+)
 
 pytest_plugins = ("tests.encryption_fixtures",)
 
@@ -137,6 +143,50 @@ async def test_a_document_copied_under_another_owner_reads_as_not_found(
     )
     assert await count_keys(key_settings, wire_database.client, "carol") == 0  # reads make none
     assert (await store.load_thread("thr_1", ALICE)).title == SECRET  # the original still reads
+
+
+async def test_ciphertexts_swapped_between_an_owners_documents_read_as_not_found(
+    store: MongoStore[Any], wire_database: Any
+) -> None:
+    """The key proves the owner only: a ciphertext moved over another document of the
+    same owner is caught by the id inside it, in loads and in pages."""
+    await store.save_thread(samples.thread("thr_1", title="first"), ALICE)
+    await store.save_thread(samples.thread("thr_2", title="second"), ALICE)
+    items = samples.every_item("thr_1")[:3]
+    for item in items:
+        await store.add_thread_item("thr_1", item, ALICE)
+    await store.save_attachment(samples.file_attachment("atc_1", "thr_1"), ALICE)
+    await store.save_attachment(samples.file_attachment("atc_2", "thr_1"), ALICE)
+    swaps: dict[Kind, tuple[str, str]] = {
+        "thread": ("thr_1", "thr_2"),
+        "item": (items[0].id, items[1].id),
+        "attachment": ("atc_1", "atc_2"),
+    }
+    for kind, (one, other) in swaps.items():
+        await swap_data(wire_database, kind, one, other)
+    for thread_id in ("thr_1", "thr_2"):
+        with pytest.raises(NotFoundError):
+            await store.load_thread(thread_id, ALICE)
+    assert (await store.load_threads(10, None, "asc", ALICE)).data == []
+    for item in items[:2]:
+        with pytest.raises(NotFoundError):
+            await store.load_item("thr_1", item.id, ALICE)
+    page = await store.load_thread_items("thr_1", None, 10, "asc", ALICE)
+    assert [item.id for item in page.data] == [items[2].id]
+    for attachment_id in ("atc_1", "atc_2"):
+        with pytest.raises(NotFoundError):
+            await store.load_attachment(attachment_id, ALICE)
+
+
+async def swap_data(database: Any, kind: Kind, one: str, other: str) -> None:
+    """Exchange the stored ``data`` of two documents of ``kind``, as an administrator could."""
+    id_field = document_kind(kind).id_field
+    assert id_field is not None
+    collection = database[NAMES.name_of(kind)]
+    first = await collection.find_one({id_field: one})
+    second = await collection.find_one({id_field: other})
+    await collection.update_one({"_id": first["_id"]}, {"$set": {Field.DATA: second[Field.DATA]}})
+    await collection.update_one({"_id": second["_id"]}, {"$set": {Field.DATA: first[Field.DATA]}})
 
 
 async def test_a_shredded_owner_reads_as_not_found_and_writes_again_under_a_new_key(
