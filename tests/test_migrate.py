@@ -408,6 +408,28 @@ async def test_documents_whose_key_is_gone_are_counted_and_left(
     assert len((await store_on(database, None).load_threads(10, None, "asc", alice)).data) == 3
 
 
+async def test_a_ciphertext_copied_over_another_document_stays_unreadable(
+    database: Any, key_settings: Encryption
+) -> None:
+    """An owner's ciphertext copied over another document of the same owner reads as not
+    found there; decrypting the store must not make it readable under the wrong id."""
+    await seed(database)
+    await migrate(database, COLLECTIONS, key_settings, "encrypted", batch_size=BATCH)
+    threads = database[COLLECTIONS.threads]
+    source = await threads.find_one({Field.OWNER: "alice", Field.THREAD_ID: "thr_alice_1"})
+    await threads.update_one(
+        {Field.OWNER: "alice", Field.THREAD_ID: "thr_alice_2"},
+        {"$set": {Field.DATA: source[Field.DATA]}},
+    )
+
+    report = await migrate(database, COLLECTIONS, key_settings, "plain", batch_size=BATCH)
+
+    assert (report.unreadable, report.unreadable_owners) == ({"thread": 1}, {"alice"})
+    copied = await threads.find_one({Field.THREAD_ID: "thr_alice_2"})
+    assert is_ciphertext(copied[Field.DATA])
+    assert await count_pending(database, COLLECTIONS, "plain") == 1
+
+
 async def test_an_altered_ciphertext_is_reported_as_damaged(
     database: Any, key_settings: Encryption
 ) -> None:

@@ -24,8 +24,9 @@ Why it is safe to interrupt and to re-run:
   document is either in its old or its new form, and both are readable by a store
   with encryption on.
 - A document that cannot be decrypted (its owner's key is shredded, or it was made with
-  another owner's key: copied or imported under this owner) or that fails its integrity
-  check is counted and passed over: the range moves past it, so no pass loops on it.
+  another owner's key or for another document: copied or imported there) or that fails
+  its integrity check is counted and passed over: the range moves past it, so no pass
+  loops on it, and a decryption never makes readable what the store would not read.
 
 One round trip per batch for the reads and one for the writes (an unordered bulk of
 conditional updates).
@@ -133,8 +134,9 @@ class MigrationReport:
     converted: dict[Kind, int] = field(default_factory=dict)
     """Documents written in the target form."""
     unreadable: dict[Kind, int] = field(default_factory=dict)
-    """Documents that cannot be decrypted for their owner: the key is gone (shredded) or
-    is another owner's. Left as they are; a store without encryption cannot read them."""
+    """Documents that cannot be decrypted for their owner: the key is gone (shredded),
+    or the ciphertext is another owner's or another document's (copied in). Left as
+    they are; no store reads them."""
     damaged: dict[Kind, int] = field(default_factory=dict)
     """Ciphertexts that fail their integrity check (altered in the database). Left as
     they are."""
@@ -170,8 +172,8 @@ class MigrationReport:
                 f" and {len(owners) - _SHOWN_OWNERS} more" if len(owners) > _SHOWN_OWNERS else ""
             )
             lines.append(
-                f"cannot decrypt {_counts(self.unreadable)}: the key is gone or is another "
-                f"owner's (owners: {shown}); left encrypted"
+                f"cannot decrypt {_counts(self.unreadable)}: the key is gone, or the "
+                f"ciphertext is another owner's or document's (owners: {shown}); left encrypted"
             )
         if self.damaged:
             lines.append(f"failed their integrity check: {_counts(self.damaged)}; left as they are")
@@ -394,8 +396,11 @@ class _Pass:
         counted) when it cannot be read for its owner."""
         owner: str = document[Field.OWNER]
         stored = document[Field.DATA]
+        # Why the id too: a ciphertext copied over another document of its owner reads
+        # as not found there, and must not come out of a decryption readable.
+        element_id = document[str(document_kind(kind).id_field)]
         try:
-            content = await self._persistence.unseal(owner, stored)
+            content = await self._persistence.unseal(owner, stored, element_id)
         except CiphertextError:
             self._count(self.damaged, kind)
             return None
