@@ -40,7 +40,7 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Any, Final, Protocol, TypeGuard
 
 import bson
@@ -78,6 +78,9 @@ _PIECE_OVERHEAD_MAX: Final = 1024
 overhead); a record announcing more than ``PIECE_BYTES`` plus this is refused before
 any of it is buffered, so a hostile length cannot make a reader allocate."""
 _MAX_BOUND_TO: Final = 512
+_INT32_PIECES: Final = 2**31
+"""Piece indexes below this are BSON int32, so every full record has one size (a file
+needs 2**31 pieces, over 500 TiB, to pass it)."""
 _NONCE_BYTES: Final = 16
 _MAX_CACHED_OWNERS: Final = 10_000
 """Bounds the cache's memory in a process serving many owners (least recently used go)."""
@@ -205,14 +208,40 @@ def encrypted_stream_size(size: int, bound_to: str) -> int:
     full, rest = divmod(size, PIECE_BYTES)
     if full and not rest:  # the last full piece is the final one
         full, rest = full - 1, PIECE_BYTES
-    nonce = Binary(bytes(_NONCE_BYTES))
+    pieces = sum(_record_size(bound_to, index, PIECE_BYTES) for index in range(full))
+    return len(STREAM_MAGIC) + pieces + _record_size(bound_to, full, rest)
 
-    def record(index: int, last: bool, length: int) -> int:
-        framing = len(bson.encode(_piece(nonce, bound_to, index, last, b"")))
-        return _LENGTH_BYTES + document_ciphertext_size(framing + length)
 
-    pieces = sum(record(index, False, PIECE_BYTES) for index in range(full))
-    return len(STREAM_MAGIC) + pieces + record(full, True, rest)
+def final_record(stored_size: int, bound_to: str) -> tuple[int, int]:
+    """The index of the final piece of a stream of ``stored_size`` bytes made by
+    :meth:`OwnerEncryption.encrypt_stream` for ``bound_to``, and the offset of its record.
+
+    Why this and not an inverse of :func:`encrypted_stream_size`: CBC's padding makes 16
+    plaintext sizes share one ciphertext size, so the stored size alone cannot give the
+    plaintext's exact length. Every piece but the final one holds exactly
+    :data:`PIECE_BYTES`, so their records all have one size, and the final record's
+    place follows from ``stored_size``; decrypting that record alone
+    (``decrypt_stream(..., first_piece=index)``) gives the exact length:
+    ``index * PIECE_BYTES`` plus its bytes.
+
+    Raises :class:`CiphertextError` when no such stream has this size.
+    """
+    full = _record_size(bound_to, 0, PIECE_BYTES)
+    smallest = _record_size(bound_to, 0, 0)
+    body = stored_size - len(STREAM_MAGIC)
+    index = max(body - 1, 0) // full  # the records before the final one are all full
+    last = body - index * full
+    if last < smallest or (last - smallest) % _AES_BLOCK or index >= _INT32_PIECES:
+        raise CiphertextError(
+            f"no encrypted stream for {bound_to!r} is {stored_size} bytes long (altered)"
+        )
+    return index, len(STREAM_MAGIC) + index * full
+
+
+def _record_size(bound_to: str, index: int, length: int) -> int:
+    """The stored size of the record of piece ``index`` holding ``length`` bytes."""
+    framing = len(bson.encode(_piece(Binary(bytes(_NONCE_BYTES)), bound_to, index, False, b"")))
+    return _LENGTH_BYTES + document_ciphertext_size(framing + length)
 
 
 class OwnerEncryption:
@@ -380,10 +409,14 @@ class OwnerEncryption:
         yield await self._seal(owner, key_id, final)
 
     async def decrypt_stream(
-        self, owner: str, data: AsyncIterable[bytes], *, bound_to: str
-    ) -> AsyncIterator[bytes]:
+        self, owner: str, data: AsyncIterable[bytes], *, bound_to: str, first_piece: int = 0
+    ) -> AsyncGenerator[bytes]:
         """The plaintext of a stream made by :meth:`encrypt_stream` for ``owner`` and
         ``bound_to``, piece by piece, each authenticated before it is handed out.
+
+        ``first_piece``: ``data`` starts at the record of this piece instead of at the
+        stream's header (e.g. the final record alone, placed by :func:`final_record`);
+        the records must still run, in order, to the final piece.
 
         Raises :class:`KeyUnavailableError` when the owner's key is gone or the stream
         was made with another owner's key (before any byte), and :class:`CiphertextError`
@@ -394,14 +427,16 @@ class OwnerEncryption:
         key_id = await self.key_for_read(owner)
         if key_id is None:
             raise KeyUnavailableError(f"owner {owner!r} has no data key (shredded or never made)")
-        reader = _StreamReader()
-        expected = 0
+        if isinstance(first_piece, bool) or not isinstance(first_piece, int) or first_piece < 0:
+            raise ValueError(f"first_piece must be a non-negative int, got {first_piece!r}")
+        reader = _StreamReader(header=first_piece == 0)
+        expected = first_piece
         nonce: bytes | None = None
         async for chunk in data:
             for record in reader.feed(chunk):
                 if reader.finished:
                     raise CiphertextError("encrypted stream: data follows the final piece")
-                piece = await self._open(owner, key_id, record, expected)
+                piece = await self._open(owner, key_id, record, expected, expected == first_piece)
                 nonce = nonce or piece["f"]
                 if piece["f"] != nonce:
                     raise CiphertextError(
@@ -424,11 +459,11 @@ class OwnerEncryption:
         return len(ciphertext).to_bytes(_LENGTH_BYTES, "little") + ciphertext
 
     async def _open(
-        self, owner: str, key_id: Binary, record: bytes, expected: int
+        self, owner: str, key_id: Binary, record: bytes, expected: int, first: bool
     ) -> dict[str, Any]:
         ciphertext = Binary(record, ENCRYPTED_SUBTYPE)
         if _key_uuid(ciphertext, f"encrypted stream piece {expected}") != bytes(key_id):
-            if expected == 0:
+            if first:
                 raise KeyUnavailableError(
                     f"an encrypted stream was made with another key than owner {owner!r}'s"
                 )
@@ -500,9 +535,9 @@ class OwnerEncryption:
 class _StreamReader:
     """Splits an encrypted stream into records, holding at most one record and a chunk."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, header: bool = True) -> None:
         self._buffer = bytearray()
-        self._header = False
+        self._header = not header  # True once the header is read, or none is expected
         self.finished = False
 
     def feed(self, chunk: bytes) -> list[bytes]:

@@ -449,23 +449,54 @@ class Persistence:
         raise UploadConflictError(f"attachment {attachment_id} already has its bytes")
 
     async def complete_upload(
-        self, key: dict[str, Any], attachment_id: str, file_id: str
+        self, key: dict[str, Any], attachment_id: str, file_id: str, claimed_data: Any
     ) -> Attachment:
         """Receiving -> complete, only if this upload still holds the claim; clears the
-        upload descriptor inside the metadata and nothing else there."""
-        completed: dict[str, Any] | None = await shielded(
-            self._handles["attachment"].find_one_and_update(
-                {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
-                {
-                    "$set": {f"{Field.DATA}.upload_descriptor": None},
-                    "$unset": {UploadField.STATE: "", UploadField.PENDING_SINCE: ""},
-                },
-                return_document=ReturnDocument.AFTER,
+        upload descriptor inside the metadata and nothing else there.
+
+        ``claimed_data`` is the ``data`` field as :meth:`claim_upload` returned it. A
+        plaintext document is cleared in place by path, as always. A ciphertext cannot
+        be changed by path: it is decrypted, cleared and sealed again, and replaced only
+        if it is still the one read (compare-and-swap on the ciphertext), so a
+        ``save_attachment`` landing meanwhile is never undone: its metadata is read back
+        and cleared in turn. Each round is one conditional update, as without encryption.
+        """
+        owner = key[Field.OWNER]
+        claim = {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id}
+        finish = {"$unset": {UploadField.STATE: "", UploadField.PENDING_SINCE: ""}}
+        attachments = self._handles["attachment"]
+        not_found = NotFoundError(f"Attachment {attachment_id} not found")
+        if isinstance(claimed_data, dict):
+            completed: dict[str, Any] | None = await shielded(
+                attachments.find_one_and_update(
+                    claim,
+                    {"$set": {f"{Field.DATA}.upload_descriptor": None}, **finish},
+                    return_document=ReturnDocument.AFTER,
+                )
             )
-        )
-        if completed is None:  # deleted, or swept as abandoned, while the bytes arrived
-            raise NotFoundError(f"Attachment {attachment_id} not found")
-        return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
+            if completed is None:  # deleted, or swept as abandoned, while the bytes arrived
+                raise not_found
+            return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
+        stored = claimed_data
+        while True:
+            content = await self.unseal(owner, stored)
+            if content is None:  # the owner's key was shredded while the bytes arrived
+                raise not_found
+            content = {**content, "upload_descriptor": None}
+            sealed = await self.seal(owner, content)
+            swapped = await shielded(
+                attachments.update_one(
+                    {**claim, Field.DATA: stored}, {"$set": {Field.DATA: sealed}, **finish}
+                )
+            )
+            if swapped.matched_count:
+                return ATTACHMENT_ADAPTER.validate_python(content)
+            current = await attachments.find_one(claim, {Field.DATA: 1})
+            if current is None:  # deleted, or swept as abandoned, while the bytes arrived
+                raise not_found
+            stored = current[Field.DATA]
+            if isinstance(stored, dict):  # saved in the clear meanwhile (encryption off)
+                return await self.complete_upload(key, attachment_id, file_id, stored)
 
     async def release_upload(self, key: dict[str, Any], file_id: str) -> None:
         """After a failed upload: let the attachment await again and delete what it wrote.

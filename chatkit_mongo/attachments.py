@@ -16,15 +16,30 @@ owner in the filter (through the store's unique ``owner, attachment_id`` index),
 GridFS file also carries its owner and attachment in ``metadata``, checked again on
 download and before any delete (:mod:`chatkit_mongo._gridfs`): a ``file_id`` that
 points at another owner's bytes reaches nothing.
+
+With encryption (the MongoStore's ``encryption=``), a file holds the owner's encrypted
+stream bound to the attachment id (``_encryption``), is flagged ``metadata.encrypted``,
+and is named after the attachment id, the name living only in the sealed metadata.
+Limits count plaintext as it arrives; downloads know the exact plaintext length from
+the final record, and hand out only authenticated bytes. :meth:`reseal_bytes` rewrites
+one attachment's bytes from one form to the other, for the migration.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+)
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Generic, Protocol
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol
 
 from chatkit.store import AttachmentStore, NotFoundError
 from chatkit.types import (
@@ -45,7 +60,10 @@ from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
     AttachmentTypeError,
+    CiphertextError,
+    EncryptionConfigError,
     IncompleteUploadError,
+    KeyUnavailableError,
 )
 from .schema import (
     Field,
@@ -55,6 +73,9 @@ from .schema import (
     owner_file_id,
 )
 from .store import MongoStore, TContext, new_id
+
+if TYPE_CHECKING:  # the engine is imported only where bytes are encrypted (see store._engine)
+    from ._encryption import OwnerEncryption
 
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 """Large enough for documents and photos a model reads; raise it for bigger files."""
@@ -195,10 +216,15 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         file_id = owner_file_id(owner)
         try:
             claimed = await self._persistence.claim_upload(key, attachment_id, file_id)
-            attachment = ATTACHMENT_ADAPTER.validate_python(claimed[Field.DATA])
+            content = await self._persistence.unseal(owner, claimed[Field.DATA])
+            if content is None:  # sealed under a key the owner no longer has
+                raise NotFoundError(f"Attachment {attachment_id} not found")
+            attachment = ATTACHMENT_ADAPTER.validate_python(content)
             self._check_mime_type(attachment.mime_type)
             await self._write(owner, attachment, file_id, data, claimed[UploadField.DECLARED_SIZE])
-            return await self._persistence.complete_upload(key, attachment_id, file_id)
+            return await self._persistence.complete_upload(
+                key, attachment_id, file_id, claimed[Field.DATA]
+            )
         except BaseException:
             await shielded(self._persistence.release_upload(key, file_id))
             raise
@@ -229,28 +255,25 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         """The caller's attachment with its length and chunks, or ``NotFoundError``.
 
         Attachments still waiting for their bytes, and other owners' ones, are not found.
+        With encryption, so is one the owner cannot read: its key shredded, or bytes
+        made for another attachment or owner; all of that is known before any byte is
+        handed out. ``length`` counts plaintext bytes. Bytes that fail their integrity
+        check further on raise :class:`~chatkit_mongo.errors.CiphertextError` while
+        streaming, never hand out an unauthenticated byte, and hold back the final
+        piece until the whole stream is proved complete.
         """
         owner = await self.store.persistence.begin(context)
         key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
-        complete = {
-            **key,
-            UploadField.STATE: {"$exists": False},
-            UploadField.FILE_ID: {"$ne": None},
-            **self._persistence.alive(),
-        }
-        document = await self._attachments.find_one(complete)
+        document = await self._attachments.find_one(self._complete(key))
         not_found = NotFoundError(f"Attachment {attachment_id} not found")
         if document is None:
             raise not_found
-        try:
-            grid_out = await self._bucket().open_download_stream(document[UploadField.FILE_ID])
-        except NoFile:
-            raise not_found from None
-        metadata = grid_out.metadata or {}
-        if (metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)) != (owner, attachment_id):
+        content = await self._persistence.unseal(owner, document[Field.DATA])
+        if content is None:
             raise not_found
-        attachment = ATTACHMENT_ADAPTER.validate_python(document[Field.DATA])
-        return Download(attachment, int(grid_out.length), _chunks_of(grid_out))
+        attachment = ATTACHMENT_ADAPTER.validate_python(content)
+        stored = await self._open_bytes(owner, attachment_id, document[UploadField.FILE_ID])
+        return Download(attachment, stored.length, stored.chunks)
 
     async def read_bytes(self, attachment_id: str, context: TContext) -> bytes:
         """The whole attachment in memory: for small files fed to a model."""
@@ -280,6 +303,80 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
     # ------------------------------------------------------------------ maintenance
 
+    async def reseal_bytes(
+        self, owner: str, attachment_id: str, *, encrypted: bool | None = None
+    ) -> bool:
+        """Rewrite one complete attachment's bytes in the store's current form (the
+        migration's step): encrypted when the store has ``encryption=``, plain when not;
+        ``encrypted`` overrides that (``False`` with encryption on decrypts: the reverse
+        migration, which needs the key to read). True if the bytes were rewritten; False
+        if they already were in that form, or the attachment's bytes changed meanwhile
+        (deleted, or rewritten by another call) and this call changed nothing.
+
+        Raises ``NotFoundError`` when ``owner`` has no complete attachment
+        ``attachment_id`` with bytes it can read (none, still uploading, its file missing
+        or another owner's, its key shredded), and ``CiphertextError`` when its encrypted
+        bytes fail their integrity check; nothing is changed then.
+
+        How it stays readable whatever stops it: the bytes are streamed (memory bounded,
+        decrypted and encrypted piece by piece) into a NEW file, marked as a rewrite;
+        then the attachment's ``file_id`` is switched to it by one update that holds only
+        if it still names the old file; then the old file is deleted through the
+        ownership proof. A stop before the switch leaves the old bytes in place, one
+        after it the new ones; what is left over is a file no attachment refers to, which
+        the orphan sweep removes (a rewrite's file once older than its cut-off, so a
+        rewrite under way is never swept from under it).
+
+        A maintenance call, by owner rather than request context: it expects the
+        indexes (and with encryption the key vault's) in place, as ``init`` or
+        :meth:`MongoStore.ensure_indexes` leave them.
+        """
+        self._persistence.check_open()
+        engine = self._persistence.encryption
+        target = engine is not None if encrypted is None else encrypted
+        if target and engine is None:
+            raise EncryptionConfigError("encrypted=True needs a store with encryption settings")
+        key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
+        document = await self._attachments.find_one(self._complete(key))
+        if document is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        old_id = document[UploadField.FILE_ID]
+        source = await self._open_bytes(owner, attachment_id, old_id)
+        content = None
+        if source.encrypted != target:
+            try:
+                content = await self._persistence.unseal(owner, document[Field.DATA])
+            except BaseException:
+                await source.close()
+                raise
+        if content is None:
+            await source.close()
+            if source.encrypted == target:
+                return False
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        name = ATTACHMENT_ADAPTER.validate_python(content).name
+        new_id = owner_file_id(owner)
+        try:
+            try:
+                await self._store_bytes(
+                    owner, attachment_id, name, new_id, source.chunks, encrypt=target, rewrite=True
+                )
+            finally:
+                await source.close()
+            switched = await shielded(
+                self._attachments.update_one(
+                    {**key, UploadField.FILE_ID: old_id}, {"$set": {UploadField.FILE_ID: new_id}}
+                )
+            )
+        except BaseException:
+            await shielded(self._drop_unless_referenced(key, new_id))
+            raise
+        if not switched.matched_count:
+            await shielded(self._persistence.delete_owned_files(owner, [new_id]))
+            return False
+        await shielded(self._persistence.delete_owned_files(owner, [old_id]))
+        return True
+
     async def sweep_orphans(
         self, *, abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER, now: datetime | None = None
     ) -> SweepReport:
@@ -290,7 +387,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         2. GridFS files that no attachment refers to (its metadata was deleted by a
            store that knew no bucket, a delete was interrupted, or, with retention on,
            it expired: the bytes of an expired attachment go at the next sweep, even
-           before the server's TTL pass has deleted its metadata);
+           before the server's TTL pass has deleted its metadata); a file written by
+           :meth:`reseal_bytes` only once older than the cut-off, as no attachment
+           refers to it until the rewrite switches to it;
         3. chunks whose file document is gone and whose id is older than the cut-off.
 
         Safe while uploads run: an upload's attachment refers to its file id from before
@@ -299,7 +398,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         cutoff = (now or datetime.now(UTC)) - abandoned_after
         return SweepReport(
             abandoned_uploads=await self._sweep_abandoned(cutoff),
-            orphaned_files=await self._sweep_unreferenced_files(),
+            orphaned_files=await self._sweep_unreferenced_files(cutoff),
             orphaned_chunk_sets=await self._sweep_chunks_without_file(cutoff),
         )
 
@@ -355,29 +454,97 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         data: UploadData,
         declared_size: int | None,
     ) -> None:
-        """Stream ``data`` into the file ``file_id``, counting bytes as they arrive.
-
-        Each write is shielded so that a cancelled request never leaves a chunk insert
-        in flight behind the cleanup that follows.
-        """
+        """Stream ``data`` into the file ``file_id``, counting plaintext bytes as they
+        arrive (encrypted on the way when the store has encryption)."""
         limit = self.max_bytes if declared_size is None else min(self.max_bytes, declared_size)
-        metadata = {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment.id}
-        grid_in = self._bucket().open_upload_stream_with_id(
-            file_id, attachment.name, metadata=metadata
-        )
-        received = 0
-        async for piece in _pieces(data):
-            received += len(piece)
-            if received > limit:
-                raise AttachmentTooLargeError(
-                    too_large_message(attachment.name, limit, limit != self.max_bytes)
-                )
-            await shielded(grid_in.write(piece))
-        if declared_size is not None and received != declared_size:
-            raise IncompleteUploadError(
-                f"{attachment.name!r}: {received} bytes arrived, {declared_size} were declared"
+        counted = _counted(_pieces(data), attachment.name, limit, self.max_bytes, declared_size)
+        encrypt = self._persistence.encryption is not None
+        async with aclosing(counted):
+            await self._store_bytes(
+                owner, attachment.id, attachment.name, file_id, counted, encrypt=encrypt
             )
+
+    async def _store_bytes(
+        self,
+        owner: str,
+        attachment_id: str,
+        name: str,
+        file_id: Any,
+        plaintext: AsyncIterator[bytes],
+        *,
+        encrypt: bool,
+        rewrite: bool = False,
+    ) -> None:
+        """Write ``plaintext`` as the file ``file_id`` of ``owner``'s attachment.
+
+        Encrypted, the file holds ``encrypt_stream(owner, plaintext, bound_to=attachment
+        id)``, is flagged ``metadata.encrypted``, and is named after the attachment id:
+        the attachment's name lives only in its sealed metadata. Each write is shielded
+        so that a cancelled request never leaves a chunk insert in flight behind the
+        cleanup that follows. Memory: one piece of ``plaintext`` and, encrypted, up to
+        two stream pieces (see ``_encryption``), whatever the file's size.
+        """
+        metadata: dict[str, Any] = {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment_id}
+        stream = plaintext
+        engine = self._persistence.encryption
+        if encrypt:
+            if engine is None:
+                raise EncryptionConfigError("encrypting bytes needs encryption settings")
+            metadata[GridFSField.ENCRYPTED] = True
+            name = attachment_id
+            stream = engine.encrypt_stream(owner, plaintext, bound_to=attachment_id)
+        if rewrite:
+            metadata[GridFSField.REWRITE] = True
+        grid_in = self._bucket().open_upload_stream_with_id(file_id, name, metadata=metadata)
+        async for piece in stream:
+            await shielded(grid_in.write(piece))
         await shielded(grid_in.close())
+
+    async def _open_bytes(self, owner: str, attachment_id: str, file_id: Any) -> _StoredBytes:
+        """The plaintext of ``owner``'s file ``file_id`` of ``attachment_id``, or
+        ``NotFoundError`` when it is missing, not theirs, or (encrypted) not readable
+        for them: decided before any byte is handed out."""
+        not_found = NotFoundError(f"Attachment {attachment_id} not found")
+        try:
+            grid_out = await self._bucket().open_download_stream(file_id)
+        except NoFile:
+            raise not_found from None
+        metadata = grid_out.metadata or {}
+        if (metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)) != (owner, attachment_id):
+            await maybe_await(grid_out.close())
+            raise not_found
+        if metadata.get(GridFSField.ENCRYPTED) is not True:
+            return _StoredBytes(False, int(grid_out.length), _chunks_of(grid_out), grid_out)
+        engine = self._persistence.encryption
+        if engine is None:
+            await maybe_await(grid_out.close())
+            raise EncryptionConfigError(
+                f"the bytes of attachment {attachment_id} are encrypted, and this store has "
+                "no encryption settings; pass the same encryption= they were written with"
+            )
+        try:
+            length, chunks = await _decrypted(engine, owner, attachment_id, grid_out)
+        except (KeyUnavailableError, CiphertextError) as exc:
+            raise not_found from exc
+        return _StoredBytes(True, length, chunks, grid_out)
+
+    async def _drop_unless_referenced(self, key: dict[str, Any], file_id: Any) -> None:
+        """Delete the file ``file_id`` unless the attachment ``key`` now refers to it (a
+        switch whose reply was lost, or that a cancellation reached after it landed)."""
+        kept = await self._attachments.find_one(
+            {**key, UploadField.FILE_ID: file_id}, {GridFSField.ID: 1}
+        )
+        if kept is None:
+            await self._persistence.delete_owned_files(key[Field.OWNER], [file_id])
+
+    def _complete(self, key: dict[str, Any]) -> dict[str, Any]:
+        """The filter of the attachment ``key`` once its bytes are complete (and alive)."""
+        return {
+            **key,
+            UploadField.STATE: {"$exists": False},
+            UploadField.FILE_ID: {"$ne": None},
+            **self._persistence.alive(),
+        }
 
     async def _sweep_abandoned(self, cutoff: datetime) -> int:
         stale = self._attachments.find(
@@ -405,11 +572,15 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                 )
         return removed
 
-    async def _sweep_unreferenced_files(self) -> int:
+    async def _sweep_unreferenced_files(self, cutoff: datetime) -> int:
         files = self._files.find({}, {GridFSField.ID: 1, GridFSField.METADATA: 1})
         orphans = []
         for file in await files.to_list(None):
             metadata = file.get(GridFSField.METADATA) or {}
+            if metadata.get(GridFSField.REWRITE) is True and _younger(
+                file_id_time(file[GridFSField.ID]), cutoff
+            ):
+                continue  # a rewrite under way: referred to only once it switches
             owner, attachment_id = metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)
             referenced = None
             if isinstance(owner, str) and isinstance(attachment_id, str):
@@ -481,7 +652,116 @@ async def _pieces(data: UploadData) -> AsyncIterator[bytes]:
         )
 
 
-async def _chunks_of(grid_out: Any) -> AsyncIterator[bytes]:
+async def _counted(
+    pieces: AsyncIterator[bytes], name: str, limit: int, max_bytes: int, declared: int | None
+) -> AsyncGenerator[bytes]:
+    """``pieces`` passed on while they stay within ``limit``; refused past it, or short
+    of the ``declared`` size at their end. Counts the bytes as they arrive, before any
+    encryption: the limits are on what the client sent."""
+    received = 0
+    async for piece in pieces:
+        received += len(piece)
+        if received > limit:
+            raise AttachmentTooLargeError(too_large_message(name, limit, limit != max_bytes))
+        yield piece
+    if declared is not None and received != declared:
+        raise IncompleteUploadError(f"{name!r}: {received} bytes arrived, {declared} were declared")
+
+
+@dataclass(frozen=True)
+class _StoredBytes:
+    """A file's plaintext as it is read: whether it is stored encrypted, its exact length
+    in plaintext bytes, and its chunks; :meth:`close` when done with them."""
+
+    encrypted: bool
+    length: int
+    chunks: AsyncGenerator[bytes]
+    grid_out: Any
+
+    async def close(self) -> None:
+        """Close the chunks and the download stream (a generator never started runs no
+        ``finally``, so the stream is closed here as well; closing twice is harmless)."""
+        await self.chunks.aclose()
+        await maybe_await(self.grid_out.close())
+
+
+async def _decrypted(
+    engine: OwnerEncryption, owner: str, attachment_id: str, grid_out: Any
+) -> tuple[int, AsyncGenerator[bytes]]:
+    """The exact plaintext length of an encrypted file and its plaintext chunks.
+
+    Why the final record is decrypted first (when the file has more than one piece):
+    the stored size fixes the plaintext's length only to within 16 bytes (CBC padding),
+    the final piece's bytes give it exactly (see ``final_record``). Why the first piece
+    is decrypted before returning: a file the owner cannot read (key shredded, another
+    owner's key, made for another attachment) must read as not found, before any byte.
+    The download stream is closed on every failure here.
+    """
+    from ._encryption import PIECE_BYTES, final_record  # noqa: PLC0415  (see store._engine)
+
+    raw = _chunks_of(grid_out)
+    plain = engine.decrypt_stream(owner, raw, bound_to=attachment_id)
+    try:
+        index, offset = final_record(int(grid_out.length), attachment_id)
+        length = None
+        if index:
+            await maybe_await(grid_out.seek(offset))
+            tail = await grid_out.read(int(grid_out.length) - offset)
+            await maybe_await(grid_out.seek(0))
+            final = engine.decrypt_stream(
+                owner, _single(tail), bound_to=attachment_id, first_piece=index
+            )
+            length = index * PIECE_BYTES + len(b"".join([piece async for piece in final]))
+        first = await anext(plain)
+    except BaseException:
+        await _close(plain, raw)
+        await maybe_await(grid_out.close())
+        raise
+    return (len(first) if length is None else length), _checked(plain, raw, first, length)
+
+
+async def _checked(
+    plain: AsyncGenerator[bytes],
+    raw: AsyncGenerator[bytes],
+    held: bytes,
+    length: int | None,
+) -> AsyncGenerator[bytes]:
+    """The decrypted pieces, each handed out only once the next one has authenticated
+    or the stream has ended proved complete; the total must be ``length`` (None: the
+    first piece is the only one). So a file cut short, extended or altered is a
+    ``CiphertextError`` before its last byte, never a short body that looks whole."""
+    expected = len(held) if length is None else length
+    sent = 0
+    try:
+        async for piece in plain:
+            sent += len(held)
+            if sent + len(piece) > expected:
+                raise CiphertextError(f"encrypted bytes run past their {expected} bytes")
+            if held:
+                yield held
+            held = piece
+        if sent + len(held) != expected:
+            raise CiphertextError(
+                f"encrypted bytes hold {sent + len(held)} bytes, their final piece says {expected}"
+            )
+        if held:
+            yield held
+    except KeyUnavailableError as exc:  # the key was shredded while the bytes streamed
+        raise CiphertextError(f"the bytes can no longer be decrypted: {exc}") from exc
+    finally:
+        await _close(plain, raw)
+
+
+async def _close(*generators: AsyncGenerator[bytes]) -> None:
+    for generator in generators:
+        await generator.aclose()
+
+
+async def _single(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _chunks_of(grid_out: Any) -> AsyncGenerator[bytes]:
     """The file's chunks one by one; the download stream is closed however it ends."""
     try:
         while chunk := await grid_out.readchunk():

@@ -97,6 +97,11 @@ class GridFSField:
     plain bytes. Why a flag and not sniffing the stream's header: plain bytes that
     happen to start like it must still download as they are."""
     METADATA_ENCRYPTED: Final = f"{METADATA}.{ENCRYPTED}"
+    REWRITE: Final = "rewrite"
+    """In the file's ``metadata``: True on a file ``GridFSAttachmentStore.reseal_bytes``
+    wrote to replace an attachment's bytes. No attachment refers to it until the rewrite
+    switches to it, so the orphan sweep leaves it alone until it is older than its
+    cut-off; afterwards it is a file like any other."""
     CHUNK_NUMBER: Final = "n"
     """In ``<bucket>.chunks``: the chunk's position; unique with ``files_id``."""
     CHUNK_DATA: Final = "data"

@@ -45,6 +45,38 @@ class Faulty:
         return failing
 
 
+class Recording:
+    """A collection that notes each method called on it, in order."""
+
+    def __init__(self, inner: Any, handle: str, calls: list[tuple[str, str]]) -> None:
+        self._inner, self._handle, self._calls = inner, handle, calls
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if name in {"find", "aggregate"} or not callable(target):
+            return target
+
+        def noting(*args: Any, **kwargs: Any) -> Any:
+            self._calls.append((self._handle, name))
+            return target(*args, **kwargs)
+
+        return noting
+
+
+class FaultyNth(Faulty):
+    """Lets ``earlier`` calls of the method through, then fails one."""
+
+    def __init__(self, inner: Any, method: str, error: Exception, timing: Timing, earlier: int):
+        super().__init__(inner, method, error, timing)
+        self._earlier = earlier
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self._method and self._earlier:
+            self._earlier -= 1
+            return getattr(self._inner, name)
+        return super().__getattr__(name)
+
+
 class Switchable:
     """A collection handle whose target a test may swap while the store runs: handed to
     the store by its public ``wrap_collection`` seam, never by patching its attributes."""

@@ -24,16 +24,32 @@ from chatkit.store import NotFoundError
 from chatkit.types import AttachmentCreateParams
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore, UploadConflictError
+from chatkit_mongo._encryption import encrypted_stream_size
+from chatkit_mongo.encryption import Encryption
 from chatkit_mongo.schema import Field, GridFSField, UploadField
 
 from .attachment_support import CHUNK, make_attachments
 from .conftest import NAMES, RequestContext, close_client, make_client, scratch_database
-from .fault_support import FAULTS, Faulty, Switchable, Switchboard, Timing, cancel_at_every_step
+from .encrypted_attachment_support import fresh_database
+from .fault_support import (
+    FAULTS,
+    FaultyNth,
+    Recording,
+    Switchable,
+    Switchboard,
+    Timing,
+    cancel_at_every_step,
+)
+
+pytest_plugins = ("tests.encryption_fixtures",)
 
 ALICE: Final = RequestContext("alice")
 BOB: Final = RequestContext("bob")
 DATA: Final = bytes(range(251)) * (2 * CHUNK // 251 + 7)
 """Three GridFS chunks, the last one partial."""
+SMALL: Final = b"one encrypted piece"
+"""For the encrypted cancellation walks: each await of a larger file's pieces is one the
+walk passes here too, at a fraction of the steps (the faults above take DATA)."""
 HANDLES: Final = ("attachment", "file", "chunk")
 """The collections GridFSAttachmentStore writes through (the bucket writes the chunks)."""
 
@@ -45,25 +61,36 @@ def _switch(attachments: GridFSAttachmentStore[Any], kind: str) -> Switchable:
     return handle
 
 
-Op = Callable[[GridFSAttachmentStore[Any], str], Awaitable[Any]]
+Op = Callable[[GridFSAttachmentStore[Any], str, bytes], Awaitable[Any]]
 
 
-async def _prepared(attachments: GridFSAttachmentStore[Any], op_name: str) -> str:
+async def _prepared(
+    attachments: GridFSAttachmentStore[Any], op_name: str, data: bytes = DATA
+) -> str:
     """Bob's finished attachment, and the id ``op_name`` acts on for alice."""
     await attachments.create_and_upload("bob.txt", "text/plain", b"bob's bytes", BOB)
     if op_name == "upload":
-        params = AttachmentCreateParams(name="a.bin", size=len(DATA), mime_type="text/plain")
+        params = AttachmentCreateParams(name="a.bin", size=len(data), mime_type="text/plain")
         return (await attachments.create_attachment(params, ALICE)).id
     if op_name == "delete":
-        return (await attachments.create_and_upload("a.bin", "text/plain", DATA, ALICE)).id
+        return (await attachments.create_and_upload("a.bin", "text/plain", data, ALICE)).id
     return ""
 
 
 OPS: Final[dict[str, Op]] = {
-    "upload": lambda a, i: a.upload(i, DATA, ALICE),
-    "create_and_upload": lambda a, i: a.create_and_upload("a.bin", "text/plain", DATA, ALICE),
-    "delete": lambda a, i: a.delete_attachment(i, ALICE),
+    "upload": lambda a, i, d: a.upload(i, d, ALICE),
+    "create_and_upload": lambda a, i, d: a.create_and_upload("a.bin", "text/plain", d, ALICE),
+    "delete": lambda a, i, d: a.delete_attachment(i, ALICE),
 }
+
+
+def _chunks_holding(attachments: GridFSAttachmentStore[Any], data: bytes) -> int:
+    """How many GridFS chunks ``data`` is stored in by ``attachments``: encrypted, the
+    stream of an attachment id (all are as long, so any gives its size)."""
+    stored = len(data)
+    if attachments.store.persistence.encryption is not None:
+        stored = encrypted_stream_size(len(data), "atc_" + "0" * 24)
+    return -(-stored // CHUNK)
 
 
 async def _state(attachments: GridFSAttachmentStore[Any]) -> tuple[list[str], int, int]:
@@ -88,21 +115,22 @@ async def _bob_file_ids(attachments: GridFSAttachmentStore[Any]) -> list[Any]:
 
 
 async def _check_whole_or_bytes_less(
-    attachments: GridFSAttachmentStore[Any], op_name: str, attachment_id: str
+    attachments: GridFSAttachmentStore[Any], op_name: str, attachment_id: str, data: bytes = DATA
 ) -> None:
     """The all-or-nothing check after a failed or cancelled op, then a retry and a sweep."""
     states, files, chunks = await _state(attachments)
+    whole = (["complete"], 1, _chunks_holding(attachments, data))
     if op_name == "delete":
-        assert states == ["no bytes"] or (states, files, chunks) == (["complete"], 1, 3)
+        assert states == ["no bytes"] or (states, files, chunks) == whole
         if states == ["no bytes"]:
             with pytest.raises(NotFoundError):
                 await attachments.open_download(attachment_id, ALICE)
-        await OPS[op_name](attachments, attachment_id)
+        await OPS[op_name](attachments, attachment_id, data)
         await attachments.sweep_orphans(now=datetime.now(UTC) + timedelta(days=2))
         assert await _state(attachments) == (["no bytes"], 0, 0)
     else:
         assert (states, files, chunks) in (
-            (["complete"], 1, 3),
+            whole,
             ([UploadField.AWAITING] if op_name == "upload" else [], 0, 0),
         )
         if states == ["complete"]:
@@ -114,11 +142,11 @@ async def _check_whole_or_bytes_less(
             attachment_id = document[Field.ATTACHMENT_ID]
             if op_name == "upload":  # the retry learns that the first attempt went through
                 with pytest.raises(UploadConflictError, match="already has its bytes"):
-                    await OPS[op_name](attachments, attachment_id)
+                    await OPS[op_name](attachments, attachment_id, data)
         else:
-            attachment_id = (await OPS[op_name](attachments, attachment_id)).id
-        assert await attachments.read_bytes(attachment_id, ALICE) == DATA
-        assert await _state(attachments) == (["complete"], 1, 3)
+            attachment_id = (await OPS[op_name](attachments, attachment_id, data)).id
+        assert await attachments.read_bytes(attachment_id, ALICE) == data
+        assert await _state(attachments) == whole
     [bobs] = (
         await attachments.store.database[NAMES.attachments].find({Field.OWNER: "bob"}).to_list(None)
     )
@@ -143,24 +171,6 @@ async def fresh(gridfs_backend: str) -> AsyncIterator[Callable[[], Any]]:
     await close_client(client)
 
 
-class _Recording:
-    """A collection that notes each method called on it, in order."""
-
-    def __init__(self, inner: Any, handle: str, calls: list[tuple[str, str]]) -> None:
-        self._inner, self._handle, self._calls = inner, handle, calls
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
-        if name in {"find", "aggregate"} or not callable(target):
-            return target
-
-        def noting(*args: Any, **kwargs: Any) -> Any:
-            self._calls.append((self._handle, name))
-            return target(*args, **kwargs)
-
-        return noting
-
-
 async def _driver_calls(fresh: Callable[[], Any], op_name: str) -> list[tuple[str, str, int]]:
     """Each ``(handle, method, how many earlier calls of it)`` the op makes, fault-free."""
     attachments = await fresh()
@@ -168,23 +178,9 @@ async def _driver_calls(fresh: Callable[[], Any], op_name: str) -> list[tuple[st
     calls: list[tuple[str, str]] = []
     for handle in HANDLES:
         switch = _switch(attachments, handle)
-        switch.inner = _Recording(switch.inner, handle, calls)
-    await OPS[op_name](attachments, attachment_id)
+        switch.inner = Recording(switch.inner, handle, calls)
+    await OPS[op_name](attachments, attachment_id, DATA)
     return [(h, m, calls[:n].count((h, m))) for n, (h, m) in enumerate(calls)]
-
-
-class FaultyNth(Faulty):
-    """Lets ``earlier`` calls of the method through, then fails one."""
-
-    def __init__(self, inner: Any, method: str, error: Exception, timing: Timing, earlier: int):
-        super().__init__(inner, method, error, timing)
-        self._earlier = earlier
-
-    def __getattr__(self, name: str) -> Any:
-        if name == self._method and self._earlier:
-            self._earlier -= 1
-            return getattr(self._inner, name)
-        return super().__getattr__(name)
 
 
 @pytest.mark.parametrize("timing", ["request lost", "reply lost"])
@@ -203,7 +199,7 @@ async def test_a_driver_fault_at_every_call_leaves_the_attachment_whole_or_bytes
             healthy = switch.inner
             switch.inner = FaultyNth(healthy, method, error, timing, earlier)
             with pytest.raises(type(error)) as raised:
-                await OPS[op_name](attachments, attachment_id)
+                await OPS[op_name](attachments, attachment_id, DATA)
             assert raised.value is error, point
             switch.inner = healthy
             await _check_whole_or_bytes_less(attachments, op_name, attachment_id)
@@ -223,7 +219,9 @@ async def test_cancellation_at_every_await_leaves_the_attachment_whole_or_bytes_
         attachments, attachment_id = prepared
         await _check_whole_or_bytes_less(attachments, op_name, attachment_id)
 
-    points = await cancel_at_every_step(prepare, lambda prepared: OPS[op_name](*prepared), check)
+    points = await cancel_at_every_step(
+        prepare, lambda prepared: OPS[op_name](*prepared, DATA), check
+    )
     # At least the cancel before the op starts; the doubles never wait, so an op that
     # makes no chunk writes (delete) finishes in its first step there.
     assert points >= 1
@@ -268,7 +266,7 @@ async def test_a_claim_landing_after_its_cancellation_leaves_no_stuck_upload(
     healthy = switch.inner
     late = _LandsLate(healthy)
     switch.inner = late
-    task = asyncio.ensure_future(OPS["upload"](attachments, attachment_id))
+    task = asyncio.ensure_future(OPS["upload"](attachments, attachment_id, DATA))
     await late.called.wait()
     task.cancel()
     for _ in range(20):  # time for any clean-up that does not wait for the claim
@@ -281,3 +279,73 @@ async def test_a_claim_landing_after_its_cancellation_leaves_no_stuck_upload(
     switch.inner = healthy
     assert await _state(attachments) == ([UploadField.AWAITING], 0, 0)
     await _check_whole_or_bytes_less(attachments, "upload", attachment_id)
+
+
+# ---------------------------------------------------------------------- with encryption
+
+
+@pytest.fixture
+async def sealed_fresh(
+    wire_client: Any, key_settings: Encryption
+) -> AsyncIterator[Callable[[], Any]]:
+    """Makes attachment stores with encryption on fresh databases of the suite's server
+    (through the driver of ``wire_client``): the bytes are encrypted streams, the
+    metadata ciphertexts, the upload's completion a compare-and-swap."""
+    stores: list[MongoStore[Any]] = []
+
+    async def make() -> GridFSAttachmentStore[Any]:
+        store: MongoStore[Any] = MongoStore(
+            fresh_database(wire_client), encryption=key_settings, wrap_collection=Switchboard().wrap
+        )
+        stores.append(store)
+        return make_attachments(store)
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+@pytest.mark.parametrize("timing", ["request lost", "reply lost"])
+@pytest.mark.parametrize("op_name", ["upload", "create_and_upload"])
+async def test_with_encryption_a_driver_fault_at_every_call_leaves_it_whole_or_bytes_less(
+    sealed_fresh: Callable[[], Any], op_name: str, timing: Timing
+) -> None:
+    points = await _driver_calls(sealed_fresh, op_name)
+    assert ("attachment", "update_one", 0) in points  # the completion's compare-and-swap
+    error = FAULTS["connection reset"]
+    for point in points:
+        attachments = await sealed_fresh()
+        attachment_id = await _prepared(attachments, op_name)
+        handle, method, earlier = point
+        switch = _switch(attachments, handle)
+        healthy = switch.inner
+        switch.inner = FaultyNth(healthy, method, error, timing, earlier)
+        with pytest.raises(type(error)) as raised:
+            await OPS[op_name](attachments, attachment_id, DATA)
+        assert raised.value is error, point
+        switch.inner = healthy
+        await _check_whole_or_bytes_less(attachments, op_name, attachment_id)
+
+
+@pytest.mark.parametrize(
+    ("wire_driver", "op_name"),
+    [("pymongo", "upload"), ("pymongo", "create_and_upload"), ("motor", "upload")],
+)
+async def test_with_encryption_cancellation_at_every_await_leaves_it_whole_or_bytes_less(
+    sealed_fresh: Callable[[], Any], op_name: str
+) -> None:
+    """Every await of an encrypted upload (the engine's included) cancelled once. On
+    Motor the two-phase upload only: its loop steps are mostly waits on worker threads
+    (hundreds per upload), and the direct upload adds only the insert walked above."""
+
+    async def prepare() -> tuple[GridFSAttachmentStore[Any], str]:
+        attachments = await sealed_fresh()
+        return attachments, await _prepared(attachments, op_name, SMALL)
+
+    async def check(prepared: tuple[GridFSAttachmentStore[Any], str], points: int) -> None:
+        await _check_whole_or_bytes_less(*prepared[:1], op_name, prepared[1], SMALL)
+
+    points = await cancel_at_every_step(
+        prepare, lambda prepared: OPS[op_name](*prepared, SMALL), check
+    )
+    assert points > 10
