@@ -479,7 +479,7 @@ class Persistence:
             return ATTACHMENT_ADAPTER.validate_python(completed[Field.DATA])
         stored = claimed_data
         while True:
-            content = await self.unseal(owner, stored)
+            content = await self.unseal(owner, stored, attachment_id)
             if content is None:  # the owner's key was shredded while the bytes arrived
                 raise not_found
             content = {**content, "upload_descriptor": None}

@@ -216,7 +216,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         file_id = owner_file_id(owner)
         try:
             claimed = await self._persistence.claim_upload(key, attachment_id, file_id)
-            content = await self._persistence.unseal(owner, claimed[Field.DATA])
+            content = await self._persistence.unseal(owner, claimed[Field.DATA], attachment_id)
             if content is None:  # sealed under a key the owner no longer has
                 raise NotFoundError(f"Attachment {attachment_id} not found")
             attachment = ATTACHMENT_ADAPTER.validate_python(content)
@@ -268,7 +268,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         not_found = NotFoundError(f"Attachment {attachment_id} not found")
         if document is None:
             raise not_found
-        content = await self._persistence.unseal(owner, document[Field.DATA])
+        content = await self._persistence.unseal(owner, document[Field.DATA], attachment_id)
         if content is None:
             raise not_found
         attachment = ATTACHMENT_ADAPTER.validate_python(content)
@@ -345,7 +345,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         content = None
         if source.encrypted != target:
             try:
-                content = await self._persistence.unseal(owner, document[Field.DATA])
+                content = await self._persistence.unseal(owner, document[Field.DATA], attachment_id)
             except BaseException:
                 await source.close()
                 raise

@@ -278,6 +278,34 @@ async def test_bytes_made_for_another_attachment_or_owner_read_as_not_found(
             await attachments.read_bytes(target.id, ALICE)
 
 
+async def test_metadata_swapped_between_an_owners_attachments_reads_as_not_found(
+    attachments: GridFSAttachmentStore[Any],
+) -> None:
+    """Each attachment's sealed metadata names its id: moved over another attachment of
+    the same owner, neither downloads nor takes an upload."""
+    database = attachments.store.database
+    one = await attachments.create_and_upload(NAME, "text/plain", pattern(100), ALICE)
+    other = await attachments.create_and_upload(NAME, "text/plain", pattern(200), ALICE)
+    pending = await attachments.create_attachment(
+        AttachmentCreateParams(name=NAME, size=10, mime_type="text/plain"), ALICE
+    )
+    collection = database[NAMES.attachments]
+    stored = {
+        attachment_id: (await collection.find_one({Field.ATTACHMENT_ID: attachment_id}))[Field.DATA]
+        for attachment_id in (one.id, other.id, pending.id)
+    }
+    moves = {one.id: stored[other.id], other.id: stored[one.id], pending.id: stored[one.id]}
+    for attachment_id, data in moves.items():
+        await collection.update_one(
+            {Field.ATTACHMENT_ID: attachment_id}, {"$set": {Field.DATA: data}}
+        )
+    for attachment_id in (one.id, other.id):
+        with pytest.raises(NotFoundError):
+            await attachments.open_download(attachment_id, ALICE)
+    with pytest.raises(NotFoundError):
+        await attachments.upload(pending.id, pattern(10), ALICE)
+
+
 async def test_a_shredded_owner_reads_as_not_found(
     attachments: GridFSAttachmentStore[Any],
 ) -> None:

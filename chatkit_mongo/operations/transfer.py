@@ -220,7 +220,9 @@ async def _write_document(
     when a decrypting export leaves it out, having written nothing of it."""
     if reader is not None and kind != "file":
         try:
-            data = await reader.persistence.unseal(reader.owner, document[Field.DATA])
+            id_field = document_kind(kind).id_field
+            element_id = None if id_field is None else document.get(id_field)
+            data = await reader.persistence.unseal(reader.owner, document[Field.DATA], element_id)
         except CiphertextError:  # altered: no more readable than a shredded one
             data = None
         if data is None:
