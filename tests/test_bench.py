@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from pymongo import AsyncMongoClient
 
 from chatkit_mongo import MongoStore
+from chatkit_mongo.apps import bench_encryption
 from chatkit_mongo.apps.bench import (
     OPERATIONS,
     OVERHEAD_LIMIT,
@@ -298,3 +299,30 @@ def test_the_command_on_a_server_ends_cleanly_whatever_the_server_lacks(
         assert "cannot explain queries: the server refused explain" in result.output
     if "dropDatabase" in capabilities.server().missing:
         assert "the server cannot drop databases" in result.output
+
+
+def test_the_encryption_mode_needs_a_server() -> None:
+    result = CliRunner().invoke(bench_command, ["--encryption"], env={"MONGODB_URI": None})
+    assert result.exit_code == 2
+    assert "--encryption needs a server for the key vault: pass --uri" in result.output
+
+
+@pytest.mark.parametrize(
+    ("given", "drivers"), [([], ("pymongo", "motor")), (["--driver", "motor"], ("motor",))]
+)
+def test_the_encryption_mode_runs_the_encryption_benchmark(
+    monkeypatch: pytest.MonkeyPatch, given: list[str], drivers: tuple[str, ...]
+) -> None:
+    """``bench --encryption`` prints what ``bench_encryption.run`` measures (run small in
+    ``tests/test_encryption.py``), for the drivers asked for."""
+    calls: list[tuple[str, tuple[str, ...]]] = []
+
+    async def run(uri: str, drivers: tuple[str, ...]) -> list[str]:
+        calls.append((uri, drivers))
+        return ["pymongo:", "  figures"]
+
+    monkeypatch.setattr(bench_encryption, "run", run)
+    result = CliRunner().invoke(bench_command, ["--encryption", "--uri", "mongodb://h", *given])
+    assert result.exit_code == 0, result.output
+    assert result.output == "pymongo:\n  figures\n"
+    assert calls == [("mongodb://h", drivers)]

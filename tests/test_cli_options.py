@@ -9,6 +9,7 @@ import base64
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import fields
@@ -33,6 +34,9 @@ from .cli_support import all_documents, encoded, invoke, run, seed
 from .samples import BASE_TIME
 
 _STOP: Final = "stopped at the opener"
+_KEY_FILE: Final = Path(tempfile.mkdtemp(prefix="chatkit-mongo-cli-")) / "master.key"
+_KEY_FILE.write_bytes(bytes(LOCAL_KEY_BYTES))
+"""A master key for the command that cannot start without one (``migrate``)."""
 COMMANDS: Final[dict[str, tuple[str, ...]]] = {
     "init": (),
     "doctor": (),
@@ -42,8 +46,18 @@ COMMANDS: Final[dict[str, tuple[str, ...]]] = {
     "serve": (),
     "bench": (),
     "shard": (),
+    "migrate": ("--to", "plain"),
 }
 """Every command that connects, with the arguments it needs besides the options."""
+KEYED: Final[dict[str, tuple[str, ...]]] = {"migrate": ("--master-key-file", str(_KEY_FILE))}
+"""The commands that also need a master key, with one."""
+
+
+def _needs(command: str) -> list[str]:
+    """What ``command`` needs besides the connection options, its master key included."""
+    return [*COMMANDS[command], *KEYED.get(command, ())]
+
+
 OPTIONS: Final = (
     ("--uri", "mongodb://db.example:27018"),
     ("--database", "other"),
@@ -91,9 +105,13 @@ def _connection_of(args: list[str]) -> Connection:
     return seen[0]
 
 
-def _same(found: Connection) -> bool:
-    keep = ("uri", "database", "timeout", "collections", "encryption", "key_vault")
-    return all(getattr(found, name) == getattr(EXPECTED, name) for name in keep)
+def _same(found: Connection, command: str) -> bool:
+    keep = ("uri", "database", "timeout", "collections", "key_vault")
+    keyed = command in KEYED
+    expected = Encryption.local(bytes(LOCAL_KEY_BYTES), key_vault_namespace=EXPECTED.key_vault)
+    return found.encryption == (expected if keyed else EXPECTED.encryption) and all(
+        getattr(found, name) == getattr(EXPECTED, name) for name in keep
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -104,17 +122,17 @@ def test_every_command_takes_every_connection_option_before_or_after_its_name(
     options = _flat(OPTIONS)
     half = _flat(OPTIONS[:3]), _flat(OPTIONS[3:])
     args = {
-        "before": [*options, command, *COMMANDS[command]],
-        "after": [command, *COMMANDS[command], *options],
-        "split": [*half[0], command, *COMMANDS[command], *half[1]],
+        "before": [*options, command, *_needs(command)],
+        "after": [command, *_needs(command), *options],
+        "split": [*half[0], command, *_needs(command), *half[1]],
     }[where]
-    assert _same(_connection_of(args))
+    assert _same(_connection_of(args), command)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_the_environment_uri_yields_to_the_command_line(command: str) -> None:
     seen: list[Connection] = []
-    args = [command, *COMMANDS[command], "--uri", "mongodb://given"]
+    args = [command, *_needs(command), "--uri", "mongodb://given"]
     env = {"MONGODB_URI": "mongodb://from-env"}
     CliRunner().invoke(cli, args, obj=_stopping(seen), input="", env=env)
     assert [connection.uri for connection in seen] == ["mongodb://given"]
@@ -252,7 +270,7 @@ def test_every_numeric_edge_of_every_option_is_one_line_or_accepted(
 ) -> None:
     """Regression (issue 12.10): a 5,000-digit ``--older-than``, ``--timeout inf``."""
     command, option = where
-    args = [option, value] if not command else [command, *COMMANDS[command], option, value]
+    args = [option, value] if not command else [command, *_needs(command), option, value]
     if command == "purge" and option == "--older-than":
         args = [command, option, value]
     seen: list[Connection] = []

@@ -513,7 +513,17 @@ def test_the_cli_lists_and_loads_serve_and_bench() -> None:
     assert result.exit_code == 0
     rows = result.output.split("Commands:")[1].splitlines()
     listed = [line.split()[0] for line in rows if line.strip() and line[2] != " "]
-    assert listed == ["bench", "doctor", "export", "import", "init", "purge", "serve", "shard"]
+    assert listed == [
+        "bench",
+        "doctor",
+        "export",
+        "import",
+        "init",
+        "migrate",
+        "purge",
+        "serve",
+        "shard",
+    ]
     for name in ("serve", "bench"):
         sub = CliRunner().invoke(cli, [name, "--help"])
         assert sub.exit_code == 0, sub.output

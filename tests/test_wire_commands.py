@@ -98,7 +98,8 @@ async def test_a_page_is_one_find_on_the_owner_thread_sort_key_range(wire: Wire)
 
 async def test_a_page_after_an_item_resolves_the_anchor_then_ranges_past_it(wire: Wire) -> None:
     item = assistant_message("msg_2", created_at=BASE_TIME)
-    stored = {Field.DATA: item.model_dump(mode="json")}
+    # as a server answers the page's projection: the content and the sort key
+    stored = {Field.DATA: item.model_dump(mode="json"), Field.SORT_KEY: "0002 msg_2"}
     page, (anchor, find) = await _answered(
         wire,
         wire.store.load_thread_items("thr_1", "msg_1", 1, "asc", _ALICE),

@@ -859,11 +859,19 @@ _COUNT: Final = WholeNumber(1, 10**9)
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the figures as a PNG chart here (needs matplotlib).",
 )
+@click.option(
+    "--encryption",
+    is_flag=True,
+    help="Measure instead what client-side encryption costs: per document, per Store "
+    "operation (an encrypted store against a plain one) and per MiB of attachment "
+    "(needs a server, for the key vault; the drivers as --driver, else both).",
+)
 @connection_options
 @click.pass_context
 def bench_command(
     ctx: click.Context,
     *,
+    encryption: bool,
     driver: str | None,
     users: int,
     threads_per_user: int,
@@ -902,6 +910,9 @@ def bench_command(
         raise click.UsageError(str(exc)) from exc
     connection = resolve_connection(ctx, default_database=f"chatkit_bench_{secrets.token_hex(4)}")
     embedded = connection.uri is None and connection.opener is open_uri
+    if encryption:
+        _bench_encryption(connection.uri, driver)
+        return
     progress = TerminalProgress()
     try:
         report = asyncio.run(_bench(connection, embedded, driver, settings, progress=progress))
@@ -913,6 +924,21 @@ def bench_command(
     if chart is not None:
         write_chart(report, chart)
         click.echo(f"chart written to {chart}")
+
+
+def _bench_encryption(uri: str | None, driver: str | None) -> None:
+    """``--encryption``: the run of :mod:`chatkit_mongo.apps.bench_encryption`, printed."""
+    from .bench_encryption import run  # noqa: PLC0415  (libmongocrypt only when asked)
+
+    if uri is None:
+        raise click.UsageError("--encryption needs a server for the key vault: pass --uri")
+    drivers = DRIVERS if driver is None else (driver,)
+    try:
+        lines = asyncio.run(run(uri, drivers))
+    except PyMongoError as exc:
+        raise click.ClickException(f"the server refused the benchmark: {_said(exc)}") from exc
+    for line in lines:
+        click.echo(line)
 
 
 async def _bench(

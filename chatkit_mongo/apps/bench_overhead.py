@@ -296,23 +296,19 @@ async def measure_overhead(
     await run.seed()
     figures: dict[str, dict[str, float]] = {}
     for operation, pair in run.pairs().items():
-        sides: dict[str, list[float]] = {"store": [], "bare": []}
-        for index in range(pairs):
-            if pair.before is not None:
-                await pair.before()
-            order = ("store", "bare") if index % 2 == 0 else ("bare", "store")
-            for side in order:
-                call = pair.store if side == "store" else pair.bare
-                label(f"{operation}/{side}")
-                start = time.perf_counter()
-                await call()
-                sides[side].append(time.perf_counter() - start)
-                label(None)
-            if pair.after is not None:
-                await pair.after()
-            step()
-            await asyncio.sleep(0)
-        store_p50, bare_p50 = _median(sides["store"]), _median(sides["bare"])
+
+        def label_side(side: str | None, operation: str = operation) -> None:
+            label(None if side is None else f"{operation}/{side}")
+
+        sides = await time_interleaved(
+            {"store": pair.store, "bare": pair.bare},
+            pairs,
+            before=pair.before,
+            after=pair.after,
+            label=label_side,
+            step=step,
+        )
+        store_p50, bare_p50 = median(sides["store"]), median(sides["bare"])
         figures[operation] = {
             "pairs": pairs,
             "store_p50_us": round(store_p50 * 1e6, 1),
@@ -322,7 +318,42 @@ async def measure_overhead(
     return figures
 
 
-def _median(values: list[float]) -> float:
+async def time_interleaved(
+    sides: dict[str, Callable[[], Awaitable[object]]],
+    pairs: int,
+    *,
+    before: Callable[[], Awaitable[None]] | None = None,
+    after: Callable[[], Awaitable[None]] | None = None,
+    label: Callable[[str | None], None] = lambda side: None,
+    step: Callable[[], None] = lambda: None,
+) -> dict[str, list[float]]:
+    """``pairs`` rounds of the two ``sides`` (name -> a fresh awaitable per call) in
+    turn, the side that goes first alternating; each side's seconds per call.
+
+    The one A/B method of the benchmarks (the store's overhead, the cost of
+    encryption): see the module's docstring for why interleaved. ``before`` and
+    ``after`` run untimed around each round; ``label`` is told which side runs
+    (None between calls); ``step`` is called after each round, for progress.
+    """
+    first, second = sides
+    seconds: dict[str, list[float]] = {first: [], second: []}
+    for index in range(pairs):
+        if before is not None:
+            await before()
+        for side in (first, second) if index % 2 == 0 else (second, first):
+            label(side)
+            start = time.perf_counter()
+            await sides[side]()
+            seconds[side].append(time.perf_counter() - start)
+            label(None)
+        if after is not None:
+            await after()
+        step()
+        await asyncio.sleep(0)
+    return seconds
+
+
+def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     if len(ordered) % 2:

@@ -31,6 +31,11 @@ import click
 
 from .._text import plural, shown
 from ..errors import ChatKitMongoError
+
+# Why the migration's names at the top when every command imports its work in its body:
+# click needs the choices when the command is declared, and the package root has loaded
+# the store already, so this costs nothing at --help.
+from ..operations.migrate import DEFAULT_BATCH_SIZE, TARGETS
 from ..schema import CollectionNames
 from ._params import Seconds, WholeNumber
 from .connection import Connection, connection_options, one_line, open_uri, resolve
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     from .._driver import AsyncDatabaseLike
     from ..operations.doctor import Finding
     from ..operations.erase import Progress
+    from ..operations.migrate import MigrationReport, Target
 
 __all__ = ["Connection", "cli", "main"]
 
@@ -422,6 +428,68 @@ def purge(
 
     verb = "would erase" if dry_run else "erased"
     click.echo(f"{verb} {_run(connection, work)}")
+
+
+@cli.command("migrate")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Choice(TARGETS),
+    help="encrypted: encrypt what is stored in the clear; plain: decrypt what is encrypted.",
+)
+@click.option(
+    "--batch-size",
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=WholeNumber(1, 10_000),
+    help="Documents read and written per round trip.",
+)
+@connection_options
+@click.pass_context
+def migrate_command(ctx: click.Context, target: Target, batch_size: int) -> None:
+    """Convert stored content to encrypted or plain form, while the application serves.
+
+    Resumable: run it again after an interruption and it carries on with what is left;
+    stopped at any point, every document is in its old or its new form, both readable
+    with encryption on. A document the application changes meanwhile is never
+    overwritten. --to encrypted: switch encryption on in the application first. --to
+    plain: run it while the application still has encryption on, then once more after
+    stopping its writes, then start it without encryption. Both directions need the
+    master key (--master-key-file or $CHATKIT_MONGO_LOCAL_MASTER_KEY). Exits 1 when
+    documents are left unconverted (their key is gone, or they were written meanwhile).
+    """
+    from ..operations.migrate import count_pending, migrate  # noqa: PLC0415
+
+    # Why one command with a required direction rather than "encrypt" and "decrypt":
+    # both directions share every option and guarantee, the direction is never implied,
+    # and "decrypt" would read like export --decrypt, which hands data to a person.
+    connection = resolve(ctx)
+    encryption = connection.encryption
+    if encryption is None:
+        raise click.UsageError(
+            "migrate needs the master key of the key vault, in either direction: pass "
+            "--master-key-file PATH or set $CHATKIT_MONGO_LOCAL_MASTER_KEY"
+        )
+
+    async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> MigrationReport:
+        total = await count_pending(database, collections, target)
+        label = "encrypting" if target == "encrypted" else "decrypting"
+        with _progress(total, label) as on_progress:
+            return await migrate(
+                database,
+                collections,
+                encryption,
+                target,
+                batch_size=batch_size,
+                on_progress=on_progress,
+            )
+
+    report = _run(connection, work)
+    click.echo(report.describe())
+    if report.skipped or report.left:
+        unconverted = report.skipped + report.left
+        raise click.ClickException(f"{plural(unconverted, 'document')} not converted; see above")
 
 
 @cli.command("serve")
