@@ -13,6 +13,11 @@ Order = Literal["asc", "desc"]
 
 
 def check_id(value: object, what: str) -> str:
+    # Why this first test: ids are short ASCII strs, which it accepts at once (``isascii``
+    # reads a flag the str keeps; ASCII cannot hold a lone surrogate); anything else
+    # takes the full checks below and is refused, or accepted, by them alone.
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isascii():
+        return value
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}: {value!r:.80}")
     if not value:

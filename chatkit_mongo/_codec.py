@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from math import isfinite
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import bson
 from bson.errors import InvalidDocument
@@ -25,6 +25,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from .errors import UnstorableError
+
+_Model = TypeVar("_Model")
 
 MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
 """MongoDB's document size limit (``maxBsonObjectSize``)."""
@@ -36,6 +38,24 @@ MAX_NESTING: Final = 100
 ITEM_ADAPTER: Final[TypeAdapter[ThreadItem]] = TypeAdapter(ThreadItem)
 ATTACHMENT_ADAPTER: Final[TypeAdapter[Attachment]] = TypeAdapter(Attachment)
 THREAD_ADAPTER: Final[TypeAdapter[ThreadMetadata]] = TypeAdapter(ThreadMetadata)
+
+
+def _parser(adapter: TypeAdapter[_Model]) -> Callable[[Any], _Model]:
+    """``adapter.validate_python`` without its Python wrapper: the validator's own method.
+
+    Why: the wrapper's handling of its (here all default) arguments costs about as much
+    as validating a short item, and a page validates up to ``max_page_size`` of them.
+    """
+    parse: Callable[[Any], _Model] = adapter.validator.validate_python
+    return parse
+
+
+parse_thread: Final = _parser(THREAD_ADAPTER)
+"""A stored thread's ``data`` as ``ThreadMetadata``, or pydantic's ``ValidationError``."""
+parse_item: Final = _parser(ITEM_ADAPTER)
+"""A stored item's ``data`` as its ``ThreadItem`` variant, or ``ValidationError``."""
+parse_attachment: Final = _parser(ATTACHMENT_ADAPTER)
+"""A stored attachment's ``data`` as its ``Attachment`` variant, or ``ValidationError``."""
 
 
 def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, Any]:
@@ -79,7 +99,7 @@ def check_document(document: dict[str, Any], what: str) -> None:
 
     Why the encode comes first: most documents are small, and a small one can hold
     neither too deep a nesting nor a DBRef-shaped object unseen, so the walk that looks
-    for those is skipped (see :func:`_needs_scan`). Whenever the encode fails or the
+    for those is skipped (see ``_SCAN_FROM_BYTES``). Whenever the encode fails or the
     walk cannot be skipped, the checks run in their full order, so the error is the one
     the full check gives.
     """
@@ -87,11 +107,11 @@ def check_document(document: dict[str, Any], what: str) -> None:
         encoded = bson.encode(document)
     except (OverflowError, InvalidDocument, UnicodeEncodeError, RecursionError):
         encoded = None
-    if encoded is None or _needs_scan(encoded):
+    # Why nothing more for a short document: shorter than _SCAN_FROM_BYTES, it is also
+    # far inside the size limit. The tests are written out here: every write pays them.
+    if encoded is None or len(encoded) >= _SCAN_FROM_BYTES or _DBREF_KEY in encoded:
         _check_structure(document, what)
         _check_encoded(document, what, encoded)
-        return
-    _check_size(len(encoded), what)
 
 
 _DBREF_KEY: Final = b"\x02$ref\x00"
@@ -101,19 +121,13 @@ _LEVEL_BYTES: Final = 7
 one-byte key ("0" for an array) and its NUL, and the nested document's length and NUL."""
 _SCAN_FROM_BYTES: Final = 5 + _LEVEL_BYTES * MAX_NESTING
 """The smallest BSON document nested past ``MAX_NESTING`` levels (an empty innermost
-document is 5 bytes): anything shorter is provably nested deeply enough to store."""
+document is 5 bytes): anything shorter is provably nested deeply enough to store.
 
-
-def _needs_scan(encoded: bytes) -> bool:
-    """Whether the encoded document may be nested too deep or hold a DBRef shape.
-
-    Why this is exact and not a guess: a document nested ``MAX_NESTING + 1`` levels
-    is at least ``_SCAN_FROM_BYTES`` long, and a DBRef-shaped object holds a string
-    element ``$ref``, whose type byte, key and NUL then appear in the bytes (they may
-    also appear inside a string value: then the walk runs for nothing, never the other
-    way round).
-    """
-    return len(encoded) >= _SCAN_FROM_BYTES or _DBREF_KEY in encoded
+Why skipping the walk below this size is exact and not a guess: a document nested
+``MAX_NESTING + 1`` levels is at least this long, and a DBRef-shaped object holds a
+string element ``$ref``, whose type byte, key and NUL (``_DBREF_KEY``) then appear in
+the bytes (they may also appear inside a string value: then the walk runs for nothing,
+never the other way round)."""
 
 
 def _check_structure(document: dict[str, Any], what: str) -> None:

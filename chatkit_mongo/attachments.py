@@ -54,7 +54,7 @@ from gridfs.errors import NoFile
 
 from . import _queries as queries
 from ._checks import check_id
-from ._codec import ATTACHMENT_ADAPTER
+from ._codec import parse_attachment
 from ._driver import gridfs_bucket, maybe_await, shielded
 from ._text import plural
 from .errors import (
@@ -219,7 +219,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             content = await self._persistence.unseal(owner, claimed[Field.DATA], attachment_id)
             if content is None:  # sealed under a key the owner no longer has
                 raise NotFoundError(f"Attachment {attachment_id} not found")
-            attachment = ATTACHMENT_ADAPTER.validate_python(content)
+            attachment = parse_attachment(content)
             self._check_mime_type(attachment.mime_type)
             await self._write(owner, attachment, file_id, data, claimed[UploadField.DECLARED_SIZE])
             return await self._persistence.complete_upload(
@@ -271,7 +271,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         content = await self._persistence.unseal(owner, document[Field.DATA], attachment_id)
         if content is None:
             raise not_found
-        attachment = ATTACHMENT_ADAPTER.validate_python(content)
+        attachment = parse_attachment(content)
         stored = await self._open_bytes(owner, attachment_id, document[UploadField.FILE_ID])
         return Download(attachment, stored.length, stored.chunks)
 
@@ -354,7 +354,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             if source.encrypted == target:
                 return False
             raise NotFoundError(f"Attachment {attachment_id} not found")
-        name = ATTACHMENT_ADAPTER.validate_python(content).name
+        name = parse_attachment(content).name
         new_id = owner_file_id(owner)
         try:
             try:

@@ -15,7 +15,15 @@ from typing_extensions import TypeVar
 
 from . import _queries as queries
 from ._checks import Order, check_id, check_limit, check_optional_id, check_order
-from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, check_document, dump
+from ._codec import (
+    ITEM_ADAPTER,
+    THREAD_ADAPTER,
+    check_document,
+    dump,
+    parse_attachment,
+    parse_item,
+    parse_thread,
+)
 from ._driver import AsyncDatabaseLike, identify, maybe_await, open_client, shielded
 from ._persistence import CollectionWrapper, Persistence
 from ._queries import Find
@@ -24,7 +32,7 @@ from .errors import ItemConflictError
 from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
 from .retention import Clock, Retention
-from .schema import CollectionNames, Field, document_kind, sort_key, sort_key_id, utc_naive
+from .schema import CollectionNames, Field, document_kind, sort_key, utc_naive
 
 if TYPE_CHECKING:
     from ._encryption import OwnerEncryption
@@ -211,7 +219,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         return await self._load(
             owner,
             Find("thread", key),
-            THREAD_ADAPTER.validate_python,
+            parse_thread,
             f"Thread {thread_id} not found",
         )
 
@@ -244,7 +252,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             page_of=lambda anchor, direction, size: queries.threads_page(
                 owner, anchor, direction, size
             ),
-            parse=THREAD_ADAPTER.validate_python,
+            parse=parse_thread,
             owner=owner,
         )
 
@@ -275,7 +283,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             page_of=lambda anchor, direction, size: queries.items_page(
                 owner, thread_id, anchor, direction, size
             ),
-            parse=ITEM_ADAPTER.validate_python,
+            parse=parse_item,
             owner=owner,
         )
 
@@ -333,7 +341,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         return await self._load(
             owner,
             Find("item", key),
-            ITEM_ADAPTER.validate_python,
+            parse_item,
             f"Item {item_id} not found in thread {thread_id}",
         )
 
@@ -363,7 +371,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         return await self._load(
             owner,
             Find("attachment", key),
-            ATTACHMENT_ADAPTER.validate_python,
+            parse_attachment,
             f"Attachment {attachment_id} not found",
         )
 
@@ -445,12 +453,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         while True:
             find = page_of(anchor, direction, size)
             documents = await self.persistence.find_page(find)
-            for document in documents:
-                content = await self.persistence.unseal(
-                    owner, document[Field.DATA], sort_key_id(document[Field.SORT_KEY])
-                )
-                if content is not None:
-                    readable.append(content)
+            readable += await self.persistence.unseal_page(owner, documents)
             if len(readable) > limit or len(documents) < find.limit:
                 break
             anchor = documents[-1][Field.SORT_KEY]
