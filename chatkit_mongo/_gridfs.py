@@ -1,4 +1,5 @@
-"""Whose GridFS bytes are whose: the one proof every delete of attachment bytes passes.
+"""GridFS bytes: how they are written (:func:`write_file`), and whose they are, the one
+proof every delete of attachment bytes passes (:func:`erasable_file_ids`).
 
 Why a proof at all: an attachment's ``file_id`` is a reference its owner's deletes
 follow, and a reference can be wrong (an imported line, a document edited by hand). A
@@ -10,7 +11,7 @@ nothing but their file's id. So an owner may erase a file's bytes when
   ``files`` document, if any, names that owner too; or
 - its id is a bare ObjectId (a file uploaded before ids carried the owner), and its
   ``files`` document names that owner, or, while there is none (an upload killed
-  mid-stream: the driver writes the ``files`` document last), no attachment of another
+  mid-stream: :func:`write_file` writes the ``files`` document last), no attachment of another
   owner refers to the id. A fresh ObjectId, chosen by the upload that claims it, is what
   makes such an id one attachment's alone.
 
@@ -19,10 +20,14 @@ Any other value is no file id the store writes, and erases nothing.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
+from bson import Int64, ObjectId
+from gridfs import DEFAULT_CHUNK_SIZE
 
+from ._driver import shielded
 from .schema import Field, FileId, GridFSField, UploadField, file_id_owner
 
 
@@ -61,3 +66,66 @@ async def erasable_file_ids(
     return [
         file_id for file_id in own if owners.get(file_id, owner) == owner and file_id not in foreign
     ]
+
+
+async def write_file(
+    files: Any,
+    chunks: Any,
+    file_id: Any,
+    pieces: AsyncIterator[bytes],
+    *,
+    filename: str,
+    metadata: dict[str, Any],
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> int:
+    """Write ``pieces`` as the GridFS file ``file_id`` of the bucket whose collections
+    are ``files`` and ``chunks``, as the GridFS specification lays it out: chunk after
+    chunk, each ``chunk_size`` bytes but the last, then the ``files`` document. Returns
+    the file's length.
+
+    Why not the driver's upload stream: PyMongo's (and the one Motor wraps) gathers up
+    to 48 MB of chunks before one ``insert_many``, so an upload within the default
+    ``max_bytes`` is held whole in memory. Here each chunk is inserted as soon as it is
+    full: memory is one chunk and the piece being cut, whatever the file's size.
+
+    Why the ``files`` document last, as the driver does: a reader never finds a file
+    whose chunks are not all written. An upload cut short leaves chunks without a file,
+    which its caller deletes (or, should the process die, the orphan sweep). Each
+    insert is shielded so that a cancelled request never leaves one in flight behind
+    that cleanup. The specification's indexes are the store's (``schema.INDEXES``).
+    """
+    pending = bytearray()
+    number = 0
+    length = 0
+    async for piece in pieces:
+        pending += piece
+        length += len(piece)
+        while len(pending) >= chunk_size:
+            with memoryview(pending) as view:  # released before the bytearray shrinks
+                data = view[:chunk_size].tobytes()
+            del pending[:chunk_size]
+            await shielded(chunks.insert_one(_chunk(file_id, number, data)))
+            number += 1
+    if pending:
+        await shielded(chunks.insert_one(_chunk(file_id, number, bytes(pending))))
+    await shielded(
+        files.insert_one(
+            {
+                GridFSField.ID: file_id,
+                GridFSField.LENGTH: Int64(length),
+                GridFSField.CHUNK_SIZE: chunk_size,
+                GridFSField.UPLOAD_DATE: datetime.now(UTC),
+                GridFSField.FILENAME: filename,
+                GridFSField.METADATA: metadata,
+            }
+        )
+    )
+    return length
+
+
+def _chunk(file_id: Any, number: int, data: bytes) -> dict[str, Any]:
+    return {
+        GridFSField.FILES_ID: file_id,
+        GridFSField.CHUNK_NUMBER: number,
+        GridFSField.CHUNK_DATA: data,
+    }

@@ -35,7 +35,7 @@ It costs nothing per call (no extra await, no indirection unless the wrapper add
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
@@ -147,6 +147,10 @@ class Persistence:
         vault = "" if encryption is None else encryption.config.key_vault_namespace
         self._index_key = (database.name, *names.values(), str(retention is not None), vault)
         self._indexes_checked = not auto_create_indexes
+        self._auto_create_indexes = auto_create_indexes
+        self._indexed = collections
+        """The collections whose indexes the check creates: ``collections``, with the
+        bucket :meth:`use_bucket` names."""
         self._closed = False
         # Why the bucket is opt-in: a store without attachment bytes pays nothing for
         # them in delete_thread; the attachment store (or a purge) names its bucket.
@@ -170,6 +174,13 @@ class Persistence:
         self._handles["file"] = self._wrap("file", self.database[files])
         self._handles["chunk"] = self._wrap("chunk", self.database[chunks])
         self._bucket = bucket
+        if bucket != self.collections.bucket:
+            # Why: this library writes the bytes itself (``_gridfs.write_file``), not
+            # through the driver's upload stream, which made the GridFS specification's
+            # indexes on a first upload; another bucket's join the store's index check.
+            self._indexed = replace(self.collections, bucket=bucket)
+            self._index_key = (*self._index_key, bucket)
+            self._indexes_checked = not self._auto_create_indexes
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,7 +209,7 @@ class Persistence:
         without it an owner's first write would be refused (see ``OwnerEncryption``)."""
         self.check_open()
         report = await ensure_indexes(
-            self.database, self.collections, index_specs(self.retention is not None)
+            self.database, self._indexed, index_specs(self.retention is not None)
         )
         if self.encryption is not None:
             await self.encryption.ensure_key_vault_index()

@@ -56,6 +56,7 @@ from . import _queries as queries
 from ._checks import check_id
 from ._codec import parse_attachment
 from ._driver import gridfs_bucket, maybe_await, shielded
+from ._gridfs import write_file
 from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
@@ -82,7 +83,7 @@ DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 DEFAULT_ABANDONED_AFTER: Final = timedelta(hours=24)
 """Longer than any honest upload takes, short enough that dead uploads do not pile up."""
 _READ_SIZE: Final = DEFAULT_CHUNK_SIZE
-"""Read file-like sources one GridFS chunk at a time: the bucket writes whole chunks."""
+"""Read file-like sources one GridFS chunk at a time: files are written in whole chunks."""
 _MIME_TYPE: Final = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 
 UrlFor = Callable[[str, Any], str]
@@ -479,10 +480,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
         Encrypted, the file holds ``encrypt_stream(owner, plaintext, bound_to=attachment
         id)``, is flagged ``metadata.encrypted``, and is named after the attachment id:
-        the attachment's name lives only in its sealed metadata. Each write is shielded
-        so that a cancelled request never leaves a chunk insert in flight behind the
-        cleanup that follows. Memory: one piece of ``plaintext`` and, encrypted, up to
-        two stream pieces (see ``_encryption``), whatever the file's size.
+        the attachment's name lives only in its sealed metadata. Memory: one GridFS
+        chunk (see ``_gridfs.write_file``), one piece of ``plaintext`` and, encrypted, up
+        to two stream pieces (see ``_encryption``), whatever the file's size.
         """
         metadata: dict[str, Any] = {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment_id}
         stream = plaintext
@@ -495,10 +495,9 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             stream = engine.encrypt_stream(owner, plaintext, bound_to=attachment_id)
         if rewrite:
             metadata[GridFSField.REWRITE] = True
-        grid_in = self._bucket().open_upload_stream_with_id(file_id, name, metadata=metadata)
-        async for piece in stream:
-            await shielded(grid_in.write(piece))
-        await shielded(grid_in.close())
+        await write_file(
+            self._files, self._chunks, file_id, stream, filename=name, metadata=metadata
+        )
 
     async def _open_bytes(self, owner: str, attachment_id: str, file_id: Any) -> _StoredBytes:
         """The plaintext of ``owner``'s file ``file_id`` of ``attachment_id``, or

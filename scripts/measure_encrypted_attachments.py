@@ -9,11 +9,11 @@ vault needs a real server, so this cannot run on the embedded backend.
 
 Prints the peak traced by tracemalloc (Python allocations; libmongocrypt's own C
 buffers are not traced, each holds one 255 KiB piece at a time) and the bytes GridFS
-stores per MiB of plaintext. The plain run is the baseline: PyMongo's GridFS upload
-stream itself buffers chunks up to 48 MB (``gridfs.grid_file_shared._UPLOAD_BUFFER_SIZE``)
-before one ``insert_many``, and a download's chunk query returns batches of up to
-16 MiB (jongodb: all chunks at once), so the peak is the driver's and grows with the
-file up to those sizes; the difference between the two runs is what encryption adds.
+stores per MiB of plaintext. The plain run is the baseline; the difference between the
+two runs is what encryption adds. Uploads hold about one chunk (the store writes the
+chunks itself, ``_gridfs.write_file``); a download's chunk query, the driver's, returns
+batches of up to 16 MiB (jongodb: all chunks at once), so a download's peak grows with
+the file up to that size.
 ``PYTHONPATH=. python scripts/measure_encrypted_attachments.py [MiB]`` (default 64).
 
 On jongodb pass 32 or less: it answers a GridFS download's chunk query with every chunk

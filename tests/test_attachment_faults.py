@@ -7,9 +7,10 @@ error that reaches the caller is the driver's own; the other owner's attachment 
 untouched. A delete cut short may leave bytes no attachment refers to: they are never
 downloadable, and the orphan sweep removes them (as its docstring promises).
 
-Backends: mongomock-motor's GridFS and the real server (``gridfs_backend``). The double
-keeps an open upload's chunks to itself until the file is closed, so there a cut-off
-upload shows that nothing becomes visible; on the real server that none was written.
+Backends: mongomock-motor's GridFS and the real server (``gridfs_backend``). The store
+writes each chunk and then the files document through its own collection handles
+(``_gridfs.write_file``), so the faults and cancellations reach every chunk insert too,
+and a cut-off upload is shown to leave no chunk behind on every backend.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ SMALL: Final = b"one encrypted piece"
 """For the encrypted cancellation walks: each await of a larger file's pieces is one the
 walk passes here too, at a fraction of the steps (the faults above take DATA)."""
 HANDLES: Final = ("attachment", "file", "chunk")
-"""The collections GridFSAttachmentStore writes through (the bucket writes the chunks)."""
+"""The collections GridFSAttachmentStore writes through, chunks and files documents included."""
 
 
 def _switch(attachments: GridFSAttachmentStore[Any], kind: str) -> Switchable:

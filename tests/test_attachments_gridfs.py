@@ -2,21 +2,19 @@
 
 What each backend covers:
 
-* ``gridfs`` tests (the ``attachments`` fixture) move real bytes through a driver's
-  GridFS bucket. They run on mongomock-motor (Motor's ``AsyncIOMotorGridFSBucket``
-  inside ``mongomock_motor.enabled_gridfs_integration()``) and on the server through
-  both real drivers (PyMongo's ``gridfs.AsyncGridFSBucket``, Motor's bucket). They do not run on
-  pymongo-async-mock: PyMongo's bucket type-checks its collections and refuses the
-  double's, so no byte can be written there.
+* ``gridfs`` tests (the ``attachments`` fixture) write real bytes and read them back
+  through a driver's GridFS bucket. They run on mongomock-motor (Motor's
+  ``AsyncIOMotorGridFSBucket`` inside ``mongomock_motor.enabled_gridfs_integration()``)
+  and on the server through both real drivers (PyMongo's ``gridfs.AsyncGridFSBucket``,
+  Motor's bucket). They do not run on pymongo-async-mock: PyMongo's bucket type-checks
+  its collections and refuses the double's, so no byte can be read there.
 * ``metadata`` tests (the ``metadata_only`` fixture) refuse or look up before any byte
   moves: MIME and size checks, ownership of the claim, pending attachments, the sweep
   of abandoned uploads. They run on all three backends, pymongo-async-mock included.
 
-mongomock-motor keeps an open upload's chunks to itself until the file is closed, so
-there the break-off and cancellation tests show that nothing becomes visible; that the
-cleanup deletes written chunks is shown on the double by the test whose attachment is
-deleted while its bytes arrive (the file is closed, then thrown away), and for every
-case against a real server.
+The store writes the chunks itself (``_gridfs.write_file``), through the collections
+on every backend, so the break-off and cancellation tests show on each that the cleanup
+deletes the chunks written before it.
 """
 
 from __future__ import annotations

@@ -9,12 +9,11 @@ document (the driver writes it last), a files document whose attachment still sa
 as an operator would, must leave no attachment, file or chunk of alice, and bob's
 documents and bytes exactly as they were.
 
-Backends: the server through PyMongo's ``AsyncMongoClient`` (its GridFS bucket writes
-chunks through the collection calls counted here, so cuts fall between the chunk writes
-and the files document); the server through Motor, and mongomock-motor, whose buckets
-write through the synchronous driver, outside those calls (and mongomock-motor keeps an
-open upload's chunks to itself until it is closed), so there only the metadata steps
-are cut.
+Backends: the server through PyMongo's ``AsyncMongoClient`` and through Motor, and
+mongomock-motor. The store writes each chunk, then the files document, through the
+collection calls counted here (``_gridfs.write_file``), so on every backend the cuts
+fall between the chunk writes and the files document as well as between the metadata
+steps.
 """
 
 from __future__ import annotations
