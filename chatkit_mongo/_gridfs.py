@@ -77,6 +77,7 @@ async def write_file(
     filename: str,
     metadata: dict[str, Any],
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunks_per_insert: int = 4,
 ) -> int:
     """Write ``pieces`` as the GridFS file ``file_id`` of the bucket whose collections
     are ``files`` and ``chunks``, as the GridFS specification lays it out: chunk after
@@ -85,8 +86,13 @@ async def write_file(
 
     Why not the driver's upload stream: PyMongo's (and the one Motor wraps) gathers up
     to 48 MB of chunks before one ``insert_many``, so an upload within the default
-    ``max_bytes`` is held whole in memory. Here each chunk is inserted as soon as it is
-    full: memory is one chunk and the piece being cut, whatever the file's size.
+    ``max_bytes`` is held whole in memory. Here chunks are inserted
+    ``chunks_per_insert`` at a time as soon as they are full: memory is that many
+    chunks (about 1 MiB) and the piece being cut, whatever the file's size. Why not
+    one chunk per insert: each insert is a round trip, during which neither the upload
+    nor its encryption moves on; four chunks per trip made 4 MiB uploads about 1.15
+    times faster than one on the wire server (6.8 against 7.7 ms per MiB plain, 11.5
+    against 13.3 encrypted), and sixteen no faster than four.
 
     Why the ``files`` document last, as the driver does: a reader never finds a file
     whose chunks are not all written. An upload cut short leaves chunks without a file,
@@ -95,19 +101,23 @@ async def write_file(
     that cleanup. The specification's indexes are the store's (``schema.INDEXES``).
     """
     pending = bytearray()
-    number = 0
-    length = 0
+    batch: list[dict[str, Any]] = []
+    number = length = 0
     async for piece in pieces:
         pending += piece
         length += len(piece)
         while len(pending) >= chunk_size:
             with memoryview(pending) as view:  # released before the bytearray shrinks
-                data = view[:chunk_size].tobytes()
+                batch.append(_chunk(file_id, number, view[:chunk_size].tobytes()))
             del pending[:chunk_size]
-            await shielded(chunks.insert_one(_chunk(file_id, number, data)))
             number += 1
+            if len(batch) == chunks_per_insert:
+                await shielded(chunks.insert_many(batch))
+                batch = []
     if pending:
-        await shielded(chunks.insert_one(_chunk(file_id, number, bytes(pending))))
+        batch.append(_chunk(file_id, number, bytes(pending)))
+    if batch:
+        await shielded(chunks.insert_many(batch))
     await shielded(
         files.insert_one(
             {

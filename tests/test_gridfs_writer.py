@@ -29,8 +29,8 @@ from .conftest import (
 )
 
 ALICE: Final = RequestContext("alice")
-SIZES: Final = (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5)
-"""Empty, one byte, and each side of a chunk boundary."""
+SIZES: Final = (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5, 9 * CHUNK + 1)
+"""Empty, one byte, each side of a chunk boundary, and more chunks than one insert takes."""
 MIB: Final = 1024 * 1024
 
 
