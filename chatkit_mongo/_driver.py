@@ -15,8 +15,6 @@ from collections.abc import Awaitable, Generator, MutableMapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final, Protocol, TypeVar
 
-from gridfs import AsyncGridFSBucket
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.driver_info import DriverInfo
 
 _T = TypeVar("_T")
@@ -77,20 +75,6 @@ def identify(client: Any) -> None:
     append = getattr(type(client), "append_metadata", None)
     if append is not None:
         append(client, DRIVER_INFO)
-
-
-def gridfs_bucket(database: Any, bucket_name: str) -> Any:
-    """The driver's GridFS bucket: PyMongo's for a PyMongo Async database, Motor's
-    otherwise (Motor's module is imported only then).
-
-    ``isinstance`` and not ``type()`` here on purpose: pymongo-async-mock's database
-    passes it, so that double is handed PyMongo's bucket, as a PyMongo database would be.
-    """
-    if isinstance(database, AsyncDatabase):
-        return AsyncGridFSBucket(database, bucket_name=bucket_name)
-    from motor.motor_asyncio import AsyncIOMotorGridFSBucket  # noqa: PLC0415
-
-    return AsyncIOMotorGridFSBucket(database, bucket_name=bucket_name)
 
 
 @types.coroutine

@@ -1,5 +1,6 @@
-"""GridFS bytes: how they are written (:func:`write_file`), and whose they are, the one
-proof every delete of attachment bytes passes (:func:`erasable_file_ids`).
+"""GridFS bytes: how they are written (:func:`write_file`) and read (:func:`find_file`,
+:func:`read_file`), and whose they are, the one proof every delete of attachment bytes
+passes (:func:`erasable_file_ids`).
 
 Why a proof at all: an attachment's ``file_id`` is a reference its owner's deletes
 follow, and a reference can be wrong (an imported line, a document edited by hand). A
@@ -20,14 +21,16 @@ Any other value is no file id the store writes, and erases nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from bson import Int64, ObjectId
 from gridfs import DEFAULT_CHUNK_SIZE
+from gridfs.errors import CorruptGridFile
 
-from ._driver import shielded
+from ._driver import maybe_await, shielded
 from .schema import Field, FileId, GridFSField, UploadField, file_id_owner
 
 
@@ -139,3 +142,79 @@ def _chunk(file_id: Any, number: int, data: bytes) -> dict[str, Any]:
         GridFSField.CHUNK_NUMBER: number,
         GridFSField.CHUNK_DATA: data,
     }
+
+
+_CHUNKS_PER_BATCH: Final = 4
+"""Chunks per batch of a read's cursor: about 1 MiB, as a write's inserts."""
+_CHUNK_FIELDS: Final = {GridFSField.CHUNK_NUMBER: 1, GridFSField.CHUNK_DATA: 1, GridFSField.ID: 0}
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A GridFS file as its ``files`` document describes it."""
+
+    file_id: Any
+    length: int
+    chunk_size: int
+    metadata: dict[str, Any]
+
+
+async def find_file(files: Any, file_id: Any) -> StoredFile | None:
+    """The file ``file_id`` of the bucket whose ``files`` collection is ``files``; None if
+    there is none. ``CorruptGridFile`` if its document gives no usable length or chunk
+    size (no such file is ever written here)."""
+    document = await files.find_one({GridFSField.ID: file_id})
+    if document is None:
+        return None
+    length, chunk_size = document.get(GridFSField.LENGTH), document.get(GridFSField.CHUNK_SIZE)
+    if not (isinstance(length, int) and length >= 0 and isinstance(chunk_size, int)):
+        raise CorruptGridFile(f"file {file_id!r} has no valid length and chunkSize")
+    if chunk_size < 1 and length:
+        raise CorruptGridFile(f"file {file_id!r} has a chunkSize of {chunk_size}")
+    return StoredFile(file_id, int(length), chunk_size, document.get(GridFSField.METADATA) or {})
+
+
+async def read_file(chunks: Any, file: StoredFile, start: int = 0) -> AsyncGenerator[bytes]:
+    """The bytes of ``file`` from byte ``start`` on, chunk by chunk, from the bucket's
+    ``chunks`` collection, checked as a GridFS reader must: every chunk there, in order,
+    each ``chunk_size`` long but the last, which ends the file exactly; else
+    ``CorruptGridFile``. The cursor is closed however the reading ends.
+
+    Why not the driver's download stream: its chunk query takes the server's batches
+    (mongod's first holds up to 16 MiB; jongodb answers with every chunk at once), so a
+    download held that much of the file. Here a batch is ``_CHUNKS_PER_BATCH`` chunks.
+    """
+    if file.length <= start:
+        return
+    count = -(-file.length // file.chunk_size)
+    number = start // file.chunk_size
+    skip = start - number * file.chunk_size
+    cursor = (
+        chunks.find(
+            {GridFSField.FILES_ID: file.file_id, GridFSField.CHUNK_NUMBER: {"$gte": number}},
+            _CHUNK_FIELDS,
+        )
+        .sort(GridFSField.CHUNK_NUMBER, 1)
+        .batch_size(_CHUNKS_PER_BATCH)
+    )
+    try:
+        async for chunk in cursor:
+            if number == count or chunk.get(GridFSField.CHUNK_NUMBER) != number:
+                raise CorruptGridFile(
+                    f"file {file.file_id!r}: expected chunk {number} of {count}, "
+                    f"found chunk {chunk.get(GridFSField.CHUNK_NUMBER)!r}"
+                )
+            data = bytes(chunk.get(GridFSField.CHUNK_DATA) or b"")
+            expected = min(file.chunk_size, file.length - number * file.chunk_size)
+            if len(data) != expected:
+                raise CorruptGridFile(
+                    f"file {file.file_id!r}: chunk {number} holds {len(data)} bytes, "
+                    f"{expected} expected"
+                )
+            yield data[skip:] if skip else data
+            skip = 0
+            number += 1
+        if number != count:
+            raise CorruptGridFile(f"file {file.file_id!r}: chunk {number} of {count} is missing")
+    finally:
+        await maybe_await(cursor.close())

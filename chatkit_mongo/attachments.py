@@ -50,13 +50,12 @@ from chatkit.types import (
     ImageAttachment,
 )
 from gridfs import DEFAULT_CHUNK_SIZE
-from gridfs.errors import NoFile
 
 from . import _queries as queries
 from ._checks import check_id
 from ._codec import parse_attachment
-from ._driver import gridfs_bucket, maybe_await, shielded
-from ._gridfs import write_file
+from ._driver import maybe_await, shielded
+from ._gridfs import StoredFile, find_file, read_file, write_file
 from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
@@ -126,10 +125,10 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
     The metadata goes through ``store`` (a :class:`~chatkit_mongo.MongoStore`), owned by
     the context's owner like everything else; the bytes go to the GridFS bucket
-    ``bucket_name`` (default: the store's ``collections.bucket``). The bucket is
-    PyMongo's ``AsyncGridFSBucket`` for a PyMongo Async database, Motor's otherwise.
-    Building it registers it with ``store``, so ``store.delete_thread`` removes the bytes
-    of the thread's attachments as well.
+    ``bucket_name`` (default: the store's ``collections.bucket``), written and read as
+    the GridFS specification lays them out (see ``_gridfs``), so any GridFS reader, the
+    drivers' buckets included, reads them. Building it registers it with ``store``, so
+    ``store.delete_thread`` removes the bytes of the thread's attachments as well.
     """
 
     def __init__(
@@ -170,7 +169,6 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         self._attachments = self._persistence.collection("attachment")
         self._files = self._persistence.collection("file")
         self._chunks = self._persistence.collection("chunk")
-        self._gridfs: Any = None
 
     # ------------------------------------------------------------------ ChatKit API
 
@@ -405,12 +403,6 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
     # ------------------------------------------------------------------ internals
 
-    def _bucket(self) -> Any:
-        """The driver's bucket (see :func:`gridfs_bucket`), made on first use."""
-        if self._gridfs is None:
-            self._gridfs = gridfs_bucket(self.store.database, self.bucket_name)
-        return self._gridfs
-
     def _check_mime_type(self, mime_type: object) -> str:
         """The bare, lower-case MIME type (parameters dropped), if it is allowed."""
         if not isinstance(mime_type, str):
@@ -504,28 +496,25 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         ``NotFoundError`` when it is missing, not theirs, or (encrypted) not readable
         for them: decided before any byte is handed out."""
         not_found = NotFoundError(f"Attachment {attachment_id} not found")
-        try:
-            grid_out = await self._bucket().open_download_stream(file_id)
-        except NoFile:
-            raise not_found from None
-        metadata = grid_out.metadata or {}
+        file = await find_file(self._files, file_id)
+        if file is None:
+            raise not_found
+        metadata = file.metadata
         if (metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)) != (owner, attachment_id):
-            await maybe_await(grid_out.close())
             raise not_found
         if metadata.get(GridFSField.ENCRYPTED) is not True:
-            return _StoredBytes(False, int(grid_out.length), _chunks_of(grid_out), grid_out)
+            return _StoredBytes(False, file.length, read_file(self._chunks, file))
         engine = self._persistence.encryption
         if engine is None:
-            await maybe_await(grid_out.close())
             raise EncryptionConfigError(
                 f"the bytes of attachment {attachment_id} are encrypted, and this store has "
                 "no encryption settings; pass the same encryption= they were written with"
             )
         try:
-            length, chunks = await _decrypted(engine, owner, attachment_id, grid_out)
+            length, chunks = await _decrypted(engine, owner, attachment_id, self._chunks, file)
         except (KeyUnavailableError, CiphertextError) as exc:
             raise not_found from exc
-        return _StoredBytes(True, length, chunks, grid_out)
+        return _StoredBytes(True, length, chunks)
 
     async def _drop_unless_referenced(self, key: dict[str, Any], file_id: Any) -> None:
         """Delete the file ``file_id`` unless the attachment ``key`` now refers to it (a
@@ -675,17 +664,14 @@ class _StoredBytes:
     encrypted: bool
     length: int
     chunks: AsyncGenerator[bytes]
-    grid_out: Any
 
     async def close(self) -> None:
-        """Close the chunks and the download stream (a generator never started runs no
-        ``finally``, so the stream is closed here as well; closing twice is harmless)."""
+        """Close the chunks, and with them their cursor (closing twice is harmless)."""
         await self.chunks.aclose()
-        await maybe_await(self.grid_out.close())
 
 
 async def _decrypted(
-    engine: OwnerEncryption, owner: str, attachment_id: str, grid_out: Any
+    engine: OwnerEncryption, owner: str, attachment_id: str, chunks: Any, file: StoredFile
 ) -> tuple[int, AsyncGenerator[bytes]]:
     """The exact plaintext length of an encrypted file and its plaintext chunks.
 
@@ -694,19 +680,17 @@ async def _decrypted(
     the final piece's bytes give it exactly (see ``final_record``). Why the first piece
     is decrypted before returning: a file the owner cannot read (key shredded, another
     owner's key, made for another attachment) must read as not found, before any byte.
-    The download stream is closed on every failure here.
+    Every cursor opened here is closed on every failure.
     """
     from ._encryption import PIECE_BYTES, final_record  # noqa: PLC0415  (see store._engine)
 
-    raw = _chunks_of(grid_out)
+    raw = read_file(chunks, file)
     plain = engine.decrypt_stream(owner, raw, bound_to=attachment_id)
     try:
-        index, offset = final_record(int(grid_out.length), attachment_id)
+        index, offset = final_record(file.length, attachment_id)
         length = None
         if index:
-            await maybe_await(grid_out.seek(offset))
-            tail = await grid_out.read(int(grid_out.length) - offset)
-            await maybe_await(grid_out.seek(0))
+            tail = b"".join([chunk async for chunk in read_file(chunks, file, start=offset)])
             final = engine.decrypt_stream(
                 owner, _single(tail), bound_to=attachment_id, first_piece=index
             )
@@ -714,7 +698,6 @@ async def _decrypted(
         first = await anext(plain)
     except BaseException:
         await _close(plain, raw)
-        await maybe_await(grid_out.close())
         raise
     return (len(first) if length is None else length), _checked(plain, raw, first, length)
 
@@ -758,15 +741,6 @@ async def _close(*generators: AsyncGenerator[bytes]) -> None:
 
 async def _single(data: bytes) -> AsyncIterator[bytes]:
     yield data
-
-
-async def _chunks_of(grid_out: Any) -> AsyncGenerator[bytes]:
-    """The file's chunks one by one; the download stream is closed however it ends."""
-    try:
-        while chunk := await grid_out.readchunk():
-            yield chunk
-    finally:
-        await maybe_await(grid_out.close())
 
 
 def too_large_message(name: str, limit: int, by_declared_size: bool) -> str:

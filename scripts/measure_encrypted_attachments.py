@@ -10,14 +10,10 @@ vault needs a real server, so this cannot run on the embedded backend.
 Prints the peak traced by tracemalloc (Python allocations; libmongocrypt's own C
 buffers are not traced, each holds one 255 KiB piece at a time) and the bytes GridFS
 stores per MiB of plaintext. The plain run is the baseline; the difference between the
-two runs is what encryption adds. Uploads hold about one chunk (the store writes the
-chunks itself, ``_gridfs.write_file``); a download's chunk query, the driver's, returns
-batches of up to 16 MiB (jongodb: all chunks at once), so a download's peak grows with
-the file up to that size.
-``PYTHONPATH=. python scripts/measure_encrypted_attachments.py [MiB]`` (default 64).
-
-On jongodb pass 32 or less: it answers a GridFS download's chunk query with every chunk
-in one reply, which the driver refuses past 48 MB (mongod sends 16 MiB batches).
+two runs is what encryption adds. Both ways the store holds a few chunks at a time (it
+writes and reads the chunks itself, ``_gridfs``), so the peaks stay the same whatever
+the size. ``PYTHONPATH=. python scripts/measure_encrypted_attachments.py [MiB]``
+(default 64).
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
+from gridfs import AsyncGridFSBucket
+from motor.motor_asyncio import AsyncIOMotorGridFSBucket
+from pymongo.asynchronous.database import AsyncDatabase
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message
@@ -32,6 +35,15 @@ def upload_url(attachment_id: str, context: Any) -> str:
 
 def preview_url(attachment_id: str, context: Any) -> str:
     return f"{BASE_URL}/attachments/{attachment_id}"
+
+
+def driver_bucket(database: Any, bucket_name: str) -> Any:
+    """The driver's own GridFS bucket on ``database``: PyMongo's for a PyMongo Async
+    database (and pymongo-async-mock's, which passes for one), Motor's otherwise (and
+    mongomock-motor's, inside ``enabled_gridfs_integration``)."""
+    if isinstance(database, AsyncDatabase):
+        return AsyncGridFSBucket(database, bucket_name=bucket_name)
+    return AsyncIOMotorGridFSBucket(database, bucket_name=bucket_name)
 
 
 def make_attachments(store: MongoStore[Any], **options: Any) -> GridFSAttachmentStore[Any]:

@@ -175,9 +175,11 @@ def bob() -> RequestContext:
 
 
 GRIDFS_BACKENDS = ("motor-mock", *SERVER_BACKENDS)
-"""Backends whose GridFS bucket moves bytes: mongomock-motor (Motor's bucket, inside
-``enabled_gridfs_integration``) and the real drivers. PyMongo's bucket refuses
-pymongo-async-mock's collections, so that double is not among them."""
+"""Backends the attachment bytes are tested on: mongomock-motor and the real drivers,
+each of which also has a GridFS bucket of its own (Motor's, inside
+``enabled_gridfs_integration``, on mongomock-motor) that the tests read files back
+through, as any GridFS tool would. PyMongo's bucket refuses pymongo-async-mock's
+collections, so that double is not among them."""
 
 
 @pytest.fixture(params=GRIDFS_BACKENDS)

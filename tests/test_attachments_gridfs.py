@@ -2,12 +2,10 @@
 
 What each backend covers:
 
-* ``gridfs`` tests (the ``attachments`` fixture) write real bytes and read them back
-  through a driver's GridFS bucket. They run on mongomock-motor (Motor's
-  ``AsyncIOMotorGridFSBucket`` inside ``mongomock_motor.enabled_gridfs_integration()``)
-  and on the server through both real drivers (PyMongo's ``gridfs.AsyncGridFSBucket``,
-  Motor's bucket). They do not run on pymongo-async-mock: PyMongo's bucket type-checks
-  its collections and refuses the double's, so no byte can be read there.
+* ``gridfs`` tests (the ``attachments`` fixture) move real bytes through the store's
+  own GridFS files (``_gridfs``). They run on mongomock-motor and on the server through
+  both real drivers: the backends of ``conftest.GRIDFS_BACKENDS``, whose drivers' own
+  buckets read the same files (``tests/test_gridfs_files.py``).
 * ``metadata`` tests (the ``metadata_only`` fixture) refuse or look up before any byte
   moves: MIME and size checks, ownership of the claim, pending attachments, the sweep
   of abandoned uploads. They run on all three backends, pymongo-async-mock included.
