@@ -305,11 +305,9 @@ async def test_every_query_sent_is_targeted_or_a_listed_scatter(
     assert unused == [], "a listed scatter that nothing sends any more"
 
 
-async def test_a_store_request_never_goes_to_every_shard_but_for_the_driver_index_check(
-    gridfs: None, sent: list[Sent]
-) -> None:
-    """Only operator jobs scatter; on a ChatKit request's path, only the GridFS driver's
-    own limit-1 index check when an upload starts."""
+async def test_a_store_request_never_goes_to_every_shard(gridfs: None, sent: list[Sent]) -> None:
+    """Only operator jobs scatter. (The GridFS driver's own upload stream sent a limit-1
+    index check to every shard when an upload started; the store writes files itself.)"""
     client: Any = mongomock_motor.AsyncMongoMockClient()
     store = MongoStore(client["db"])
     await _exercise_store(store, None)
@@ -319,7 +317,7 @@ async def test_a_store_request_never_goes_to_every_shard_but_for_the_driver_inde
     await attachments.read_bytes(uploaded.id, alice)
     await attachments.delete_attachment(uploaded.id, alice)
     scattered = {(s.kind, s.operation) for s in sent if route(s.kind, s.filter) == "every shard"}
-    assert scattered == {("file", "find_one"), ("chunk", "find_one")}
+    assert scattered == set()
 
 
 def test_the_hot_queries_as_data_are_routed_to_one_shard_or_the_owners_range() -> None:

@@ -118,21 +118,6 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "(O(all chunks)): the sweep's most expensive step",
     ),
     _scatter(
-        "file",
-        "find_one",
-        (),
-        "the GridFS driver, on each upload: is the files collection empty (index check)",
-        "one document read from each shard (a limit-1 find), per upload: round trips "
-        "grow with the shard count, work per shard does not",
-    ),
-    _scatter(
-        "chunk",
-        "find_one",
-        (),
-        "the GridFS driver, on each upload: is the chunks collection empty (index check)",
-        "as for files: one document from each shard per upload",
-    ),
-    _scatter(
         "thread",
         "find",
         (Field.SORT_KEY,),
@@ -218,8 +203,9 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
     ),
 )
 """Every query that goes to every shard, who sends it and its cost. None is on the path
-of a ChatKit request except the GridFS driver's index check on upload; the rest are an
-operator's jobs (purge by age, the orphan sweep, export or import of everything)."""
+of a ChatKit request (the store writes and reads GridFS files itself, so the driver's
+per-upload index check is gone); all are an operator's jobs (purge by age, the orphan
+sweep, export or import of everything)."""
 
 
 def scatter_of(kind: Kind, operation: str, filter_: Mapping[str, Any]) -> Scatter | None:
