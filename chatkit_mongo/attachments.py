@@ -79,6 +79,9 @@ if TYPE_CHECKING:  # the engine is imported only where bytes are encrypted (see 
 
 DEFAULT_MAX_BYTES: Final = 32 * 1024 * 1024
 """Large enough for documents and photos a model reads; raise it for bigger files."""
+SWEEP_BATCH: Final = 1000
+"""GridFS files the orphan sweep looks at (and deletes) per batch, by default: about
+70 KB of ids per command."""
 DEFAULT_ABANDONED_AFTER: Final = timedelta(hours=24)
 """Longer than any honest upload takes, short enough that dead uploads do not pile up."""
 _READ_SIZE: Final = DEFAULT_CHUNK_SIZE
@@ -377,7 +380,11 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         return True
 
     async def sweep_orphans(
-        self, *, abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER, now: datetime | None = None
+        self,
+        *,
+        abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER,
+        now: datetime | None = None,
+        batch_size: int = SWEEP_BATCH,
     ) -> SweepReport:
         """Remove, across all owners, what no finished attachment needs any more.
 
@@ -392,13 +399,17 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         3. chunks whose file document is gone and whose id is older than the cut-off.
 
         Safe while uploads run: an upload's attachment refers to its file id from before
-        its first chunk, and one younger than the cut-off is never touched.
+        its first chunk, and one younger than the cut-off is never touched. GridFS files
+        are looked at and deleted ``batch_size`` at a time, so memory and every command
+        stay that size however many files the bucket holds.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         cutoff = (now or datetime.now(UTC)) - abandoned_after
         return SweepReport(
             abandoned_uploads=await self._sweep_abandoned(cutoff),
-            orphaned_files=await self._sweep_unreferenced_files(cutoff),
-            orphaned_chunk_sets=await self._sweep_chunks_without_file(cutoff),
+            orphaned_files=await self._sweep_unreferenced_files(cutoff, batch_size),
+            orphaned_chunk_sets=await self._sweep_chunks_without_file(cutoff, batch_size),
         )
 
     # ------------------------------------------------------------------ internals
@@ -560,47 +571,71 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                 )
         return removed
 
-    async def _sweep_unreferenced_files(self, cutoff: datetime) -> int:
-        files = self._files.find({}, {GridFSField.ID: 1, GridFSField.METADATA: 1})
-        orphans = []
-        for file in await files.to_list(None):
-            metadata = file.get(GridFSField.METADATA) or {}
-            if metadata.get(GridFSField.REWRITE) is True and _younger(
-                file_id_time(file[GridFSField.ID]), cutoff
-            ):
-                continue  # a rewrite under way: referred to only once it switches
-            owner, attachment_id = metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)
-            referenced = None
-            if isinstance(owner, str) and isinstance(attachment_id, str):
-                referenced = await self._attachments.find_one(
-                    {
-                        **queries.attachment_filter(owner, attachment_id),
-                        UploadField.FILE_ID: file[GridFSField.ID],
-                        **self._persistence.alive(),
-                    },
-                    {GridFSField.ID: 1},
-                )
-            if referenced is None:
-                orphans.append(file[GridFSField.ID])
-        await shielded(self._persistence.delete_unreferenced_files(orphans))
-        return len(orphans)
+    # Why both sweeps below go a batch of files at a time: a bucket may hold millions of
+    # files. Listing them all and deleting them in one ``$in`` held every id in memory
+    # and passed MongoDB's 16 MiB command limit at roughly 250,000 to 400,000 files;
+    # now memory and each command stay the size of one batch.
 
-    async def _sweep_chunks_without_file(self, cutoff: datetime) -> int:
+    async def _sweep_unreferenced_files(self, cutoff: datetime, batch_size: int) -> int:
+        files = self._files.find({}, {GridFSField.ID: 1, GridFSField.METADATA: 1})
+        removed = 0
+        async for batch in _batches(files, batch_size):
+            orphans = [file[GridFSField.ID] for file in batch if not await self._kept(file, cutoff)]
+            await shielded(self._persistence.delete_unreferenced_files(orphans))
+            removed += len(orphans)
+        return removed
+
+    async def _kept(self, file: dict[str, Any], cutoff: datetime) -> bool:
+        """Whether the sweep keeps the GridFS file ``file`` (its id and metadata): a living
+        attachment of the owner its metadata names refers to it, or it is a rewrite under
+        way (referred to only once it switches) younger than ``cutoff``."""
+        metadata = file.get(GridFSField.METADATA) or {}
+        if metadata.get(GridFSField.REWRITE) is True and _younger(
+            file_id_time(file[GridFSField.ID]), cutoff
+        ):
+            return True
+        owner, attachment_id = metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)
+        if not (isinstance(owner, str) and isinstance(attachment_id, str)):
+            return False
+        referenced = await self._attachments.find_one(
+            {
+                **queries.attachment_filter(owner, attachment_id),
+                UploadField.FILE_ID: file[GridFSField.ID],
+                **self._persistence.alive(),
+            },
+            {GridFSField.ID: 1},
+        )
+        return referenced is not None
+
+    async def _sweep_chunks_without_file(self, cutoff: datetime, batch_size: int) -> int:
         grouped = await maybe_await(
             self._chunks.aggregate([{"$group": {GridFSField.ID: f"${GridFSField.FILES_ID}"}}])
         )
-        file_ids = [group[GridFSField.ID] for group in await grouped.to_list(None)]
-        present = await self._files.find(
-            {GridFSField.ID: {"$in": file_ids}}, {GridFSField.ID: 1}
-        ).to_list(None)
-        existing = {file[GridFSField.ID] for file in present}
-        orphans = [
-            file_id
-            for file_id in file_ids
-            if file_id not in existing and not _younger(file_id_time(file_id), cutoff)
-        ]
-        await shielded(self._persistence.delete_unreferenced_files(orphans))
-        return len(orphans)
+        removed = 0
+        async for batch in _batches(grouped, batch_size):
+            file_ids = [group[GridFSField.ID] for group in batch]
+            present = self._files.find({GridFSField.ID: {"$in": file_ids}}, {GridFSField.ID: 1})
+            existing = {file[GridFSField.ID] async for file in present}
+            orphans = [
+                file_id
+                for file_id in file_ids
+                if file_id not in existing and not _younger(file_id_time(file_id), cutoff)
+            ]
+            await shielded(self._persistence.delete_unreferenced_files(orphans))
+            removed += len(orphans)
+        return removed
+
+
+async def _batches(cursor: AsyncIterable[dict[str, Any]], size: int) -> AsyncIterator[list[Any]]:
+    """The documents of ``cursor`` in lists of at most ``size``."""
+    batch: list[Any] = []
+    async for document in cursor:
+        batch.append(document)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _younger(started: datetime | None, cutoff: datetime) -> bool:

@@ -351,6 +351,59 @@ async def test_sweep_removes_orphans_and_abandoned_uploads_but_keeps_live_ones(
     assert again.orphaned_files == again.abandoned_uploads == 0
 
 
+class _InSizes:
+    """A collection that notes the length of every ``$in`` list in a filter it is sent."""
+
+    def __init__(self, inner: Any, sizes: list[int]) -> None:
+        self._inner, self._sizes = inner, sizes
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if name not in {"find", "find_one", "delete_many", "delete_one"}:
+            return target
+
+        def noting(filter_: Any = None, *args: Any, **kwargs: Any) -> Any:
+            for value in (filter_ or {}).values():
+                if isinstance(value, dict) and "$in" in value:
+                    self._sizes.append(len(value["$in"]))
+            return target(filter_, *args, **kwargs)
+
+        return noting
+
+
+async def test_the_sweep_goes_a_batch_of_files_at_a_time(
+    gridfs_store: MongoStore[Any], alice: RequestContext
+) -> None:
+    """More orphans of each kind than a batch holds: all go, the live file stays, and no
+    command carries more ids than the batch (one ``$in`` of every id passed MongoDB's
+    16 MiB command limit at a few hundred thousand files). No abandoned upload here, so
+    it runs where find_one_and_delete is missing too."""
+    sizes: list[int] = []
+    store: MongoStore[Any] = MongoStore(
+        gridfs_store.database, wrap_collection=lambda kind, inner: _InSizes(inner, sizes)
+    )
+    attachments = make_attachments(store)
+    live = await attachments.create_and_upload("live.txt", "text/plain", b"kept", alice)
+    for number in range(7):
+        orphan = await attachments.create_and_upload(f"o{number}", "text/plain", b"o", alice)
+        await store.delete_attachment(orphan.id, alice)  # metadata gone, bytes left
+    chunks = store.database[NAMES.bucket_chunks]
+    for days in range(2, 9):
+        old_id = ObjectId.from_datetime(datetime.now(UTC) - timedelta(days=days))
+        await chunks.insert_one({GridFSField.FILES_ID: old_id, "n": 0, "data": b"left"})
+    sizes.clear()
+
+    report = await attachments.sweep_orphans(batch_size=3)
+
+    assert (report.orphaned_files, report.orphaned_chunk_sets) == (7, 7)
+    assert sizes
+    assert max(sizes) <= 3
+    assert await stored(attachments) == (1, 1)
+    assert await attachments.read_bytes(live.id, alice) == b"kept"
+    with pytest.raises(ValueError, match="batch_size"):
+        await attachments.sweep_orphans(batch_size=0)
+
+
 # ---------------------------------------------------------------- through ChatKitServer
 
 
