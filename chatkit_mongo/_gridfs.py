@@ -71,6 +71,10 @@ async def erasable_file_ids(
     ]
 
 
+_CHUNKS_PER_TRIP: Final = 4
+"""Chunks per insert of a write and per batch of a read: about 1 MiB (see write_file)."""
+
+
 async def write_file(
     files: Any,
     chunks: Any,
@@ -79,18 +83,16 @@ async def write_file(
     *,
     filename: str,
     metadata: dict[str, Any],
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    chunks_per_insert: int = 4,
-) -> int:
+) -> None:
     """Write ``pieces`` as the GridFS file ``file_id`` of the bucket whose collections
     are ``files`` and ``chunks``, as the GridFS specification lays it out: chunk after
-    chunk, each ``chunk_size`` bytes but the last, then the ``files`` document. Returns
-    the file's length.
+    chunk, each ``DEFAULT_CHUNK_SIZE`` (255 KiB) but the last, then the ``files``
+    document.
 
     Why not the driver's upload stream: PyMongo's (and the one Motor wraps) gathers up
     to 48 MB of chunks before one ``insert_many``, so an upload within the default
     ``max_bytes`` is held whole in memory. Here chunks are inserted
-    ``chunks_per_insert`` at a time as soon as they are full: memory is that many
+    ``_CHUNKS_PER_TRIP`` at a time as soon as they are full: memory is that many
     chunks (about 1 MiB) and the piece being cut, whatever the file's size. Why not
     one chunk per insert: each insert is a round trip, during which neither the upload
     nor its encryption moves on; four chunks per trip made 4 MiB uploads about 1.15
@@ -103,6 +105,7 @@ async def write_file(
     insert is shielded so that a cancelled request never leaves one in flight behind
     that cleanup. The specification's indexes are the store's (``schema.INDEXES``).
     """
+    chunk_size = DEFAULT_CHUNK_SIZE
     pending = bytearray()
     batch: list[dict[str, Any]] = []
     number = length = 0
@@ -114,7 +117,7 @@ async def write_file(
                 batch.append(_chunk(file_id, number, view[:chunk_size].tobytes()))
             del pending[:chunk_size]
             number += 1
-            if len(batch) == chunks_per_insert:
+            if len(batch) == _CHUNKS_PER_TRIP:
                 await shielded(chunks.insert_many(batch))
                 batch = []
     if pending:
@@ -133,7 +136,6 @@ async def write_file(
             }
         )
     )
-    return length
 
 
 def _chunk(file_id: Any, number: int, data: bytes) -> dict[str, Any]:
@@ -144,8 +146,6 @@ def _chunk(file_id: Any, number: int, data: bytes) -> dict[str, Any]:
     }
 
 
-_CHUNKS_PER_BATCH: Final = 4
-"""Chunks per batch of a read's cursor: about 1 MiB, as a write's inserts."""
 _CHUNK_FIELDS: Final = {GridFSField.CHUNK_NUMBER: 1, GridFSField.CHUNK_DATA: 1, GridFSField.ID: 0}
 
 
@@ -182,7 +182,7 @@ async def read_file(chunks: Any, file: StoredFile, start: int = 0) -> AsyncGener
 
     Why not the driver's download stream: its chunk query takes the server's batches
     (mongod's first holds up to 16 MiB; jongodb answers with every chunk at once), so a
-    download held that much of the file. Here a batch is ``_CHUNKS_PER_BATCH`` chunks.
+    download held that much of the file. Here a batch is ``_CHUNKS_PER_TRIP`` chunks.
     """
     if file.length <= start:
         return
@@ -195,7 +195,7 @@ async def read_file(chunks: Any, file: StoredFile, start: int = 0) -> AsyncGener
             _CHUNK_FIELDS,
         )
         .sort(GridFSField.CHUNK_NUMBER, 1)
-        .batch_size(_CHUNKS_PER_BATCH)
+        .batch_size(_CHUNKS_PER_TRIP)
     )
     try:
         async for chunk in cursor:

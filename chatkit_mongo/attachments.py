@@ -483,9 +483,10 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
         Encrypted, the file holds ``encrypt_stream(owner, plaintext, bound_to=attachment
         id)``, is flagged ``metadata.encrypted``, and is named after the attachment id:
-        the attachment's name lives only in its sealed metadata. Memory: one GridFS
-        chunk (see ``_gridfs.write_file``), one piece of ``plaintext`` and, encrypted, up
-        to two stream pieces (see ``_encryption``), whatever the file's size.
+        the attachment's name lives only in its sealed metadata. Memory: one insert's
+        GridFS chunks, about 1 MiB (see ``_gridfs.write_file``), one piece of
+        ``plaintext`` and, encrypted, up to two stream pieces (see ``_encryption``),
+        whatever the file's size.
         """
         metadata: dict[str, Any] = {Field.OWNER: owner, Field.ATTACHMENT_ID: attachment_id}
         stream = plaintext
