@@ -148,9 +148,6 @@ class Persistence:
         self._index_key = (database.name, *names.values(), str(retention is not None), vault)
         self._indexes_checked = not auto_create_indexes
         self._auto_create_indexes = auto_create_indexes
-        self._indexed = collections
-        """The collections whose indexes the check creates: ``collections``, with the
-        bucket :meth:`use_bucket` names."""
         self._closed = False
         # Why the bucket is opt-in: a store without attachment bytes pays nothing for
         # them in delete_thread; the attachment store (or a purge) names its bucket.
@@ -178,7 +175,6 @@ class Persistence:
             # Why: this library writes the bytes itself (``_gridfs.write_file``), not
             # through the driver's upload stream, which made the GridFS specification's
             # indexes on a first upload; another bucket's join the store's index check.
-            self._indexed = replace(self.collections, bucket=bucket)
             self._index_key = (*self._index_key, bucket)
             self._indexes_checked = not self._auto_create_indexes
 
@@ -208,8 +204,12 @@ class Persistence:
         """The store's indexes, and with encryption on the key vault's unique index too:
         without it an owner's first write would be refused (see ``OwnerEncryption``)."""
         self.check_open()
+        # The bucket's indexes where its bytes are: the one use_bucket named, if any.
+        bucket = self._bucket or self.collections.bucket
         report = await ensure_indexes(
-            self.database, self._indexed, index_specs(self.retention is not None)
+            self.database,
+            replace(self.collections, bucket=bucket),
+            index_specs(self.retention is not None),
         )
         if self.encryption is not None:
             await self.encryption.ensure_key_vault_index()
