@@ -48,6 +48,13 @@ def check_optional_id(value: object, what: str) -> str | None:
     return None if value is None else check_id(value, what)
 
 
+def check_positive_int(value: object, what: str) -> int:
+    """``value`` if it is an int of at least 1 (a bool is not), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
 def check_limit(value: object, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"limit must be an int, not {type(value).__name__}: {value!r:.80}")

@@ -52,7 +52,7 @@ from chatkit.types import (
 from gridfs import DEFAULT_CHUNK_SIZE
 
 from . import _queries as queries
-from ._checks import check_id
+from ._checks import check_id, check_positive_int
 from ._codec import parse_attachment
 from ._driver import maybe_await, shielded
 from ._gridfs import StoredFile, find_file, read_file, write_file
@@ -153,8 +153,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         allowed_mime_types: e.g. ``["image/*", "application/pdf"]``; None allows any.
         bucket_name: the GridFS bucket; defaults to ``store.collections.bucket``.
         """
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        check_positive_int(max_bytes, "max_bytes")
         self.store: Final = store
         self.max_bytes: Final = max_bytes
         self.allowed_mime_types: Final = (
@@ -403,8 +402,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         are looked at and deleted ``batch_size`` at a time, so memory and every command
         stay that size however many files the bucket holds.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_positive_int(batch_size, "batch_size")
         cutoff = (now or datetime.now(UTC)) - abandoned_after
         return SweepReport(
             abandoned_uploads=await self._sweep_abandoned(cutoff),

@@ -331,7 +331,7 @@ async def measure_bytes(
     for name in SIDES:
         files = stores[name].database[stores[name].collections.bucket_files]
         found = await files.find_one({GridFSField.METADATA_ATTACHMENT_ID: uploaded[name][-1]})
-        stored[name] = int(found["length"])
+        stored[name] = int(found[GridFSField.LENGTH])
         for attachment_id in uploaded[name]:
             await attachment_stores[name].delete_attachment(attachment_id, context)
     figures: dict[str, dict[str, float]] = {}

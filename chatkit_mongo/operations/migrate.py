@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from chatkit.store import NotFoundError
 from pymongo import UpdateOne
 
+from .._checks import check_positive_int
 from .._driver import AsyncDatabaseLike
 from .._persistence import Persistence
 from .._text import plural
@@ -247,8 +248,7 @@ async def migrate(
     interrupted run leaves every document readable and a re-run finishes the work.
     """
     pending = pending_filter(target)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     store: MongoStore[Any] = MongoStore(
         database,
         collections=collections,

@@ -249,11 +249,6 @@ def _is_encrypted_file(file: dict[str, Any]) -> bool:
     return isinstance(metadata, dict) and metadata.get(GridFSField.ENCRYPTED) is True
 
 
-_LENGTH: Final = "length"
-_CHUNK_SIZE: Final = "chunkSize"
-"""The GridFS specification's names of a file's size in bytes and its chunks' size."""
-
-
 async def _write_decrypted_file(
     out: TextIO, reader: _Decryptor, file: dict[str, Any], stored_chunks: Any
 ) -> int | None:
@@ -271,7 +266,7 @@ async def _write_decrypted_file(
     mix in one file.
     """
     metadata = {k: v for k, v in file[GridFSField.METADATA].items() if k != GridFSField.ENCRYPTED}
-    chunk_size = file.get(_CHUNK_SIZE)
+    chunk_size = file.get(GridFSField.CHUNK_SIZE)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
         return None
     plaintext = reader.engine.decrypt_stream(
@@ -305,7 +300,9 @@ async def _write_decrypted_file(
             return None  # ValueError: no attachment id to check the stream's binding with
         if buffer:
             chunk_line(bytes(buffer))
-        _write_line(out, "file", {**file, _LENGTH: length, GridFSField.METADATA: metadata})
+        _write_line(
+            out, "file", {**file, GridFSField.LENGTH: length, GridFSField.METADATA: metadata}
+        )
         spool.seek(0)
         shutil.copyfileobj(spool, out)
     return written
