@@ -61,12 +61,16 @@ parse_attachment: Final = _parser(ATTACHMENT_ADAPTER)
 def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, Any]:
     """The model as a BSON-ready dict, or :class:`UnstorableError` naming ``what``.
 
-    Why the proof before the read-back: validating the dump back and comparing it with
-    the model is most of a write's CPU, and for the common model (plain strings, ints,
-    naive datetimes, JSON metadata) its answer is known from the values alone. Where
-    :func:`round_trip_proved` proves it, the read-back is skipped; wherever it cannot, the full
-    check runs, so every refusal is the full check's own, word for word.
+    Why the proof first: validating the dump back and comparing it with the model is
+    most of a write's CPU, and for the common model (plain strings, ints, naive
+    datetimes, JSON metadata) its answer is known from the values alone. Where
+    :func:`proved_dump` proves it, it also gives the dump; wherever it cannot, pydantic
+    dumps the model and the full check runs, so every refusal is the full check's own,
+    word for word.
     """
+    proved = proved_dump(model, adapter)
+    if proved is not None:
+        return proved
     try:
         # ``model_dump(mode="json")`` without its argument handling (a third of its cost)
         data: dict[str, Any] = model.__pydantic_serializer__.to_python(model, mode="json")
@@ -78,8 +82,6 @@ def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, An
         raise UnstorableError(
             f"{what} holds a value that contains itself ({exc}); JSON cannot write a cycle"
         ) from exc
-    if round_trip_proved(model, adapter):
-        return data
     try:
         loaded = adapter.validate_python(data)
     except ValidationError as exc:  # a custom serializer that does not validate back
@@ -244,32 +246,53 @@ def _first_difference(saved: BaseModel, loaded: BaseModel) -> str:
 
 # ---------------------------------------------------------------- the round-trip proof
 
-_Proof = Callable[[Any], bool]
-"""``value -> True`` only if the value, dumped as JSON and validated back through the
-schema it was compiled from, is provably equal to itself; False means "not proved"."""
+_Dump = Callable[[Any], Any]
+"""``value -> its JSON dump``, exactly as ``model_dump(mode="json")`` writes it, only if
+that dump, validated back through the schema the function was compiled from, is
+provably equal to the value; :data:`_UNPROVED` otherwise ("not proved", never
+"refused")."""
 
 
-def _never(value: Any) -> bool:
-    return False
+class _Unproved:
+    """The type of :data:`_UNPROVED`: None is a JSON value, so it cannot say "no"."""
+
+    __slots__ = ()
 
 
-_PROOFS: Final[dict[int, tuple[TypeAdapter[Any], _Proof]]] = {}
+_UNPROVED: Final = _Unproved()
 
 
-def round_trip_proved(model: BaseModel, adapter: TypeAdapter[Any]) -> bool:
-    """Whether ``model``, dumped as JSON and validated back through ``adapter``, is
-    provably equal to itself, from its values alone; False means "not proved", never
-    "refused". The proof for ``adapter``'s schema is compiled once (keyed by identity,
-    the adapter kept alive with it so that the id is never reused)."""
-    entry = _PROOFS.get(id(adapter))
+def _never(value: Any) -> Any:
+    return _UNPROVED
+
+
+_DUMPS: Final[dict[int, tuple[TypeAdapter[Any], _Dump]]] = {}
+
+
+def proved_dump(model: BaseModel, adapter: TypeAdapter[Any]) -> dict[str, Any] | None:
+    """``model``'s JSON dump, if that dump, validated back through ``adapter``, is
+    provably equal to ``model``, from its values alone; None means "not proved", never
+    "refused". The dump's code for ``adapter``'s schema is compiled once (keyed by
+    identity, the adapter kept alive with it so that the id is never reused).
+
+    Why the proof also dumps: it visits every value anyway, and for the values it proves
+    the dump is the value itself (or a datetime's ISO form, or a container of such).
+    pydantic's serializer, run besides, cost as much as the proof: a write then pays
+    one walk over the model instead of two.
+    """
+    entry = _DUMPS.get(id(adapter))
     if entry is None:
-        entry = _PROOFS[id(adapter)] = (adapter, _compile_schema(adapter.core_schema))
-    return entry[1](model)
-
-
-def _compile_schema(schema: Mapping[str, Any]) -> _Proof:
+        entry = _DUMPS[id(adapter)] = (adapter, _compile_schema(adapter.core_schema))
     try:
-        return _Compiler().compile(schema)
+        data = entry[1](model)
+    except RecursionError:  # a model nested past the interpreter's limit, or a cycle
+        return None
+    return None if data is _UNPROVED else data
+
+
+def _compile_schema(schema: Mapping[str, Any]) -> _Dump:
+    try:
+        return _Compiler().build(schema)
     except (KeyError, TypeError, ValueError):  # a schema shape this compiler never saw
         return _never
 
@@ -293,11 +316,27 @@ def _is_round_trip_datetime(value: Any) -> bool:
     return offset.microseconds == 0 and offset.seconds % _FIXED_OFFSET_UNIT == 0
 
 
-def _is_round_trip_json(value: Any) -> bool:
+def _datetime_dump(value: Any) -> Any:
+    """A round-trip datetime as pydantic writes it: ``isoformat()``, with ``Z`` for a
+    zero offset (pinned against pydantic for every such datetime by the tests)."""
+    if not _is_round_trip_datetime(value):
+        return _UNPROVED
+    text: str = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+_JSON_CONTAINERS_MAX: Final = 100_000
+"""How many lists and dicts a value typed ``Any`` may hold and still be proved: a value
+that contains itself would otherwise be walked for ever (pydantic's dump, on the full
+check's path, then refuses it as a cycle)."""
+
+
+def _json_dump(value: Any) -> Any:
     """A value typed ``Any`` that JSON keeps as it is: None, bool, int, finite float and
-    str (exact types, no subclasses), and lists and str-keyed dicts of those. Iterative:
-    the dump already succeeded, so the value is finite and acyclic, but may be deep."""
+    str (exact types, no subclasses), and lists and str-keyed dicts of those; its dump is
+    the value itself, which is equal to pydantic's copy. Iterative: it may be deep."""
     stack = [value]
+    containers = 0
     while stack:
         current = stack.pop()
         kind = type(current)
@@ -305,17 +344,21 @@ def _is_round_trip_json(value: Any) -> bool:
             continue
         if kind is float:
             if not isfinite(current):
-                return False
-        elif kind is list:
+                return _UNPROVED
+            continue
+        containers += 1
+        if containers > _JSON_CONTAINERS_MAX:
+            return _UNPROVED
+        if kind is list:
             stack.extend(current)
         elif kind is dict:
             for key in current:
                 if type(key) is not str:
-                    return False
+                    return _UNPROVED
             stack.extend(current.values())
         else:
-            return False
-    return True
+            return _UNPROVED
+    return value
 
 
 _PLAIN_TYPES: Final[dict[str, type]] = {"str": str, "int": int, "bool": bool}
@@ -346,115 +389,196 @@ _UNION_KEYS: Final = _BARE_KEYS | {"choices", "discriminator", "strict", "from_a
 
 
 class _Compiler:
-    """Compiles a pydantic-core schema into a :data:`_Proof`, accepting only the schema
+    """Compiles a pydantic-core schema into a :data:`_Dump`, accepting only the schema
     shapes whose round trip is known; any other shape (validators, custom serializers,
     constraints, aliases, smart unions, URLs...) compiles to :func:`_never`, which sends
-    the value to the full check. Conservative by construction: an unknown key in a
-    schema node is enough to give up on that node.
+    the value to pydantic's dump and the full check. Conservative by construction: an
+    unknown key in a schema node is enough to give up on that node.
 
     Why each accepted shape is exact, for a value of exactly the expected type:
     ``model_dump(mode="json")`` returns a str, int or bool as it is, a finite float as
     it is, a literal's value as it is, a datetime as its ISO form (see
-    :func:`_is_round_trip_datetime`), lists and str-keyed dicts item by item; and the
-    validator of each shape returns those values equal. A model compares equal when
-    its class, extras, private attributes and fields do (``BaseModel.__eq__``).
+    :func:`_datetime_dump`), lists and str-keyed dicts item by item, a model as a dict
+    of its fields in the schema's order; and the validator of each shape returns those
+    values equal. A model compares equal when its class, extras, private attributes and
+    fields do (``BaseModel.__eq__``).
+
+    Why the dump is Python source, one plain function per schema node, compiled once
+    per schema (as ``dataclasses`` does for ``__init__``), rather than closures: a
+    write runs it with the caches as cold as they are between round trips, and there
+    it costs what it touches. A model's function reads each field once and tests the
+    plain ones in one expression, its names and types constants of its own code.
+    No value of a model or schema is ever written into the source: field names go in
+    through ``repr`` of a ``str``, everything else (classes, choices) as named constants.
     """
 
     def __init__(self) -> None:
         self.definitions: dict[str, Mapping[str, Any]] = {}
-        self.by_ref: dict[str, list[_Proof]] = {}
+        self.by_ref: dict[str, str] = {}
+        """A definition's reference -> the name its dump is bound to."""
+        self.aliases: dict[str, str] = {}
+        """Names bound after the functions exist: a definition's name -> its dump's."""
+        self.unions: list[tuple[str, dict[type, str]]] = []
+        """Per tagged union, its table's name and class -> the name of that class's dump."""
+        self.source: list[str] = []
+        self.namespace: dict[str, Any] = {
+            "_UNPROVED": _UNPROVED,
+            "_never": _never,
+            "_datetime": _datetime_dump,
+            "_json": _json_dump,
+            "datetime": datetime,
+            "isfinite": isfinite,
+        }
 
-    def compile(self, schema: Mapping[str, Any]) -> _Proof:
+    def build(self, schema: Mapping[str, Any]) -> _Dump:
+        root = self.compile(schema)
+        exec("\n".join(self.source), self.namespace)  # why source: see the class docstring
+        namespace = self.namespace
+        for alias in self.aliases:
+            namespace[alias] = namespace[self._target(alias)]
+        for table, dumps in self.unions:
+            namespace[table] = {cls: namespace[name] for cls, name in dumps.items()}
+        dump: _Dump = namespace[root]
+        return dump
+
+    def _target(self, name: str) -> str:
+        """The function an alias ends at; :func:`_never` for a definition that is only
+        a reference to itself (no value can be of it)."""
+        seen = set()
+        while name in self.aliases:
+            if name in seen:
+                return "_never"
+            seen.add(name)
+            name = self.aliases[name]
+        return name
+
+    def _constant(self, value: Any) -> str:
+        name = f"_c{len(self.namespace)}"
+        self.namespace[name] = value
+        return name
+
+    def _function(self, *body: str) -> str:
+        name = f"_p{len(self.source)}"
+        self.source.append(f"def {name}(value):\n" + "".join(f"    {line}\n" for line in body))
+        return name
+
+    def _scalar(self, test: str) -> str:
+        """A dump that is the value itself, where ``test`` (of ``value``) holds."""
+        return self._function(f"return value if {test} else _UNPROVED")
+
+    def compile(self, schema: Mapping[str, Any]) -> str:
+        """The name of the dump of ``schema``."""
         kind = schema["type"]
         if kind == "definitions":
             for definition in schema["definitions"]:
                 self.definitions[definition["ref"]] = definition
             return self.compile(schema["schema"])
         if kind == "definition-ref":
-            return self._reference(schema)
+            return self._reference(schema["schema_ref"])
+        test = self._scalar_test("value", schema)
+        if test is not None:
+            return self._scalar(test)
         keys = schema.keys()
-        if kind in _PLAIN_TYPES and keys <= _BARE_KEYS:
-            expected = _PLAIN_TYPES[kind]
-            return lambda value: type(value) is expected
         if kind == "float" and keys <= _BARE_KEYS:
-            return lambda value: type(value) is float and isfinite(value)
+            return self._scalar("type(value) is float and isfinite(value)")
         if kind == "none" and keys <= _BARE_KEYS:
-            return lambda value: value is None
+            return self._scalar("value is None")
         if kind == "any" and keys <= _BARE_KEYS:
-            return _is_round_trip_json
+            return "_json"
         if kind == "datetime" and keys <= _DATETIME_KEYS:
-            return _is_round_trip_datetime
-        if kind == "literal" and keys <= _BARE_KEYS | {"expected"}:
-            return self._literal(schema)
+            return "_datetime"
         if kind == "nullable" and keys <= _BARE_KEYS | {"schema"}:
             inner = self.compile(schema["schema"])
-            return lambda value: value is None or inner(value)
+            return self._function(f"return None if value is None else {inner}(value)")
         if kind == "default" and keys <= _DEFAULT_KEYS_FACTORY:
             return self.compile(schema["schema"])  # a stored value is dumped and read as is
         if kind == "list" and keys <= _BARE_KEYS | {"items_schema"}:
-            return self._list(self.compile(schema["items_schema"]))
+            return self._list(schema)
         if kind == "dict" and keys <= _BARE_KEYS | {"keys_schema", "values_schema"}:
             return self._dict(schema)
         if kind == "model" and keys <= _MODEL_KEYS:
             return self._model(schema)
         if kind == "tagged-union" and keys <= _UNION_KEYS:
             return self._tagged_union(schema)
-        return _never
+        return "_never"
 
-    def _reference(self, schema: Mapping[str, Any]) -> _Proof:
-        """A named schema, compiled once; a recursive one refers to itself through the
-        cell, filled once its compilation ends."""
-        ref = schema["schema_ref"]
-        if ref not in self.by_ref:
-            cell: list[_Proof] = []
-            self.by_ref[ref] = cell
-            cell.append(self.compile(self.definitions[ref]))
-        cell = self.by_ref[ref]
-        if cell:
-            return cell[0]
-
-        def recursive(value: Any) -> bool:  # compiled inside its own definition
-            return cell[0](value)
-
-        return recursive
+    def _reference(self, ref: str) -> str:
+        """A named schema, compiled once; a recursive one calls its own name, which
+        :meth:`build` binds once every function exists."""
+        name = self.by_ref.get(ref)
+        if name is None:
+            name = self.by_ref[ref] = f"_d{len(self.by_ref)}"
+            self.aliases[name] = self.compile(self.definitions[ref])
+        return name
 
     def _resolve(self, schema: Mapping[str, Any]) -> Mapping[str, Any]:
         while schema["type"] == "definition-ref":
             schema = self.definitions[schema["schema_ref"]]
         return schema
 
-    @staticmethod
-    def _literal(schema: Mapping[str, Any]) -> _Proof:
-        expected = schema["expected"]
-        if not all(type(choice) is str for choice in expected):
-            return _never
-        allowed = frozenset(expected)
-        return lambda value: type(value) is str and value in allowed
+    def _scalar_test(self, subject: str, schema: Mapping[str, Any]) -> str | None:
+        """The test that ``subject`` dumps as itself, written out for a plain, nullable
+        plain or str literal schema (no call); None for any other schema."""
+        kind = schema["type"]
+        keys = schema.keys()
+        if kind in _PLAIN_TYPES and keys <= _BARE_KEYS:
+            return f"type({subject}) is {_PLAIN_TYPES[kind].__name__}"
+        if kind == "nullable" and keys <= _BARE_KEYS | {"schema"}:
+            inner = self._scalar_test(subject, schema["schema"])
+            return None if inner is None else f"({subject} is None or {inner})"
+        if kind == "literal" and keys <= _BARE_KEYS | {"expected"}:
+            expected = schema["expected"]
+            if not all(type(choice) is str for choice in expected):
+                return None
+            choices = self._constant(frozenset(expected))
+            return f"type({subject}) is str and {subject} in {choices}"
+        return None
 
-    @staticmethod
-    def _list(item: _Proof) -> _Proof:
-        def proof(value: Any) -> bool:
-            return type(value) is list and all(map(item, value))
+    def _list(self, schema: Mapping[str, Any]) -> str:
+        item_schema = schema["items_schema"]
+        test = self._scalar_test("element", item_schema)
+        if test is not None:  # a list of values that dump as themselves: a copy
+            return self._function(
+                "if type(value) is not list:",
+                "    return _UNPROVED",
+                "for element in value:",
+                f"    if not ({test}):",
+                "        return _UNPROVED",
+                "return value.copy()",
+            )
+        item = self.compile(item_schema)
+        return self._function(
+            "if type(value) is not list:",
+            "    return _UNPROVED",
+            "dumped = []",
+            "for element in value:",
+            f"    element = {item}(element)",
+            "    if element is _UNPROVED:",
+            "        return _UNPROVED",
+            "    dumped.append(element)",
+            "return dumped",
+        )
 
-        return proof
-
-    def _dict(self, schema: Mapping[str, Any]) -> _Proof:
+    def _dict(self, schema: Mapping[str, Any]) -> str:
         keys = schema.get("keys_schema", {"type": "any"})
         if keys.keys() > _BARE_KEYS or keys["type"] not in ("str", "any"):
-            return _never
+            return "_never"
         values = self.compile(schema.get("values_schema", {"type": "any"}))
+        return self._function(
+            "if type(value) is not dict:",
+            "    return _UNPROVED",
+            "dumped = {}",
+            "for key, element in value.items():",
+            "    if type(key) is not str:",
+            "        return _UNPROVED",
+            f"    element = {values}(element)",
+            "    if element is _UNPROVED:",
+            "        return _UNPROVED",
+            "    dumped[key] = element",
+            "return dumped",
+        )
 
-        def proof(value: Any) -> bool:
-            if type(value) is not dict:
-                return False
-            for key, element in value.items():
-                if type(key) is not str or not values(element):
-                    return False
-            return True
-
-        return proof
-
-    def _model(self, schema: Mapping[str, Any]) -> _Proof:
+    def _model(self, schema: Mapping[str, Any]) -> str:
         cls = schema["cls"]
         fields_schema = schema["schema"]
         serialization = schema.get("serialization")
@@ -468,60 +592,50 @@ class _Compiler:
             or cls.__eq__ is not BaseModel.__eq__
             or cls.__pydantic_generic_metadata__["origin"] is not None
         ):  # fmt: skip
-            return _never
-        plain: list[tuple[str, frozenset[type]]] = []
-        literal: list[tuple[str, frozenset[str]]] = []
-        dates: list[str] = []
-        other: list[tuple[str, _Proof]] = []
-        for name, field in fields_schema["fields"].items():
+            return "_never"
+        reads: list[str] = []  # each field read once, into a local of its own
+        tests: list[str] = []  # the fields that dump as themselves, in one expression
+        dumps: list[str] = []  # the others, each dumped and checked in turn
+        entries: list[str] = []  # the dump, in the schema's order
+        for index, (name, field) in enumerate(fields_schema["fields"].items()):
+            if type(name) is not str:
+                raise TypeError(f"field name {name!r}")
             if field["type"] != "model-field" or not field.keys() <= _FIELD_KEYS:
-                return _never
+                return "_never"
             inner = self._unwrap_default(field["schema"])
             if inner is None:
-                return _never
-            types = self._plain_types(inner)
-            if types is not None:
-                plain.append((name, types))
-            elif inner["type"] == "literal" and inner.keys() <= _BARE_KEYS | {"expected"}:
-                choices = inner["expected"]
-                if not all(type(choice) is str for choice in choices):
-                    return _never
-                literal.append((name, frozenset(choices)))
-            elif inner["type"] == "datetime" and inner.keys() <= _DATETIME_KEYS:
-                dates.append(name)
+                return "_never"
+            local = f"f{index}"
+            reads.append(f"{local} = fields[{name!r}]")
+            test = self._scalar_test(local, inner)
+            if test is not None:
+                tests.append(test)
             else:
-                other.append((name, self.compile(inner)))
-        count = len(fields_schema["fields"])
-        # Why the checks are split by kind: the plain and literal fields, most of a
-        # ChatKit item, cost a type test each, with no call.
-
-        def proof(value: Any) -> bool:
-            if type(value) is not cls:
-                return False
-            if value.__pydantic_extra__ or value.__pydantic_private__ is not None:
-                return False
-            attributes = value.__dict__
-            if len(attributes) != count:
-                return False
-            try:
-                for name, types in plain:
-                    if type(attributes[name]) not in types:
-                        return False
-                for name, choices in literal:
-                    element = attributes[name]
-                    if type(element) is not str or element not in choices:
-                        return False
-                for name in dates:
-                    if not _is_round_trip_datetime(attributes[name]):
-                        return False
-                for name, check in other:
-                    if not check(attributes[name]):
-                        return False
-            except KeyError:  # a field deleted from the instance
-                return False
-            return True
-
-        return proof
+                dumped = self.compile(inner)
+                if dumped == "_never":
+                    return "_never"
+                dumps += [
+                    f"{local} = {dumped}({local})",
+                    f"if {local} is _UNPROVED:",
+                    "    return _UNPROVED",
+                ]
+            entries.append(f"{name!r}: {local}")
+        return self._function(
+            f"if type(value) is not {self._constant(cls)}:",
+            "    return _UNPROVED",
+            "if value.__pydantic_extra__ or value.__pydantic_private__ is not None:",
+            "    return _UNPROVED",
+            "fields = value.__dict__",
+            f"if len(fields) != {len(entries)}:",
+            "    return _UNPROVED",
+            "try:",
+            *[f"    {read}" for read in reads],
+            "except KeyError:  # a field deleted from the instance",
+            "    return _UNPROVED",
+            *([f"if not ({' and '.join(tests)}):", "    return _UNPROVED"] if tests else []),
+            *dumps,
+            f"return {{{', '.join(entries)}}}",
+        )
 
     @staticmethod
     def _unwrap_default(schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -533,35 +647,29 @@ class _Compiler:
         inner: Mapping[str, Any] = schema["schema"]
         return inner
 
-    @staticmethod
-    def _plain_types(schema: Mapping[str, Any]) -> frozenset[type] | None:
-        """The exact types a plain (or nullable plain) schema proves by type alone."""
-        nullable = schema["type"] == "nullable" and schema.keys() <= _BARE_KEYS | {"schema"}
-        inner = schema["schema"] if nullable else schema
-        if inner["type"] not in _PLAIN_TYPES or not inner.keys() <= _BARE_KEYS:
-            return None
-        expected = _PLAIN_TYPES[inner["type"]]
-        return frozenset({expected, type(None)}) if nullable else frozenset({expected})
-
-    def _tagged_union(self, schema: Mapping[str, Any]) -> _Proof:
+    def _tagged_union(self, schema: Mapping[str, Any]) -> str:
         """A union on a literal field: the dump's tag picks the schema that reads it back,
-        so the value is proved by its own class's proof when that tag picks that class."""
+        so the value is proved by its own class's dump when that tag picks that class."""
         tag_field = schema["discriminator"]
         if type(tag_field) is not str or schema.get("strict"):
-            return _never
-        by_class: dict[type, _Proof] = {}
+            return "_never"
+        by_class: dict[type, str] = {}
         class_of_tag: dict[str, type] = {}
         for tag, choice in schema["choices"].items():
             resolved = self._resolve(choice)
             if type(tag) is not str or resolved["type"] != "model":
-                return _never
+                return "_never"
             class_of_tag[tag] = resolved["cls"]
             by_class[resolved["cls"]] = self.compile(choice)
-
-        def proof(value: Any) -> bool:
-            check = by_class.get(type(value))
-            if check is None or not check(value):
-                return False
-            return class_of_tag.get(value.__dict__[tag_field]) is type(value)
-
-        return proof
+        table = self._constant(None)  # filled by build, once the dumps exist
+        self.unions.append((table, by_class))
+        return self._function(
+            "cls = type(value)",
+            f"dump = {table}.get(cls)",
+            "if dump is None:",
+            "    return _UNPROVED",
+            f"tag = value.__dict__.get({tag_field!r})",
+            f"if type(tag) is not str or {self._constant(class_of_tag)}.get(tag) is not cls:",
+            "    return _UNPROVED",
+            "return dump(value)",
+        )
