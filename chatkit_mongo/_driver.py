@@ -13,6 +13,7 @@ import sys
 import types
 from collections.abc import Awaitable, Generator, MutableMapping
 from importlib.metadata import PackageNotFoundError, version
+from types import SimpleNamespace
 from typing import Any, Final, Protocol, TypeVar
 
 from pymongo.driver_info import DriverInfo
@@ -86,18 +87,23 @@ def shielded(awaitable: Awaitable[_T]) -> Generator[Any, None, _T]:
     The write finishes, then the cancellation is re-raised, so the caller still stops.
 
     How: the write runs inside the caller's own task, stepped by hand. Each time the
-    write waits for a future, the caller's task waits for the same future seen through
-    :class:`_Uncancellable`, whose ``cancel()`` refuses: cancelling the task then only
-    marks it cancelled (asyncio's documented fallback when a task's future cannot be
-    cancelled), the write's future is untouched and wakes the task as it would have
-    anyway, and the cancellation is raised once the write has finished (with its error,
-    if it failed, as the cause).
+    write waits for a future, the caller's task waits for a view of the same future
+    whose ``cancel()`` refuses (:func:`_refuse`): cancelling the task then only marks it
+    cancelled (asyncio's documented fallback when a task's future cannot be cancelled),
+    the write's future is untouched and wakes the task as it would have anyway, and the
+    cancellation is raised once the write has finished (with its error, if it failed,
+    as the cause). The view holds the part of the future protocol a task uses on what it
+    waits for (``_asyncio_future_blocking``, ``get_loop``, ``add_done_callback``,
+    ``cancel``), the first three the future's own bound methods, so the task is woken by
+    the very future with no extra turn of the event loop and no Python frame.
 
     Why not a task of its own awaited through ``asyncio.wait`` (the obvious shield): that
     costs a task, a waiter and extra turns of the event loop per write, as much CPU as
     all the rest of the store's work on a write. Why a generator-based coroutine
     (``types.coroutine``) rather than an object with ``__await__``: one frame fewer and
-    no object per write; every write pays this, so it is kept to the minimum.
+    no object per write; every write pays this, so it is kept to the minimum. Why the
+    view is a ``SimpleNamespace`` made inline: it is built in C, with no frame of ours,
+    and every wait of every write makes one (a class with ``__init__`` cost a frame).
     """
     task = asyncio.current_task()
     asked_before = task.cancelling() if task is not None else 0
@@ -117,7 +123,16 @@ def shielded(awaitable: Awaitable[_T]) -> Generator[Any, None, _T]:
             raise
         try:
             # A bare yield (``asyncio.sleep(0)``) gives the loop a turn as it is.
-            yield None if waited_for is None else _Uncancellable(waited_for)
+            yield (
+                None
+                if waited_for is None
+                else SimpleNamespace(
+                    _asyncio_future_blocking=True,
+                    get_loop=waited_for.get_loop,
+                    add_done_callback=waited_for.add_done_callback,
+                    cancel=_refuse,
+                )
+            )
         except asyncio.CancelledError as exc:
             # The task was cancelled, or the write's own future was (the write then
             # sees that itself when resumed): only the first is the caller's.
@@ -127,23 +142,6 @@ def shielded(awaitable: Awaitable[_T]) -> Generator[Any, None, _T]:
             continue  # the write's future failed: resumed, the write reads that itself
 
 
-class _Uncancellable:
-    """A future as a task waits for it, except that the task cannot cancel it.
-
-    Implements the part of the future protocol a task uses on what it waits for
-    (``_asyncio_future_blocking``, ``get_loop``, ``add_done_callback``, ``cancel``);
-    the task is woken by the very future, with no extra turn of the event loop. Why
-    ``get_loop`` and ``add_done_callback`` are the future's own bound methods rather
-    than methods that forward to them: the task calls both on every wait, and this
-    way neither costs a Python frame.
-    """
-
-    __slots__ = ("_asyncio_future_blocking", "add_done_callback", "get_loop")
-
-    def __init__(self, future: Any) -> None:
-        self.get_loop = future.get_loop
-        self.add_done_callback = future.add_done_callback
-        self._asyncio_future_blocking = True
-
-    def cancel(self, msg: Any = None) -> bool:
-        return False
+def _refuse(msg: Any = None) -> bool:
+    """An uncancellable future's ``cancel``: refused, as a done future refuses it."""
+    return False

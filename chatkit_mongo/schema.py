@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 from bson import ObjectId
@@ -564,6 +564,7 @@ def index_specs(retention: bool) -> tuple[IndexSpec, ...]:
 _EPOCH: Final = datetime(1, 1, 1)
 _SORT_DIGITS: Final = 18
 """Microseconds from year 1 to year 9999 fit in 18 decimal digits."""
+_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 def utc_naive(value: datetime) -> datetime:
@@ -589,10 +590,10 @@ def sort_key(created_at: datetime, element_id: str) -> str:
     bounds and no ``$or``. Fixed-width decimal digits make byte order (MongoDB's
     simple collation) equal to time order.
     """
-    delta = utc_naive(created_at) - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    # zfill rather than a format spec: every write pays this, and it is three times cheaper
-    return str(micros).zfill(_SORT_DIGITS) + " " + element_id
+    naive = created_at if created_at.tzinfo is None else utc_naive(created_at)
+    # Why written out so: every write pays this. A timedelta divided by a timedelta is
+    # exact in C, and zfill is three times cheaper than a format spec.
+    return str((naive - _EPOCH) // _MICROSECOND).zfill(_SORT_DIGITS) + " " + element_id
 
 
 def sort_key_id(key: str) -> str:

@@ -520,7 +520,7 @@ def _document(
 
     Built as one dict, with ``created_at`` made naive UTC once: every write pays this.
     """
-    naive = utc_naive(created_at)
+    naive = created_at if created_at.tzinfo is None else utc_naive(created_at)
     return {
         **key,
         Field.SORT_KEY: sort_key(naive, element_id),
