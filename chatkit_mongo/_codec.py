@@ -276,7 +276,8 @@ def proved_dump(model: BaseModel, adapter: TypeAdapter[Any]) -> dict[str, Any] |
     identity, the adapter kept alive with it so that the id is never reused).
 
     Why the proof also dumps: it visits every value anyway, and for the values it proves
-    the dump is the value itself (or a datetime's ISO form, or a container of such).
+    the dump is the value itself (a datetime's ISO form; containers copied, so that
+    what is sent is what was checked, whatever changes the caller's model meanwhile).
     pydantic's serializer, run besides, cost as much as the proof: a write then pays
     one walk over the model instead of two.
     """
@@ -325,40 +326,41 @@ def _datetime_dump(value: Any) -> Any:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-_JSON_CONTAINERS_MAX: Final = 100_000
-"""How many lists and dicts a value typed ``Any`` may hold and still be proved: a value
-that contains itself would otherwise be walked for ever (pydantic's dump, on the full
-check's path, then refuses it as a cycle)."""
-
-
 def _json_dump(value: Any) -> Any:
     """A value typed ``Any`` that JSON keeps as it is: None, bool, int, finite float and
     str (exact types, no subclasses), and lists and str-keyed dicts of those; its dump is
-    the value itself, which is equal to pydantic's copy. Iterative: it may be deep."""
-    stack = [value]
-    containers = 0
-    while stack:
-        current = stack.pop()
-        kind = type(current)
-        if kind is str or kind is int or kind is bool or current is None:
-            continue
-        if kind is float:
-            if not isfinite(current):
+    a copy, as pydantic's is.
+
+    Why a copy and not the value itself: between the checks and the driver's encoding
+    the event loop runs other tasks, and one of them may change the caller's metadata;
+    what is sent must be what was checked. A value that contains itself, or is nested
+    past the interpreter's limit, ends in ``RecursionError``, which sends the model to
+    pydantic's dump and the full check (see :func:`proved_dump`).
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if isfinite(value) else _UNPROVED
+    if kind is list:
+        items = []
+        for element in value:
+            dumped = _json_dump(element)
+            if dumped is _UNPROVED:
                 return _UNPROVED
-            continue
-        containers += 1
-        if containers > _JSON_CONTAINERS_MAX:
-            return _UNPROVED
-        if kind is list:
-            stack.extend(current)
-        elif kind is dict:
-            for key in current:
-                if type(key) is not str:
-                    return _UNPROVED
-            stack.extend(current.values())
-        else:
-            return _UNPROVED
-    return value
+            items.append(dumped)
+        return items
+    if kind is dict:
+        entries = {}
+        for key, element in value.items():
+            if type(key) is not str:
+                return _UNPROVED
+            dumped = _json_dump(element)
+            if dumped is _UNPROVED:
+                return _UNPROVED
+            entries[key] = dumped
+        return entries
+    return _UNPROVED
 
 
 _PLAIN_TYPES: Final[dict[str, type]] = {"str": str, "int": int, "bool": bool}

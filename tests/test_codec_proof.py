@@ -320,13 +320,24 @@ def test_a_proved_datetime_is_written_as_pydantic_writes_it(value: datetime) -> 
     assert proved["created_at"] == TypeAdapter(datetime).dump_python(value, mode="json")
 
 
-def test_a_proved_dump_keeps_the_schemas_field_order_and_shares_no_list() -> None:
+def test_a_proved_dump_keeps_the_schemas_field_order_and_shares_nothing_mutable() -> None:
+    """What is sent must be what was checked: the event loop runs other tasks between
+    the checks and the driver's encoding, and they may change the caller's model."""
     item = AssistantMessageItem(id="m", thread_id="t", created_at=datetime(2020, 1, 1), content=[])
     proved = codec.proved_dump(item, ITEM_ADAPTER)
     assert proved is not None
     assert list(proved) == list(item.model_dump(mode="json"))
-    proved["content"].append("x")
-    assert item.content == []
+    thread = ThreadMetadata(
+        id="t", created_at=datetime(2020, 1, 1), metadata={"tags": ["a"], "more": {"k": 1}}
+    )
+    dumped = codec.proved_dump(thread, THREAD_ADAPTER)
+    assert dumped is not None
+    item.content.append(AssistantMessageContent(text="later"))
+    thread.metadata["tags"].append(math.nan)
+    thread.metadata["more"]["k"] = math.inf
+    thread.metadata["new"] = 1
+    assert proved["content"] == []
+    assert dumped["metadata"] == {"tags": ["a"], "more": {"k": 1}}
 
 
 def test_metadata_that_contains_itself_is_refused_as_a_cycle_not_walked_for_ever() -> None:
