@@ -5,10 +5,10 @@ read and query in mongosh, while keeping what BSON dates would lose: ISO strings
 microseconds and tell a naive datetime from an aware one (ChatKit stamps items with
 naive ``datetime.now()`` and later subtracts it from ``datetime.now()``).
 
-Why every write is read back in memory before it is sent: fields typed ``Any`` (thread
-and attachment metadata, tool outputs, hidden context) may hold values JSON cannot keep
-(NaN, a datetime, a tuple). Such a value is refused with an error that names the field,
-instead of being stored and coming back different.
+Why every write is proved to read back, or read back in memory, before it is sent:
+fields typed ``Any`` (thread and attachment metadata, tool outputs, hidden context) may
+hold values JSON cannot keep (NaN, a datetime, a tuple). Such a value is refused with
+an error that names the field, instead of being stored and coming back different.
 """
 
 from __future__ import annotations
