@@ -428,7 +428,6 @@ class _Compiler:
             "_never": _never,
             "_datetime": _datetime_dump,
             "_json": _json_dump,
-            "datetime": datetime,
             "isfinite": isfinite,
         }
 
@@ -554,9 +553,7 @@ class _Compiler:
             "    return _UNPROVED",
             "dumped = []",
             "for element in value:",
-            f"    element = {item}(element)",
-            "    if element is _UNPROVED:",
-            "        return _UNPROVED",
+            *[f"    {line}" for line in _dumped_into("element", item)],
             "    dumped.append(element)",
             "return dumped",
         )
@@ -573,9 +570,7 @@ class _Compiler:
             "for key, element in value.items():",
             "    if type(key) is not str:",
             "        return _UNPROVED",
-            f"    element = {values}(element)",
-            "    if element is _UNPROVED:",
-            "        return _UNPROVED",
+            *[f"    {line}" for line in _dumped_into("element", values)],
             "    dumped[key] = element",
             "return dumped",
         )
@@ -616,11 +611,7 @@ class _Compiler:
                 dumped = self.compile(inner)
                 if dumped == "_never":
                     return "_never"
-                dumps += [
-                    f"{local} = {dumped}({local})",
-                    f"if {local} is _UNPROVED:",
-                    "    return _UNPROVED",
-                ]
+                dumps += _dumped_into(local, dumped)
             entries.append(f"{name!r}: {local}")
         return self._function(
             f"if type(value) is not {self._constant(cls)}:",
@@ -675,3 +666,8 @@ class _Compiler:
             "    return _UNPROVED",
             "return dump(value)",
         )
+
+
+def _dumped_into(local: str, dump: str) -> list[str]:
+    """Source that replaces ``local`` with its dump by ``dump``, or returns unproved."""
+    return [f"{local} = {dump}({local})", f"if {local} is _UNPROVED:", "    return _UNPROVED"]
