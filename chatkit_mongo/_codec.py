@@ -58,8 +58,15 @@ parse_attachment: Final = _parser(ATTACHMENT_ADAPTER)
 """A stored attachment's ``data`` as its ``Attachment`` variant, or ``ValidationError``."""
 
 
-def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, Any]:
-    """The model as a BSON-ready dict, or :class:`UnstorableError` naming ``what``.
+Dumped = tuple[dict[str, Any], int | None]
+"""A model's dump and, where :func:`proved_dump` proved it, an upper bound of its BSON
+size that also vouches it encodes, holds no DBRef shape and fewer than ``MAX_NESTING``
+documents and arrays (see :func:`check_document`); None where that is not proved."""
+
+
+def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> Dumped:
+    """The model as a BSON-ready dict (with its proved bound), or
+    :class:`UnstorableError` naming ``what``.
 
     Why the proof first: validating the dump back and comparing it with the model is
     most of a write's CPU, and for the common model (plain strings, ints, naive
@@ -92,19 +99,27 @@ def dump(model: BaseModel, adapter: TypeAdapter[Any], what: str) -> dict[str, An
             "holds a value that JSON cannot keep (NaN, infinity, datetime, bytes, tuple, set, "
             "or another non-JSON type). Store it as a JSON value."
         )
-    return data
+    return data, None
 
 
-def check_document(document: dict[str, Any], what: str) -> None:
+def check_document(document: dict[str, Any], what: str, proof: Dumped | None = None) -> None:
     """Refuse, before anything is sent, a document MongoDB would reject or truncate, or
     one that would not read back as it is (see :func:`is_dbref_shaped`).
 
-    Why the encode comes first: most documents are small, and a small one can hold
-    neither too deep a nesting nor a DBRef-shaped object unseen, so the walk that looks
-    for those is skipped (see ``_SCAN_FROM_BYTES``). Whenever the encode fails or the
-    walk cannot be skipped, the checks run in their full order, so the error is the one
-    the full check gives.
+    ``proof``, the :data:`Dumped` of the document's one sub-document, skips every
+    check where it settles them (see :func:`_proved_storable`): a write then neither
+    encodes nor walks its document (the driver encodes it once, to send it).
+
+    Why the encode comes first otherwise: most documents are small, and a small one can
+    hold neither too deep a nesting nor a DBRef-shaped object unseen, so the walk that
+    looks for those is skipped (see ``_SCAN_FROM_BYTES``). Whenever the encode fails or
+    the walk cannot be skipped, the checks run in their full order, so the error is the
+    one the full check gives.
     """
+    if proof is not None:
+        data, bound = proof
+        if bound is not None and _proved_storable(document, data, bound):
+            return
     try:
         encoded = bson.encode(document)
     except (OverflowError, InvalidDocument, UnicodeEncodeError, RecursionError):
@@ -114,6 +129,43 @@ def check_document(document: dict[str, Any], what: str) -> None:
     if encoded is None or len(encoded) >= _SCAN_FROM_BYTES or _DBREF_KEY in encoded:
         _check_structure(document, what)
         _check_encoded(document, what, encoded)
+
+
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+
+
+def _proved_storable(document: dict[str, Any], data: dict[str, Any], bound: int) -> bool:
+    """Whether the checks are settled for ``document``: its one sub-document is ``data``,
+    a proved dump within ``bound``; every other value is an ASCII str, a naive datetime,
+    None, a bool or a 64-bit int, under a key that is a plain identifier (no NUL, no
+    ``$``).
+
+    Why that settles them: such values always encode; the document's size is at most
+    the sum of its elements' (type byte, key, NUL, value; 8 bytes for a fixed-size
+    value or a str's length and NUL) and the bound, compared with the limit; its
+    nesting is one level above the dump's, which holds fewer than ``MAX_NESTING``
+    documents and arrays; a DBRef shape needs a ``$`` key, which only the dump could
+    hold, and the proof refused those. Anything else (False) takes the full check.
+    """
+    size = 5 + bound
+    for key, value in document.items():
+        if not (type(key) is str and key.isascii() and key.isidentifier()):
+            return False
+        size += 10 + len(key)
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                return False
+            size += len(value)
+        elif kind is int:
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                return False
+        elif value is data:
+            continue
+        elif not (value is None or kind is bool or (kind is datetime and value.tzinfo is None)):
+            return False
+    return size <= MAX_DOCUMENT_BYTES - _SIZE_HEADROOM
 
 
 _DBREF_KEY: Final = b"\x02$ref\x00"
@@ -246,11 +298,29 @@ def _first_difference(saved: BaseModel, loaded: BaseModel) -> str:
 
 # ---------------------------------------------------------------- the round-trip proof
 
-_Dump = Callable[[Any], Any]
-"""``value -> its JSON dump``, exactly as ``model_dump(mode="json")`` writes it, only if
-that dump, validated back through the schema the function was compiled from, is
-provably equal to the value; :data:`_UNPROVED` otherwise ("not proved", never
-"refused")."""
+_Meter = list[int]
+"""What a dump adds up while it walks, for :func:`check_document`: ``[0]``, bytes;
+``[1]``, documents and arrays. Each value adds the bytes its BSON can take beyond the 8
+that its parent counts for it (a parent counts ``10 + len(key)`` per element: type
+byte, key, NUL and 8, a fixed-size value's size or a str's or container's length and
+NUL): a str its UTF-8 length, a container its elements, a datetime 32 (its longest ISO
+form). A value that BSON cannot encode, or whose key could make a DBRef shape, adds
+:data:`_UNSTORABLE` instead: the bound is then past the limit and the full check runs,
+and its error is the one given."""
+
+_Dump = Callable[[Any, _Meter], Any]
+"""``(value, meter) -> its JSON dump``, exactly as ``model_dump(mode="json")`` writes
+it, only if that dump, validated back through the schema the function was compiled
+from, is provably equal to the value; :data:`_UNPROVED` otherwise ("not proved", never
+"refused"). It adds to ``meter`` as :data:`_Meter` says."""
+
+_UNSTORABLE: Final = MAX_DOCUMENT_BYTES
+"""What a value BSON cannot store adds to the meter's bytes: enough to pass the limit."""
+_LIST_ELEMENT: Final = 17
+"""What a parent counts per array element: 10 and its key, an index of at most 7 digits
+(a longer one means ten million elements, whose count alone passes the limit)."""
+_ISO_DATETIME: Final = 32
+"""The longest ISO form of a datetime: ``YYYY-MM-DDTHH:MM:SS.ffffff+HH:MM``."""
 
 
 class _Unproved:
@@ -262,33 +332,40 @@ class _Unproved:
 _UNPROVED: Final = _Unproved()
 
 
-def _never(value: Any) -> Any:
+def _never(value: Any, meter: _Meter) -> Any:
     return _UNPROVED
 
 
 _DUMPS: Final[dict[int, tuple[TypeAdapter[Any], _Dump]]] = {}
 
 
-def proved_dump(model: BaseModel, adapter: TypeAdapter[Any]) -> dict[str, Any] | None:
+def proved_dump(model: BaseModel, adapter: TypeAdapter[Any]) -> Dumped | None:
     """``model``'s JSON dump, if that dump, validated back through ``adapter``, is
     provably equal to ``model``, from its values alone; None means "not proved", never
-    "refused". The dump's code for ``adapter``'s schema is compiled once (keyed by
-    identity, the adapter kept alive with it so that the id is never reused).
+    "refused". With it, an upper bound of its BSON size where that also proves it
+    storable (see :data:`Dumped`). The dump's code for ``adapter``'s schema is compiled
+    once (keyed by identity, the adapter kept alive with it so that the id is never
+    reused).
 
-    Why the proof also dumps: it visits every value anyway, and for the values it proves
-    the dump is the value itself (a datetime's ISO form; containers copied, so that
-    what is sent is what was checked, whatever changes the caller's model meanwhile).
-    pydantic's serializer, run besides, cost as much as the proof: a write then pays
-    one walk over the model instead of two.
+    Why the proof also dumps and measures: it visits every value anyway, and for the
+    values it proves the dump is the value itself (a datetime's ISO form; containers
+    copied, so that what is sent is what was checked, whatever changes the caller's
+    model meanwhile). pydantic's serializer, run besides, cost as much as the proof,
+    and encoding the document to check it cost half as much again: a write then pays
+    one walk over the model instead of three.
     """
     entry = _DUMPS.get(id(adapter))
     if entry is None:
         entry = _DUMPS[id(adapter)] = (adapter, _compile_schema(adapter.core_schema))
+    meter = [0, 0]
     try:
-        data = entry[1](model)
+        data = entry[1](model, meter)
     except RecursionError:  # a model nested past the interpreter's limit, or a cycle
         return None
-    return None if data is _UNPROVED else data
+    if data is _UNPROVED:
+        return None
+    # Why 8 more: the meter counts what the dump adds beyond what its parent counts.
+    return data, (8 + meter[0] if meter[1] < MAX_NESTING else None)
 
 
 def _compile_schema(schema: Mapping[str, Any]) -> _Dump:
@@ -317,16 +394,38 @@ def _is_round_trip_datetime(value: Any) -> bool:
     return offset.microseconds == 0 and offset.seconds % _FIXED_OFFSET_UNIT == 0
 
 
-def _datetime_dump(value: Any) -> Any:
+def _datetime_dump(value: Any, meter: _Meter) -> Any:
     """A round-trip datetime as pydantic writes it: ``isoformat()``, with ``Z`` for a
     zero offset (pinned against pydantic for every such datetime by the tests)."""
     if not _is_round_trip_datetime(value):
         return _UNPROVED
+    meter[0] += _ISO_DATETIME
     text: str = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def _json_dump(value: Any) -> Any:
+def _utf8(text: str) -> int:
+    """A non-ASCII str's UTF-8 length; :data:`_UNSTORABLE` for one with a lone surrogate."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return _UNSTORABLE
+
+
+def _key_bytes(key: str) -> int:
+    """A key's UTF-8 length; :data:`_UNSTORABLE` for one BSON refuses (a NUL in it) or
+    one that could make its object a DBRef shape (any ``$`` key, to keep the test short)."""
+    if "\x00" in key or key.startswith("$"):
+        return _UNSTORABLE
+    return len(key) if key.isascii() else _utf8(key)
+
+
+def _int64(value: int) -> int:
+    """What an int adds to the meter: nothing within BSON's 64-bit range."""
+    return 0 if _INT64_MIN <= value <= _INT64_MAX else _UNSTORABLE
+
+
+def _json_dump(value: Any, meter: _Meter) -> Any:
     """A value typed ``Any`` that JSON keeps as it is: None, bool, int, finite float and
     str (exact types, no subclasses), and lists and str-keyed dicts of those; its dump is
     a copy, as pydantic's is.
@@ -338,24 +437,35 @@ def _json_dump(value: Any) -> Any:
     pydantic's dump and the full check (see :func:`proved_dump`).
     """
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str:
+        meter[0] += len(value) if value.isascii() else _utf8(value)
+        return value
+    if kind is int:
+        meter[0] += _int64(value)
+        return value
+    if kind is bool or value is None:
         return value
     if kind is float:
         return value if isfinite(value) else _UNPROVED
     if kind is list:
+        meter[0] += _LIST_ELEMENT * len(value)
+        meter[1] += 1
         items = []
         for element in value:
-            dumped = _json_dump(element)
+            dumped = _json_dump(element, meter)
             if dumped is _UNPROVED:
                 return _UNPROVED
             items.append(dumped)
         return items
     if kind is dict:
+        meter[0] += 10 * len(value)
+        meter[1] += 1
         entries = {}
         for key, element in value.items():
             if type(key) is not str:
                 return _UNPROVED
-            dumped = _json_dump(element)
+            meter[0] += _key_bytes(key)
+            dumped = _json_dump(element, meter)
             if dumped is _UNPROVED:
                 return _UNPROVED
             entries[key] = dumped
@@ -428,6 +538,9 @@ class _Compiler:
             "_never": _never,
             "_datetime": _datetime_dump,
             "_json": _json_dump,
+            "_utf8": _utf8,
+            "_key_bytes": _key_bytes,
+            "_int64": _int64,
             "isfinite": isfinite,
         }
 
@@ -460,12 +573,17 @@ class _Compiler:
 
     def _function(self, *body: str) -> str:
         name = f"_p{len(self.source)}"
-        self.source.append(f"def {name}(value):\n" + "".join(f"    {line}\n" for line in body))
+        self.source.append(f"def {name}(value, m):\n" + "".join(f"    {line}\n" for line in body))
         return name
 
-    def _scalar(self, test: str) -> str:
-        """A dump that is the value itself, where ``test`` (of ``value``) holds."""
-        return self._function(f"return value if {test} else _UNPROVED")
+    def _scalar(self, test: str, size: str = "0") -> str:
+        """A dump that is the value itself, where ``test`` (of ``value``) holds; it adds
+        ``size`` (of ``value``) to the meter."""
+        if size == "0":
+            return self._function(f"return value if {test} else _UNPROVED")
+        return self._function(
+            f"if not ({test}):", "    return _UNPROVED", f"m[0] += {size}", "return value"
+        )
 
     def compile(self, schema: Mapping[str, Any]) -> str:
         """The name of the dump of ``schema``."""
@@ -478,7 +596,7 @@ class _Compiler:
             return self._reference(schema["schema_ref"])
         test = self._scalar_test("value", schema)
         if test is not None:
-            return self._scalar(test)
+            return self._scalar(test, self._scalar_size("value", schema))
         keys = schema.keys()
         if kind == "float" and keys <= _BARE_KEYS:
             return self._scalar("type(value) is float and isfinite(value)")
@@ -490,7 +608,7 @@ class _Compiler:
             return "_datetime"
         if kind == "nullable" and keys <= _BARE_KEYS | {"schema"}:
             inner = self.compile(schema["schema"])
-            return self._function(f"return None if value is None else {inner}(value)")
+            return self._function(f"return None if value is None else {inner}(value, m)")
         if kind == "default" and keys <= _DEFAULT_KEYS_FACTORY:
             return self.compile(schema["schema"])  # a stored value is dumped and read as is
         if kind == "list" and keys <= _BARE_KEYS | {"items_schema"}:
@@ -531,26 +649,51 @@ class _Compiler:
             expected = schema["expected"]
             if not all(type(choice) is str for choice in expected):
                 return None
+            if not all(_encodable(choice) for choice in expected):
+                return None
             choices = self._constant(frozenset(expected))
             return f"type({subject}) is str and {subject} in {choices}"
         return None
 
+    def _scalar_size(self, subject: str, schema: Mapping[str, Any]) -> str:
+        """What ``subject``, of a schema :meth:`_scalar_test` accepts and once that test
+        holds, adds to the meter (see :data:`_Meter`): an expression, "0" for nothing."""
+        kind = schema["type"]
+        if kind == "str":
+            return f"(len({subject}) if {subject}.isascii() else _utf8({subject}))"
+        if kind == "int":
+            return f"_int64({subject})"
+        if kind == "nullable":
+            inner = self._scalar_size(subject, schema["schema"])
+            return inner if inner == "0" else f"(0 if {subject} is None else {inner})"
+        if kind == "literal":
+            return str(max(len(choice.encode()) for choice in schema["expected"]))
+        return "0"
+
     def _list(self, schema: Mapping[str, Any]) -> str:
         item_schema = schema["items_schema"]
         test = self._scalar_test("element", item_schema)
+        head = [
+            "if type(value) is not list:",
+            "    return _UNPROVED",
+            f"m[0] += {_LIST_ELEMENT} * len(value)",
+            "m[1] += 1",
+        ]
         if test is not None:  # a list of values that dump as themselves: a copy
+            size = self._scalar_size("element", item_schema)
             return self._function(
-                "if type(value) is not list:",
-                "    return _UNPROVED",
+                *head,
+                *(["size = 0"] if size != "0" else []),
                 "for element in value:",
                 f"    if not ({test}):",
                 "        return _UNPROVED",
+                *([f"    size += {size}"] if size != "0" else []),
+                *(["m[0] += size"] if size != "0" else []),
                 "return value.copy()",
             )
         item = self.compile(item_schema)
         return self._function(
-            "if type(value) is not list:",
-            "    return _UNPROVED",
+            *head,
             "dumped = []",
             "for element in value:",
             *[f"    {line}" for line in _dumped_into("element", item)],
@@ -566,10 +709,13 @@ class _Compiler:
         return self._function(
             "if type(value) is not dict:",
             "    return _UNPROVED",
+            "m[0] += 10 * len(value)",
+            "m[1] += 1",
             "dumped = {}",
             "for key, element in value.items():",
             "    if type(key) is not str:",
             "        return _UNPROVED",
+            "    m[0] += _key_bytes(key)",
             *[f"    {line}" for line in _dumped_into("element", values)],
             "    dumped[key] = element",
             "return dumped",
@@ -592,11 +738,17 @@ class _Compiler:
             return "_never"
         reads: list[str] = []  # each field read once, into a local of its own
         tests: list[str] = []  # the fields that dump as themselves, in one expression
+        sizes: list[str] = []  # what those add to the meter, beyond the fixed part
+        fixed = 0  # what the fields' elements add whatever their values (see _Meter)
         dumps: list[str] = []  # the others, each dumped and checked in turn
         entries: list[str] = []  # the dump, in the schema's order
         for index, (name, field) in enumerate(fields_schema["fields"].items()):
             if type(name) is not str:
                 raise TypeError(f"field name {name!r}")
+            key_bytes = _key_bytes(name)
+            if key_bytes >= _UNSTORABLE:  # a name BSON cannot store as it is
+                return "_never"
+            fixed += 10 + key_bytes
             if field["type"] != "model-field" or not field.keys() <= _FIELD_KEYS:
                 return "_never"
             inner = self._unwrap_default(field["schema"])
@@ -607,6 +759,11 @@ class _Compiler:
             test = self._scalar_test(local, inner)
             if test is not None:
                 tests.append(test)
+                size = self._scalar_size(local, inner)
+                if size.isdigit():
+                    fixed += int(size)
+                else:
+                    sizes.append(size)
             else:
                 dumped = self.compile(inner)
                 if dumped == "_never":
@@ -626,6 +783,8 @@ class _Compiler:
             "except KeyError:  # a field deleted from the instance",
             "    return _UNPROVED",
             *([f"if not ({' and '.join(tests)}):", "    return _UNPROVED"] if tests else []),
+            f"m[0] += {' + '.join([str(fixed), *sizes])}",
+            "m[1] += 1",
             *dumps,
             f"return {{{', '.join(entries)}}}",
         )
@@ -664,10 +823,21 @@ class _Compiler:
             f"tag = value.__dict__.get({tag_field!r})",
             f"if type(tag) is not str or {self._constant(class_of_tag)}.get(tag) is not cls:",
             "    return _UNPROVED",
-            "return dump(value)",
+            "return dump(value, m)",
         )
 
 
 def _dumped_into(local: str, dump: str) -> list[str]:
     """Source that replaces ``local`` with its dump by ``dump``, or returns unproved."""
-    return [f"{local} = {dump}({local})", f"if {local} is _UNPROVED:", "    return _UNPROVED"]
+    return [f"{local} = {dump}({local}, m)", f"if {local} is _UNPROVED:", "    return _UNPROVED"]
+
+
+def _encodable(choice: Any) -> bool:
+    """A literal's choice that is a str UTF-8 encodes (a lone surrogate does not)."""
+    if type(choice) is not str:
+        return False
+    try:
+        choice.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -411,12 +411,10 @@ class Persistence:
         attachment_id = check_id(attachment.id, "attachment.id")
         what = f"attachment {attachment_id}"
         key = queries.attachment_filter(owner, attachment_id)
-        fields = {
-            **key,
-            Field.THREAD_ID: check_optional_id(attachment.thread_id, "attachment.thread_id"),
-            Field.DATA: dump(attachment, ATTACHMENT_ADAPTER, what),
-        }
-        check_document(fields, what)
+        thread_id = check_optional_id(attachment.thread_id, "attachment.thread_id")
+        dumped = dump(attachment, ATTACHMENT_ADAPTER, what)
+        fields = {**key, Field.THREAD_ID: thread_id, Field.DATA: dumped[0]}
+        check_document(fields, what, dumped)
         return key, fields
 
     async def sealed_attachment_document(

@@ -230,10 +230,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
         thread_id = check_id(metadata.id, "thread.id")
         what = f"thread {thread_id}"
         key = queries.thread_filter(owner, thread_id)
-        fields = _document(
-            key, metadata.created_at, thread_id, dump(metadata, THREAD_ADAPTER, what)
-        )
-        check_document(fields, what)
+        dumped = dump(metadata, THREAD_ADAPTER, what)
+        fields = _document(key, metadata.created_at, thread_id, dumped[0])
+        check_document(fields, what, dumped)
         fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         await self.persistence.save_thread(key, fields)
 
@@ -396,8 +395,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
         item_id = check_id(item.id, "item.id")
         what = f"item {item_id} of thread {thread_id}"
         key = queries.item_filter(owner, thread_id, item_id)
-        fields = _document(key, item.created_at, item_id, dump(item, ITEM_ADAPTER, what))
-        check_document(fields, what)
+        dumped = dump(item, ITEM_ADAPTER, what)
+        fields = _document(key, item.created_at, item_id, dumped[0])
+        check_document(fields, what, dumped)
         return key, fields
 
     async def _load(self, owner: str, find: Find, parse: Callable[[Any], _T], not_found: str) -> _T:

@@ -40,6 +40,9 @@ from chatkit.types import (
     WorkflowItem,
 )
 from chatkit.widgets import Card, Text
+from pydantic import BaseModel, TypeAdapter
+
+from chatkit_mongo._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
 
 BASE_TIME = datetime(2026, 11, 22, 9, 30, 15, 123456)
 """Naive and with microseconds, as ChatKit's ``datetime.now()`` stamps."""
@@ -175,6 +178,18 @@ def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
         SDKHiddenContextItem(**base("shcx_1"), content="The user cancelled the stream."),
         EndOfTurnItem(**base("eot_1")),
     ]
+
+
+def every_model() -> list[tuple[BaseModel, TypeAdapter[Any]]]:
+    """A thread, both attachment kinds and every item variant, each with its adapter."""
+    thread_id = "thr_1"
+    models: list[tuple[BaseModel, TypeAdapter[Any]]] = [
+        (thread(thread_id), THREAD_ADAPTER),
+        (file_attachment(thread_id=thread_id), ATTACHMENT_ADAPTER),
+        (image_attachment(), ATTACHMENT_ADAPTER),
+    ]
+    models += [(item, ITEM_ADAPTER) for item in every_item(thread_id)]
+    return models
 
 
 def threads_for_variety() -> list[ThreadMetadata]:

@@ -403,7 +403,7 @@ def sample_documents() -> dict[str, dict[str, Any]]:
     assistant replies of three lengths."""
     now = datetime.now()
     thread = ThreadMetadata(id="thr_bench", created_at=now, title="Planning the trip")
-    documents = {"thread": dump(thread, THREAD_ADAPTER, "thread")}
+    documents = {"thread": dump(thread, THREAD_ADAPTER, "thread")[0]}
     for name, words in (("user message", 20), ("reply 300 words", 300), ("reply 3000 words", 3000)):
         text = " ".join(f"word{n % 97}" for n in range(words))
         item: ThreadItem
@@ -422,7 +422,7 @@ def sample_documents() -> dict[str, dict[str, Any]]:
                 created_at=now,
                 content=[AssistantMessageContent(text=text)],
             )
-        documents[name] = dump(item, ITEM_ADAPTER, name)
+        documents[name] = dump(item, ITEM_ADAPTER, name)[0]
     return documents
 
 
