@@ -647,8 +647,6 @@ class _Compiler:
             return None if inner is None else f"({subject} is None or {inner})"
         if kind == "literal" and keys <= _BARE_KEYS | {"expected"}:
             expected = schema["expected"]
-            if not all(type(choice) is str for choice in expected):
-                return None
             if not all(_encodable(choice) for choice in expected):
                 return None
             choices = self._constant(frozenset(expected))
