@@ -394,12 +394,12 @@ def _is_round_trip_datetime(value: Any) -> bool:
     return offset.microseconds == 0 and offset.seconds % _FIXED_OFFSET_UNIT == 0
 
 
-def _datetime_dump(value: Any, meter: _Meter) -> Any:
+def _datetime_text(value: Any) -> Any:
     """A round-trip datetime as pydantic writes it: ``isoformat()``, with ``Z`` for a
-    zero offset (pinned against pydantic for every such datetime by the tests)."""
+    zero offset (pinned against pydantic for every such datetime by the tests);
+    :data:`_UNPROVED` for any other value."""
     if not _is_round_trip_datetime(value):
         return _UNPROVED
-    meter[0] += _ISO_DATETIME
     text: str = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
@@ -510,7 +510,7 @@ class _Compiler:
     Why each accepted shape is exact, for a value of exactly the expected type:
     ``model_dump(mode="json")`` returns a str, int or bool as it is, a finite float as
     it is, a literal's value as it is, a datetime as its ISO form (see
-    :func:`_datetime_dump`), lists and str-keyed dicts item by item, a model as a dict
+    :func:`_datetime_text`), lists and str-keyed dicts item by item, a model as a dict
     of its fields in the schema's order; and the validator of each shape returns those
     values equal. A model compares equal when its class, extras, private attributes and
     fields do (``BaseModel.__eq__``).
@@ -536,7 +536,8 @@ class _Compiler:
         self.namespace: dict[str, Any] = {
             "_UNPROVED": _UNPROVED,
             "_never": _never,
-            "_datetime": _datetime_dump,
+            "_datetime_text": _datetime_text,
+            "datetime": datetime,
             "_json": _json_dump,
             "_utf8": _utf8,
             "_key_bytes": _key_bytes,
@@ -605,7 +606,7 @@ class _Compiler:
         if kind == "any" and keys <= _BARE_KEYS:
             return "_json"
         if kind == "datetime" and keys <= _DATETIME_KEYS:
-            return "_datetime"
+            return self._function(f"m[0] += {_ISO_DATETIME}", f"return {_iso('value')}")
         if kind == "nullable" and keys <= _BARE_KEYS | {"schema"}:
             inner = self.compile(schema["schema"])
             return self._function(f"return None if value is None else {inner}(value, m)")
@@ -762,6 +763,9 @@ class _Compiler:
                     fixed += int(size)
                 else:
                     sizes.append(size)
+            elif inner["type"] == "datetime" and inner.keys() <= _DATETIME_KEYS:
+                fixed += _ISO_DATETIME  # written out, as a datetime is on every write
+                dumps += [f"{local} = {_iso(local)}", *_unproved_if(local)]
             else:
                 dumped = self.compile(inner)
                 if dumped == "_never":
@@ -827,7 +831,22 @@ class _Compiler:
 
 def _dumped_into(local: str, dump: str) -> list[str]:
     """Source that replaces ``local`` with its dump by ``dump``, or returns unproved."""
-    return [f"{local} = {dump}({local}, m)", f"if {local} is _UNPROVED:", "    return _UNPROVED"]
+    return [f"{local} = {dump}({local}, m)", *_unproved_if(local)]
+
+
+def _iso(subject: str) -> str:
+    """The dump of ``subject``, a datetime field, as an expression: a naive datetime,
+    ChatKit's own stamp on every item, is its ``isoformat()`` (no call of ours); any
+    other value goes to :func:`_datetime_text`."""
+    return (
+        f"{subject}.isoformat() if type({subject}) is datetime and {subject}.tzinfo is None "
+        f"else _datetime_text({subject})"
+    )
+
+
+def _unproved_if(local: str) -> list[str]:
+    """Source that returns unproved where ``local`` is."""
+    return [f"if {local} is _UNPROVED:", "    return _UNPROVED"]
 
 
 def _encodable(choice: Any) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 from unittest import mock
 from zoneinfo import ZoneInfo
 
+import bson
 import pytest
 from chatkit.types import (
     AssistantMessageContent,
@@ -318,6 +319,30 @@ def test_a_proved_datetime_is_written_as_pydantic_writes_it(value: datetime) -> 
     proved = codec.proved_dump(thread, THREAD_ADAPTER)
     assert proved is not None
     assert proved[0]["created_at"] == TypeAdapter(datetime).dump_python(value, mode="json")
+
+
+class _Times(BaseModel):
+    at: datetime
+    maybe: datetime | None = None
+    every: list[datetime] = []
+
+
+@given(
+    st.datetimes(timezones=_ROUND_TRIP_ZONES),
+    st.lists(st.datetimes(timezones=_ROUND_TRIP_ZONES), max_size=3),
+)
+def test_a_datetime_in_any_place_of_a_model_is_written_as_pydantic_writes_it(
+    value: datetime, values: list[datetime]
+) -> None:
+    """A datetime field, a nullable one and a list of them: the dump is pydantic's, and
+    the bound covers its BSON."""
+    model = _Times(at=value, maybe=value, every=values)
+    proved = codec.proved_dump(model, TypeAdapter(_Times))
+    assert proved is not None
+    data, bound = proved
+    assert data == model.model_dump(mode="json")
+    assert bound is not None
+    assert len(bson.encode(data)) <= bound
 
 
 def test_a_proved_dump_keeps_the_schemas_field_order_and_shares_nothing_mutable() -> None:
