@@ -32,7 +32,14 @@ from .errors import ItemConflictError
 from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
 from .retention import Clock, Retention
-from .schema import CollectionNames, Field, document_kind, sort_key, utc_naive
+from .schema import (
+    ENVELOPE_BYTES,
+    CollectionNames,
+    Field,
+    document_kind,
+    sort_key,
+    utc_naive,
+)
 
 if TYPE_CHECKING:
     from ._encryption import OwnerEncryption
@@ -232,7 +239,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         key = queries.thread_filter(owner, thread_id)
         dumped = dump(metadata, THREAD_ADAPTER, what)
         fields = _document(key, metadata.created_at, thread_id, dumped[0])
-        check_document(fields, what, dumped)
+        check_document(fields, what, dumped, envelope=ENVELOPE_BYTES)
         fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         await self.persistence.save_thread(key, fields)
 
@@ -397,7 +404,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         key = queries.item_filter(owner, thread_id, item_id)
         dumped = dump(item, ITEM_ADAPTER, what)
         fields = _document(key, item.created_at, item_id, dumped[0])
-        check_document(fields, what, dumped)
+        check_document(fields, what, dumped, envelope=ENVELOPE_BYTES)
         return key, fields
 
     async def _load(self, owner: str, find: Find, parse: Callable[[Any], _T], not_found: str) -> _T:
@@ -519,6 +526,10 @@ def _document(
     """A thread's or item's stored fields: its key, its timing, its model under ``data``.
 
     Built as one dict, with ``created_at`` made naive UTC once: every write pays this.
+    ``key`` holds the owner :meth:`Persistence.begin
+    <chatkit_mongo._persistence.Persistence.begin>` resolved and ids :func:`check_id`
+    accepted, which :data:`~chatkit_mongo.schema.ENVELOPE_BYTES` counts on (their
+    lengths).
     """
     naive = created_at if created_at.tzinfo is None else utc_naive(created_at)
     return {

@@ -9,12 +9,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+import bson
 import pytest
 from chatkit.store import NotFoundError
-from chatkit.types import ThreadMetadata
+from chatkit.types import AssistantMessageItem, ThreadMetadata
 
 from chatkit_mongo import MongoStore, OwnerError, UnstorableError
-from chatkit_mongo.schema import MAX_DOCUMENT_BYTES, MAX_NESTING
+from chatkit_mongo.owner import MAX_OWNER_LENGTH
+from chatkit_mongo.schema import (
+    ENVELOPE_BYTES,
+    MAX_DOCUMENT_BYTES,
+    MAX_ID_LENGTH,
+    MAX_NESTING,
+    MAX_SORT_KEY_LENGTH,
+    Field,
+)
 
 from .conftest import RequestContext
 from .hostile_values import BAD_ID_STRINGS, INJECTIONS, ODD_BUT_VALID_IDS
@@ -260,6 +269,55 @@ async def test_oversized_thread_is_refused_and_not_stored(
         await store.load_thread("thr_big", alice)
     await store.save_thread(_sized_thread(MAX_DOCUMENT_BYTES - 4096), alice)
     assert len((await store.load_thread("thr_big", alice)).metadata["blob"]) > 16_000_000
+
+
+_LONGEST_ID: Final = "\N{FOX FACE}" * MAX_ID_LENGTH
+"""The most bytes an id takes: its most characters, each four bytes in UTF-8."""
+
+
+@pytest.mark.parametrize("kind", ["thread", "item"])
+async def test_the_longest_owner_and_ids_are_held_to_the_size_limit_to_the_byte(
+    store: MongoStore[Any], kind: str
+) -> None:
+    """A proved write's check counts the owner's and ids' worst case instead of reading
+    them (``ENVELOPE_BYTES``, which the longest of each fills to the byte): with the
+    longest, a document of exactly the limit is stored, and one a byte larger refused
+    with the stored one left as it was."""
+    owner = RequestContext(user_id="\N{FOX FACE}" * MAX_OWNER_LENGTH)
+
+    async def save(size: int) -> None:
+        if kind == "thread":
+            await store.save_thread(thread(_LONGEST_ID, metadata={"blob": "x" * size}), owner)
+        else:
+            reply = assistant_message(_LONGEST_ID, _LONGEST_ID, text="x" * size)
+            await store.save_item(_LONGEST_ID, reply, owner)
+
+    async def stored_size() -> int:
+        await save(0)
+        name = store.collections.threads if kind == "thread" else store.collections.items
+        document = await store.database[name].find_one({Field.OWNER: owner.user_id})
+        assert document is not None
+        del document["_id"]  # the check is made before the driver adds it (the headroom)
+        size = len(bson.encode(document))
+        data = len(bson.encode(document[Field.DATA]))
+        if kind == "item":  # every counted field at its longest: only the sort key's
+            # digits and space, counted as four bytes each, take fewer
+            digits = MAX_SORT_KEY_LENGTH - MAX_ID_LENGTH
+            assert size + 3 * digits == ENVELOPE_BYTES + data
+        assert size <= ENVELOPE_BYTES + data
+        return size
+
+    most = MAX_DOCUMENT_BYTES - 1024 - await stored_size()
+    await save(most)
+    with pytest.raises(UnstorableError, match=f"is {MAX_DOCUMENT_BYTES - 1024 + 1} bytes as BSON"):
+        await save(most + 1)
+    if kind == "thread":
+        kept = (await store.load_thread(_LONGEST_ID, owner)).metadata["blob"]
+    else:
+        item = await store.load_item(_LONGEST_ID, _LONGEST_ID, owner)
+        assert isinstance(item, AssistantMessageItem)
+        kept = item.content[0].text
+    assert len(kept) == most
 
 
 async def test_oversized_item_replacing_a_stored_one_leaves_it_as_it_was(
