@@ -18,6 +18,7 @@ from ._checks import Order, check_id, check_limit, check_optional_id, check_orde
 from ._codec import (
     ITEM_ADAPTER,
     THREAD_ADAPTER,
+    Dumped,
     check_document,
     dump,
     parse_attachment,
@@ -238,8 +239,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         what = f"thread {thread_id}"
         key = queries.thread_filter(owner, thread_id)
         dumped = dump(metadata, THREAD_ADAPTER, what)
-        fields = _document(key, metadata.created_at, thread_id, dumped[0])
-        check_document(fields, what, dumped, envelope=ENVELOPE_BYTES)
+        fields = _document(key, metadata.created_at, thread_id, dumped, what)
         fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         await self.persistence.save_thread(key, fields)
 
@@ -403,8 +403,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         what = f"item {item_id} of thread {thread_id}"
         key = queries.item_filter(owner, thread_id, item_id)
         dumped = dump(item, ITEM_ADAPTER, what)
-        fields = _document(key, item.created_at, item_id, dumped[0])
-        check_document(fields, what, dumped, envelope=ENVELOPE_BYTES)
+        fields = _document(key, item.created_at, item_id, dumped, what)
         return key, fields
 
     async def _load(self, owner: str, find: Find, parse: Callable[[Any], _T], not_found: str) -> _T:
@@ -521,23 +520,28 @@ def _metadata_only(thread: ThreadMetadata) -> ThreadMetadata:
 
 
 def _document(
-    key: dict[str, Any], created_at: datetime, element_id: str, data: dict[str, Any]
+    key: dict[str, Any], created_at: datetime, element_id: str, dumped: Dumped, what: str
 ) -> dict[str, Any]:
-    """A thread's or item's stored fields: its key, its timing, its model under ``data``.
+    """A thread's or item's stored fields, checked: its key, its timing, its model's
+    dump under ``data``; :class:`~chatkit_mongo.UnstorableError` naming ``what`` if
+    MongoDB would refuse it or it would not read back.
 
     Built as one dict, with ``created_at`` made naive UTC once: every write pays this.
-    ``key`` holds the owner :meth:`Persistence.begin
+    Why the check is made here, where the document is built: the check of a proved dump
+    counts on :data:`~chatkit_mongo.schema.ENVELOPE_BYTES`, the worst case of exactly
+    these fields, with ``key`` holding the owner :meth:`Persistence.begin
     <chatkit_mongo._persistence.Persistence.begin>` resolved and ids :func:`check_id`
-    accepted, which :data:`~chatkit_mongo.schema.ENVELOPE_BYTES` counts on (their
-    lengths).
+    accepted (their lengths).
     """
     naive = created_at if created_at.tzinfo is None else utc_naive(created_at)
-    return {
+    document = {
         **key,
         Field.SORT_KEY: sort_key(naive, element_id),
         Field.CREATED_AT: naive,
-        Field.DATA: data,
+        Field.DATA: dumped[0],
     }
+    check_document(document, what, dumped, envelope=ENVELOPE_BYTES)
+    return document
 
 
 def _last_id(data: list[Any]) -> str | None:
