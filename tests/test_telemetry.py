@@ -1,0 +1,292 @@
+"""OpenTelemetry: every public operation of both stores opens a span with the database
+client conventions' attributes and ours, records its duration and errors in the
+metrics, and says nothing of owners, ids or content unless asked to. Recorded with the
+SDK's in-memory exporter and reader, on the doubles and through both real drivers,
+where the driver's own command spans (``opentelemetry-instrumentation-pymongo``) nest
+under the store's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, Final
+
+import pytest
+from chatkit.store import NotFoundError
+from chatkit.types import (
+    AssistantMessageContent,
+    AssistantMessageItem,
+    ThreadMetadata,
+)
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from chatkit_mongo import ChatKitMongoError, MongoStore, Telemetry
+from chatkit_mongo._telemetry import PREFIX, command_span
+
+from .attachment_support import make_attachments
+from .conftest import NAMES, RequestContext, is_server
+
+SECRET_OWNER: Final = "owner-7f3a"
+SECRET_TEXT: Final = "the launch code is 0000"
+
+SPANS: Final = InMemorySpanExporter()
+READER: Final = InMemoryMetricReader()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sdk() -> Iterator[None]:
+    """The application's side: an SDK with in-memory export, set once per process (the
+    API refuses to replace a provider), and the PyMongo instrumentation, removed after."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(SPANS))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
+    instrumentor = PymongoInstrumentor()
+    instrumentor.instrument()
+    yield
+    instrumentor.uninstrument()
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> None:
+    SPANS.clear()
+
+
+def _ours() -> list[ReadableSpan]:
+    """The spans chatkit-mongo opened, not the driver instrumentation's."""
+    return [
+        span
+        for span in SPANS.get_finished_spans()
+        if span.instrumentation_scope is not None
+        and span.instrumentation_scope.name == "chatkit_mongo"
+    ]
+
+
+def _attributes(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def _thread(thread_id: str) -> ThreadMetadata:
+    return ThreadMetadata(id=thread_id, created_at=datetime.now(), metadata={"note": SECRET_TEXT})
+
+
+def _item(thread_id: str, item_id: str) -> AssistantMessageItem:
+    return AssistantMessageItem(
+        id=item_id,
+        thread_id=thread_id,
+        created_at=datetime.now(),
+        content=[AssistantMessageContent(text=SECRET_TEXT)],
+    )
+
+
+def _points(name: str, namespace: str) -> list[Any]:
+    """The data points of metric ``name`` for database ``namespace``: each test has a
+    database of its own, while the reader's sums run over the whole process."""
+    data = READER.get_metrics_data()
+    if data is None:
+        return []
+    return [
+        point
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+        if dict(point.attributes or {})["db.namespace"] == namespace
+    ]
+
+
+async def test_every_store_operation_opens_a_span_with_the_database_conventions(
+    database: Any,
+) -> None:
+    store: MongoStore[Any] = MongoStore(database, owner=lambda _: SECRET_OWNER)
+    ctx = RequestContext("alice")
+    await store.save_thread(_thread("thr_1"), ctx)
+    await store.load_thread("thr_1", ctx)
+    await store.add_thread_item("thr_1", _item("thr_1", "msg_1"), ctx)
+    await store.save_item("thr_1", _item("thr_1", "msg_1"), ctx)
+    await store.load_item("thr_1", "msg_1", ctx)
+    await store.load_thread_items("thr_1", None, 5, "asc", ctx)
+    await store.load_threads(5, None, "desc", ctx)
+    await store.delete_thread_item("thr_1", "msg_1", ctx)
+    await store.delete_thread("thr_1", ctx)
+
+    spans = _ours()
+    assert [s.name for s in spans] == [
+        f"save_thread {NAMES.threads}",
+        f"load_thread {NAMES.threads}",
+        f"add_thread_item {NAMES.items}",
+        f"save_item {NAMES.items}",
+        f"load_item {NAMES.items}",
+        f"load_thread_items {NAMES.items}",
+        f"load_threads {NAMES.threads}",
+        f"delete_thread_item {NAMES.items}",
+        f"delete_thread {NAMES.threads}",
+    ]
+    for span in spans:
+        attributes = _attributes(span)
+        assert span.kind is SpanKind.INTERNAL
+        assert span.status.status_code is StatusCode.UNSET
+        assert attributes["db.system.name"] == "mongodb"
+        assert attributes["db.namespace"] == database.name
+        assert attributes["db.operation.name"] == span.name.split(" ")[0]
+        assert attributes["db.collection.name"] == span.name.split(" ")[1]
+        assert attributes[PREFIX + "encryption"] == "off"
+        # Redaction: no owner, id or content anywhere in what is exported.
+        shown = repr(attributes) + repr(span.events) + str(span.status.description)
+        for secret in (SECRET_OWNER, SECRET_TEXT, "thr_1", "msg_1", "alice"):
+            assert secret not in shown, (span.name, secret)
+    await store.close()
+
+
+async def test_a_page_span_says_what_was_asked_and_what_came_back(database: Any) -> None:
+    store: MongoStore[Any] = MongoStore(database)
+    ctx = RequestContext("alice")
+    await store.save_thread(_thread("thr_1"), ctx)
+    for n in range(3):
+        await store.add_thread_item("thr_1", _item("thr_1", f"msg_{n}"), ctx)
+    SPANS.clear()
+    await store.load_thread_items("thr_1", None, 2, "asc", ctx)
+    await store.load_thread_items("thr_1", "msg_1", limit=5, order="asc", context=ctx)
+    first, second = (_attributes(s) for s in _ours())
+    assert (first[PREFIX + "page.limit"], first[PREFIX + "page.returned"]) == (2, 2)
+    assert first[PREFIX + "page.has_more"] is True
+    assert (second[PREFIX + "page.limit"], second[PREFIX + "page.returned"]) == (5, 1)
+    assert second[PREFIX + "page.has_more"] is False
+    await store.close()
+
+
+async def test_an_error_is_recorded_by_type_and_counted_without_its_message(
+    database: Any,
+) -> None:
+    store: MongoStore[Any] = MongoStore(database)
+    with pytest.raises(NotFoundError):
+        await store.load_thread("thr_missing", RequestContext("alice"))
+    (span,) = _ours()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "chatkit.store.NotFoundError"
+    assert _attributes(span)["error.type"] == "chatkit.store.NotFoundError"
+    assert not span.events  # the message names the thread: not recorded by default
+    (errors,) = _points(PREFIX + "operation.errors", database.name)
+    assert errors.value == 1
+    assert errors.attributes["db.operation.name"] == "load_thread"
+    assert errors.attributes["error.type"] == "chatkit.store.NotFoundError"
+    await store.close()
+
+
+async def test_identifiers_and_messages_are_recorded_when_the_application_opts_in(
+    database: Any,
+) -> None:
+    store: MongoStore[Any] = MongoStore(database, telemetry=Telemetry(record_identifiers=True))
+    ctx = RequestContext("alice")
+    await store.save_thread(_thread("thr_1"), ctx)
+    await store.load_thread_items("thr_1", None, 5, "asc", ctx)
+    with pytest.raises(NotFoundError):
+        await store.load_item("thr_1", "msg_gone", ctx)
+    _, page, failed = _ours()
+    assert _attributes(page)[PREFIX + "thread_id"] == "thr_1"
+    assert _attributes(failed)[PREFIX + "item_id"] == "msg_gone"
+    assert failed.status.description == "Item msg_gone not found in thread thr_1"
+    assert [event.name for event in failed.events] == ["exception"]
+    # Content stays out even then.
+    assert all(SECRET_TEXT not in repr(_attributes(s)) for s in _ours())
+    await store.close()
+
+
+async def test_turned_off_a_store_records_nothing(database: Any) -> None:
+    store: MongoStore[Any] = MongoStore(database, telemetry=Telemetry(enabled=False))
+    await store.save_thread(_thread("thr_1"), RequestContext("alice"))
+    with pytest.raises(NotFoundError):
+        await store.load_thread("thr_2", RequestContext("alice"))
+    assert _ours() == []
+    assert _points("db.client.operation.duration", database.name) == []
+    await store.close()
+
+
+async def test_the_duration_histogram_counts_every_call_per_operation(database: Any) -> None:
+    store: MongoStore[Any] = MongoStore(database)
+    ctx = RequestContext("alice")
+    await store.save_thread(_thread("thr_1"), ctx)
+    for _ in range(3):
+        await store.load_thread("thr_1", ctx)
+    with pytest.raises(NotFoundError):
+        await store.load_thread("thr_2", ctx)
+    points: list[HistogramDataPoint] = _points("db.client.operation.duration", database.name)
+    labels = [dict(p.attributes or {}) for p in points]
+    counts = {
+        (label["db.operation.name"], label.get("error.type")): p.count
+        for label, p in zip(labels, points, strict=True)
+    }
+    assert counts == {
+        ("save_thread", None): 1,
+        ("load_thread", None): 3,
+        ("load_thread", "chatkit.store.NotFoundError"): 1,
+    }
+    assert all(label["db.collection.name"] == NAMES.threads for label in labels)
+    assert all(p.sum > 0 for p in points)
+    await store.close()
+
+
+async def test_the_drivers_command_spans_nest_under_the_store_operation(
+    backend: str, database: Any
+) -> None:
+    """PyMongo's command monitoring, which the instrumentation listens to, runs in the
+    caller's context on PyMongo Async and (through the executor's copied context) on
+    Motor: each command's CLIENT span is a child of the operation's span. The doubles
+    send no commands."""
+    store: MongoStore[Any] = MongoStore(database, auto_create_indexes=False)
+    ctx = RequestContext("alice")
+    await store.save_thread(_thread("thr_1"), ctx)
+    SPANS.clear()
+    await store.load_thread("thr_1", ctx)
+    commands = [s for s in SPANS.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    (operation,) = _ours()
+    if not is_server(backend):
+        assert commands == []
+        return
+    assert [s.name for s in commands] == [f"{database.name}.find"]
+    assert commands[0].parent is not None
+    assert commands[0].parent.span_id == operation.context.span_id
+    await store.close()
+
+
+async def test_attachment_operations_are_spans_that_say_how_many_bytes(
+    gridfs_store: MongoStore[Any],
+) -> None:
+    attachments = make_attachments(gridfs_store)
+    ctx = RequestContext("alice")
+    created = await attachments.create_and_upload("a.txt", "text/plain", b"x" * 1000, ctx)
+    data = await attachments.read_bytes(created.id, ctx)
+    await attachments.delete_attachment(created.id, ctx)
+    names = [s.name.split(" ")[0] for s in _ours()]
+    assert names == [
+        "upload",  # inside create_and_upload, so it ends first
+        "create_and_upload",
+        "open_download",
+        "read_bytes",
+        "delete_attachment",
+    ]
+    by_name = {s.name.split(" ")[0]: _attributes(s) for s in _ours()}
+    assert by_name["read_bytes"][PREFIX + "bytes"] == len(data) == 1000
+    assert by_name["open_download"][PREFIX + "bytes"] == 1000
+    assert all(a["db.collection.name"] == NAMES.attachments for a in by_name.values())
+    upload, outer = _ours()[:2]
+    assert upload.parent is not None
+    assert upload.parent.span_id == outer.context.span_id
+
+
+def test_a_cli_command_span_records_its_error_by_type() -> None:
+    with pytest.raises(ChatKitMongoError), command_span("purge"):
+        raise ChatKitMongoError("no owner named")
+    (span,) = _ours()
+    assert span.name == "chatkit-mongo purge"
+    assert _attributes(span)["error.type"] == "chatkit_mongo.errors.ChatKitMongoError"
+    assert span.status.status_code is StatusCode.ERROR
