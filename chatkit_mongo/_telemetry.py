@@ -109,12 +109,7 @@ class _Instruments:
         assert metrics is not None
         self.tracer = trace.get_tracer(INSTRUMENTATION_NAME)
         meter = metrics.get_meter(INSTRUMENTATION_NAME)
-        self.duration = meter.create_histogram(
-            "db.client.operation.duration",
-            unit="s",
-            description="Duration of chatkit-mongo store operations.",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-        )
+        self.duration = duration_histogram(meter)
         self.errors = meter.create_counter(
             PREFIX + "operation.errors",
             unit="{error}",
@@ -125,6 +120,24 @@ class _Instruments:
             unit="{document}",
             description="Stored documents a page left out because they could not be read.",
         )
+
+
+def duration_histogram(meter: Any) -> Any:
+    """``db.client.operation.duration`` in seconds, with the conventions' bucket advice.
+
+    Why the fallback: the ``otel`` extra asks for API 1.30, the first to take the
+    advice, but another package (``mcp`` asks for 1.28) may have installed an older
+    one; the store must then still import and record, with the SDK's buckets.
+    """
+    options = {"unit": "s", "description": "Duration of chatkit-mongo store operations."}
+    try:
+        return meter.create_histogram(
+            "db.client.operation.duration",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+            **options,
+        )
+    except TypeError:
+        return meter.create_histogram("db.client.operation.duration", **options)
 
 
 _instruments: Final = None if trace is None else _Instruments()

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from chatkit_mongo import ChatKitMongoError, MongoStore, Telemetry
-from chatkit_mongo._telemetry import PREFIX, command_span
+from chatkit_mongo._telemetry import DURATION_BUCKETS, PREFIX, command_span, duration_histogram
 
 from .attachment_support import make_attachments
 from .conftest import NAMES, RequestContext, is_server
@@ -290,3 +290,34 @@ def test_a_cli_command_span_records_its_error_by_type() -> None:
     assert span.name == "chatkit-mongo purge"
     assert _attributes(span)["error.type"] == "chatkit_mongo.errors.ChatKitMongoError"
     assert span.status.status_code is StatusCode.ERROR
+
+
+class _OldMeter:
+    """An API meter from before 1.30: ``create_histogram`` takes no bucket advice."""
+
+    def __init__(self) -> None:
+        self.made: list[dict[str, Any]] = []
+
+    def create_histogram(self, name: str, unit: str = "", description: str = "") -> str:
+        self.made.append({"name": name, "unit": unit})
+        return name
+
+
+class _NewMeter(_OldMeter):
+    def create_histogram(  # type: ignore[override]
+        self,
+        name: str,
+        unit: str = "",
+        description: str = "",
+        *,
+        explicit_bucket_boundaries_advisory: list[float],
+    ) -> str:
+        self.made.append({"name": name, "buckets": explicit_bucket_boundaries_advisory})
+        return name
+
+
+def test_the_histogram_gets_the_conventions_buckets_and_works_without_them() -> None:
+    new, old = _NewMeter(), _OldMeter()
+    assert duration_histogram(new) == duration_histogram(old) == "db.client.operation.duration"
+    assert new.made == [{"name": "db.client.operation.duration", "buckets": [*DURATION_BUCKETS]}]
+    assert old.made == [{"name": "db.client.operation.duration", "unit": "s"}]
