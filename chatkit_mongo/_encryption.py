@@ -53,6 +53,7 @@ from pymongo.asynchronous.encryption import AsyncClientEncryption
 from pymongo.errors import ConfigurationError, DuplicateKeyError, EncryptionError
 
 from ._driver import maybe_await
+from ._telemetry import note
 from .encryption import KEY_ALT_NAMES, KEY_VAULT_INDEX, Encryption, split_key_vault_namespace
 from .errors import CiphertextError, EncryptionConfigError, KeyUnavailableError
 
@@ -325,6 +326,7 @@ class OwnerEncryption:
                 master_key=_optional_dict(self.config.master_key),
                 key_alt_names=[owner],
             )
+            note("key_created", True)
         except EncryptionError as exc:
             if not isinstance(exc.cause, DuplicateKeyError):
                 raise

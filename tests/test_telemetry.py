@@ -7,6 +7,7 @@ under the store's."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Final
@@ -32,6 +33,9 @@ from chatkit_mongo._telemetry import DURATION_BUCKETS, PREFIX, command_span, dur
 
 from .attachment_support import make_attachments
 from .conftest import NAMES, RequestContext, is_server
+from .encryption_support import fresh_encryption
+
+pytest_plugins = ("tests.encryption_fixtures",)
 
 SECRET_OWNER: Final = "owner-7f3a"
 SECRET_TEXT: Final = "the launch code is 0000"
@@ -144,6 +148,37 @@ async def test_every_store_operation_opens_a_span_with_the_database_conventions(
         shown = repr(attributes) + repr(span.events) + str(span.status.description)
         for secret in (SECRET_OWNER, SECRET_TEXT, "thr_1", "msg_1", "alice"):
             assert secret not in shown, (span.name, secret)
+    await store.close()
+
+
+async def test_the_first_operation_says_it_ran_the_index_check_and_later_ones_do_not(
+    database: Any,
+) -> None:
+    store: MongoStore[Any] = MongoStore(database)
+    ctx = RequestContext("alice")
+    await store.save_thread(_thread("thr_1"), ctx)
+    await store.load_thread("thr_1", ctx)
+    first, second = (_attributes(s) for s in _ours())
+    assert first[PREFIX + "index_check"] is True
+    assert PREFIX + "index_check" not in second
+    await store.close()
+
+
+async def test_an_encrypted_store_says_so_and_marks_the_write_that_made_a_key(
+    wire_client: Any,
+) -> None:
+    store: MongoStore[Any] = MongoStore(
+        wire_client[f"otel_{uuid.uuid4().hex[:8]}"], encryption=fresh_encryption()
+    )
+    ctx = RequestContext("alice")
+    await store.save_thread(_thread("thr_1"), ctx)
+    await store.save_thread(_thread("thr_2"), ctx)
+    await store.load_thread("thr_1", ctx)
+    first, second, read = (_attributes(s) for s in _ours())
+    assert {a[PREFIX + "encryption"] for a in (first, second, read)} == {"on"}
+    assert first[PREFIX + "key_created"] is True
+    assert PREFIX + "key_created" not in second
+    assert PREFIX + "key_created" not in read
     await store.close()
 
 
