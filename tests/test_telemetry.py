@@ -7,11 +7,14 @@ under the store's."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Final
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, ClassVar, Final
 
+import httpx
 import pytest
 from chatkit.store import NotFoundError
 from chatkit.types import (
@@ -30,6 +33,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from chatkit_mongo import ChatKitMongoError, MongoStore, Telemetry
 from chatkit_mongo._telemetry import DURATION_BUCKETS, PREFIX, command_span, duration_histogram
+from examples.fastapi_server import create_app, otlp_providers, trace_requests
 
 from .attachment_support import make_attachments
 from .conftest import NAMES, RequestContext, is_server
@@ -356,3 +360,103 @@ def test_the_histogram_gets_the_conventions_buckets_and_works_without_them() -> 
     assert duration_histogram(new) == duration_histogram(old) == "db.client.operation.duration"
     assert new.made == [{"name": "db.client.operation.duration", "buckets": [*DURATION_BUCKETS]}]
     assert old.made == [{"name": "db.client.operation.duration", "unit": "s"}]
+
+
+async def test_one_chatkit_turn_through_the_example_is_a_tree_request_store_commands(
+    gridfs_backend: str, gridfs_store: MongoStore[Any]
+) -> None:
+    """The example's lines: a span per request (ASGI), the store's operations under it,
+    and, on the real drivers, MongoDB's commands under those."""
+    store: MongoStore[Any] = MongoStore(gridfs_store.database)
+    app = create_app(store)
+    trace_requests(app)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            SPANS.clear()
+            response = await http.post(
+                "/chatkit",
+                json={
+                    "type": "threads.create",
+                    "params": {
+                        "input": {
+                            "content": [{"type": "input_text", "text": SECRET_TEXT}],
+                            "attachments": [],
+                            "inference_options": {},
+                        }
+                    },
+                },
+                headers={"X-User-Id": SECRET_OWNER},
+            )
+            assert response.status_code == 200, response.text
+    spans = SPANS.get_finished_spans()
+    by_id = {span.context.span_id: span for span in spans}
+    (request,) = [s for s in spans if s.kind is SpanKind.SERVER]
+    assert request.name == "POST /chatkit"
+
+    def parent_of(span: ReadableSpan) -> ReadableSpan | None:
+        return None if span.parent is None else by_id.get(span.parent.span_id)
+
+    ours = _ours()
+    assert [s.name.split(" ")[0] for s in ours] == [
+        "save_thread",
+        "add_thread_item",  # the user's message
+        "load_thread_items",  # respond() reads the history
+        "add_thread_item",  # the reply
+    ]
+    assert all(parent_of(s) is request for s in ours)
+    commands = [s for s in spans if s.kind is SpanKind.CLIENT]
+    if is_server(gridfs_backend):
+        assert commands
+        assert {parent_of(c) for c in commands} <= set(ours)
+        assert all(parent_of(s) is not None for s in ours)
+    else:
+        assert commands == []
+    for span in ours:
+        shown = repr(_attributes(span))
+        assert SECRET_OWNER not in shown
+        assert SECRET_TEXT not in shown
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP receiver on loopback: keeps each request's path and body."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the test reads what arrived."""
+
+
+def test_the_examples_otlp_providers_export_spans_and_metrics_to_the_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collector = HTTPServer(("127.0.0.1", 0), _Collector)
+    worker = threading.Thread(target=collector.serve_forever, daemon=True)
+    worker.start()
+    try:
+        host, port = collector.server_address[:2]
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://{host!s}:{port}")
+        tracer_provider, meter_provider = otlp_providers()
+        with tracer_provider.get_tracer("example").start_as_current_span("load_thread probe"):
+            pass
+        meter_provider.get_meter("example").create_counter("probe.calls").add(1)
+        assert tracer_provider.force_flush()
+        assert meter_provider.force_flush()
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+    finally:
+        collector.shutdown()
+        worker.join()
+    paths = {path for path, _ in _Collector.received}
+    assert paths == {"/v1/traces", "/v1/metrics"}
+    bodies = b"".join(body for _, body in _Collector.received)
+    assert b"load_thread probe" in bodies
+    assert b"probe.calls" in bodies
