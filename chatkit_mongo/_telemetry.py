@@ -26,7 +26,8 @@ import inspect
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from .schema import CollectionNames, Kind
@@ -83,14 +84,28 @@ class Target:
         kinds: tuple[Kind, ...] = ("thread", "item", "attachment")
         return cls(namespace, names.by_kind(kinds), encryption, settings)
 
-    def attributes(self, operation: str, kind: Kind) -> dict[str, Any]:
-        return {
+    made: dict[tuple[str, Kind], tuple[str, Mapping[str, Any]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """:meth:`operation`'s answers so far: a store has a dozen operations."""
+
+    def operation(self, operation: str, kind: Kind) -> tuple[str, Mapping[str, Any]]:
+        """The span name and attributes of ``operation`` on ``kind``'s collection, made
+        once per store and operation: a call then only looks them up."""
+        made = self.made.get((operation, kind))
+        if made is not None:
+            return made
+        collection = self.collections[kind]
+        attributes = {
             "db.system.name": "mongodb",
             "db.namespace": self.namespace,
-            "db.collection.name": self.collections[kind],
+            "db.collection.name": collection,
             "db.operation.name": operation,
             PREFIX + "encryption": self.encryption,
         }
+        made = f"{operation} {collection}", MappingProxyType(attributes)
+        self.made[operation, kind] = made
+        return made
 
 
 class Instrumented(Protocol):
@@ -186,52 +201,54 @@ def traced(
         # The position of ``limit`` among the arguments after ``self``.
         limit_at = names.index("limit") - 1 if "limit" in names else None
 
+        def describe(span: Any, settings: Telemetry, args: Any, kwargs: Any) -> None:
+            """The call's own attributes: the page size asked, the ids if opted in."""
+            if limit_at is not None:
+                limit = kwargs.get("limit", args[limit_at] if limit_at < len(args) else None)
+                if isinstance(limit, int):
+                    span.set_attribute(PREFIX + "page.limit", limit)
+            if settings.record_identifiers:
+                bound = signature.bind_partial(None, *args, **kwargs).arguments
+                for name in IDENTIFIERS:
+                    if isinstance(bound.get(name), str):
+                        span.set_attribute(PREFIX + name, bound[name])
+
         @functools.wraps(method)
         async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
             target = self.telemetry_target
             settings = target.settings
             if not settings.enabled:
                 return await method(self, *args, **kwargs)
-            attributes = target.attributes(operation, kind)
+            name, attributes = target.operation(operation, kind)
+            span = instruments.tracer.start_span(
+                name, kind=trace.SpanKind.INTERNAL, attributes=attributes
+            )
             started = time.perf_counter()
-            with instruments.tracer.start_as_current_span(
-                f"{operation} {attributes['db.collection.name']}",
-                kind=trace.SpanKind.INTERNAL,
-                attributes=attributes,
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
-                recording = span.is_recording()
-                if recording:
-                    if limit_at is not None:
-                        limit = kwargs.get(
-                            "limit", args[limit_at] if limit_at < len(args) else None
-                        )
-                        if isinstance(limit, int):
-                            span.set_attribute(PREFIX + "page.limit", limit)
-                    if settings.record_identifiers:
-                        bound = signature.bind_partial(self, *args, **kwargs).arguments
-                        for name in IDENTIFIERS:
-                            if isinstance(bound.get(name), str):
-                                span.set_attribute(PREFIX + name, bound[name])
-                try:
+            try:
+                # Why the span becomes current only when it records: switching the
+                # context is most of a span's cost, and with the API alone (no SDK) or
+                # an unsampled trace nothing would read it.
+                if not span.is_recording():
+                    return await method(self, *args, **kwargs)
+                describe(span, settings, args, kwargs)
+                with trace.use_span(span, record_exception=False, set_status_on_exception=False):
                     result = await method(self, *args, **kwargs)
-                except Exception as exc:
-                    failed = error_type(exc)
-                    attributes["error.type"] = failed
-                    span.set_attribute("error.type", failed)
-                    description = str(exc) if settings.record_identifiers else failed
-                    span.set_status(trace.StatusCode.ERROR, description)
-                    if settings.record_identifiers:
-                        span.record_exception(exc)
-                    instruments.errors.add(1, attributes)
-                    raise
-                else:
-                    if recording:
-                        span.set_attributes(_result_attributes(result))
-                    return result
-                finally:
-                    instruments.duration.record(time.perf_counter() - started, attributes)
+                span.set_attributes(_result_attributes(result))
+                return result
+            except Exception as exc:
+                failed = error_type(exc)
+                attributes = {**attributes, "error.type": failed}
+                span.set_attribute("error.type", failed)
+                span.set_status(
+                    trace.StatusCode.ERROR, str(exc) if settings.record_identifiers else failed
+                )
+                if settings.record_identifiers:
+                    span.record_exception(exc)
+                instruments.errors.add(1, attributes)
+                raise
+            finally:
+                instruments.duration.record(time.perf_counter() - started, attributes)
+                span.end()
 
         return wrapper
 
