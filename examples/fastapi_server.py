@@ -12,7 +12,7 @@ nothing it does needs a model or an API key, so it runs as it is:
 * OpenTelemetry, when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: a span per request, the
   store's operations under it and MongoDB's commands under those, exported over OTLP.
 
-Run it (``pip install 'chatkit-mongo[examples]'`` from a checkout, see the README)::
+Run it (``pip install 'chatkit-mongo[examples]'`` from a checkout, see docs/getting-started.md)::
 
     MONGODB_URI=mongodb://localhost:27017 uvicorn --factory examples.fastapi_server:create_app
 
