@@ -28,9 +28,13 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Concatenate, Final, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from .schema import CollectionNames, Kind
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
 
 try:
     from opentelemetry import metrics, trace
@@ -60,10 +64,15 @@ class Telemetry:
         record_identifiers: also record the thread, item and attachment ids of each
             call and the messages of errors. Off by default: ids are personal data in
             many deployments, and messages name them.
+        tracer_provider: where the spans go; default the process's (``opentelemetry.
+            trace.set_tracer_provider``), even one set after the store was built.
+        meter_provider: where the metrics go; default the process's.
     """
 
     enabled: bool = True
     record_identifiers: bool = False
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
 
 
 @dataclass(frozen=True)
@@ -76,18 +85,24 @@ class Target:
     encryption: str
     """``"off"`` or ``"on"``: the store's encryption mode, on every span."""
     settings: Telemetry
+    instruments: Instruments | None
+    """None without the API, or when the settings turn telemetry off."""
+    made: dict[tuple[str, Kind], tuple[str, Mapping[str, Any]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """:meth:`operation`'s answers so far: a store has a dozen operations."""
 
     @classmethod
     def of(
         cls, namespace: str, names: CollectionNames, encryption: str, settings: Telemetry
     ) -> Target:
         kinds: tuple[Kind, ...] = ("thread", "item", "attachment")
-        return cls(namespace, names.by_kind(kinds), encryption, settings)
-
-    made: dict[tuple[str, Kind], tuple[str, Mapping[str, Any]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-    """:meth:`operation`'s answers so far: a store has a dozen operations."""
+        instruments = (
+            instruments_for(settings.tracer_provider, settings.meter_provider)
+            if settings.enabled
+            else None
+        )
+        return cls(namespace, names.by_kind(kinds), encryption, settings, instruments)
 
     def operation(self, operation: str, kind: Kind) -> tuple[str, Mapping[str, Any]]:
         """The span name and attributes of ``operation`` on ``kind``'s collection, made
@@ -115,15 +130,17 @@ class Instrumented(Protocol):
     def telemetry_target(self) -> Target: ...
 
 
-class _Instruments:
-    """The tracer and instruments, made once: the API's proxies pick up an SDK that the
-    application configures later."""
+class Instruments:
+    """The tracer and the instruments that one pair of providers gives (the process's by
+    default: the API's proxies then pick up an SDK configured later)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+    ) -> None:
         assert trace is not None
         assert metrics is not None
-        self.tracer = trace.get_tracer(INSTRUMENTATION_NAME)
-        meter = metrics.get_meter(INSTRUMENTATION_NAME)
+        self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(INSTRUMENTATION_NAME, meter_provider=meter_provider)
         self.duration = duration_histogram(meter)
         self.errors = meter.create_counter(
             PREFIX + "operation.errors",
@@ -135,6 +152,15 @@ class _Instruments:
             unit="{document}",
             description="Stored documents a page left out because they could not be read.",
         )
+
+
+@functools.cache
+def instruments_for(
+    tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None
+) -> Instruments | None:
+    """One :class:`Instruments` per pair of providers, shared by the stores that name
+    them; None without the API."""
+    return None if trace is None else Instruments(tracer_provider, meter_provider)
 
 
 def duration_histogram(meter: Any) -> Any:
@@ -153,9 +179,6 @@ def duration_histogram(meter: Any) -> Any:
         )
     except TypeError:
         return meter.create_histogram("db.client.operation.duration", **options)
-
-
-_instruments: Final = None if trace is None else _Instruments()
 
 
 def error_type(exc: BaseException) -> str:
@@ -193,9 +216,8 @@ def traced(
     def decorate(
         method: Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]],
     ) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _R]]:
-        if _instruments is None:
+        if trace is None:
             return method
-        instruments = _instruments
         signature = inspect.signature(method)
         names = list(signature.parameters)
         # The position of ``limit`` among the arguments after ``self``.
@@ -216,9 +238,10 @@ def traced(
         @functools.wraps(method)
         async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
             target = self.telemetry_target
-            settings = target.settings
-            if not settings.enabled:
+            instruments = target.instruments
+            if instruments is None:
                 return await method(self, *args, **kwargs)
+            settings = target.settings
             name, attributes = target.operation(operation, kind)
             span = instruments.tracer.start_span(
                 name, kind=trace.SpanKind.INTERNAL, attributes=attributes
@@ -267,9 +290,9 @@ def note(name: str, value: bool | int | str) -> None:
 
 def count_skipped(target: Target, kind: Kind, count: int = 1) -> None:
     """Add to ``chatkit_mongo.documents.skipped``: documents a page could not read."""
-    if _instruments is None or not target.settings.enabled:
+    if target.instruments is None:
         return
-    _instruments.skipped.add(
+    target.instruments.skipped.add(
         count,
         {
             "db.system.name": "mongodb",
@@ -283,10 +306,11 @@ def count_skipped(target: Target, kind: Kind, count: int = 1) -> None:
 def command_span(command: str) -> Iterator[None]:
     """A span around one CLI command, named ``chatkit-mongo <command>``; errors recorded
     by type, as for the store's operations."""
-    if _instruments is None:
+    instruments = instruments_for(None, None)
+    if instruments is None:
         yield
         return
-    with _instruments.tracer.start_as_current_span(
+    with instruments.tracer.start_as_current_span(
         f"chatkit-mongo {command}",
         attributes={PREFIX + "command": command},
         record_exception=False,

@@ -240,6 +240,27 @@ async def test_identifiers_and_messages_are_recorded_when_the_application_opts_i
     await store.close()
 
 
+async def test_a_store_given_its_own_providers_records_there_and_not_globally(
+    database: Any,
+) -> None:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider, meter_provider=MeterProvider(metric_readers=[reader])
+    )
+    store: MongoStore[Any] = MongoStore(database, telemetry=telemetry)
+    await store.save_thread(_thread("thr_1"), RequestContext("alice"))
+    assert [s.name for s in spans.get_finished_spans()] == [f"save_thread {NAMES.threads}"]
+    assert _ours() == []
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    assert "db.client.operation.duration" in names
+    await store.close()
+
+
 async def test_turned_off_a_store_records_nothing(database: Any) -> None:
     store: MongoStore[Any] = MongoStore(database, telemetry=Telemetry(enabled=False))
     await store.save_thread(_thread("thr_1"), RequestContext("alice"))
