@@ -37,6 +37,7 @@ from ..errors import ChatKitMongoError
 # the store already, so this costs nothing at --help.
 from ..operations.migrate import DEFAULT_BATCH_SIZE, TARGETS
 from ..schema import CollectionNames
+from ._extras import install_hint
 from ._params import Seconds, WholeNumber
 from .connection import Connection, connection_options, one_line, open_uri, resolve
 
@@ -111,8 +112,7 @@ class _Group(click.Group):
             module = __import__(module_name, fromlist=[attribute])
         except ImportError as exc:
             raise click.ClickException(
-                f"'{cmd_name}' needs the {extra} extra: pip install 'chatkit-mongo[{extra}]' "
-                f"({exc})"
+                f"'{cmd_name}' needs the {extra} extra: {install_hint(extra)} ({exc})"
             ) from exc
         command: click.Command = getattr(module, attribute)
         return command
