@@ -38,7 +38,6 @@ from chatkit_mongo.apps.bench.harness import (
     OPERATIONS,
     STALL_LIMIT_MS,
     STORE_OPERATIONS,
-    CommandCounter,
     LoopLag,
     RoundTrips,
     beside,
@@ -124,7 +123,8 @@ class SlowFirstWrites:
     as first-use work (compiling, warming) would: what the cold phase must show."""
 
     def __init__(self, database: Any) -> None:
-        self.database, self.written = database, set()
+        self.database = database
+        self.written: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -296,7 +296,7 @@ def test_explain_output_is_read_as_a_server_writes_it() -> None:
 async def test_commands_are_counted_by_a_listener_on_a_real_client(backend: str) -> None:
     round_trips = RoundTrips()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        capabilities.server().uri, event_listeners=[CommandCounter(round_trips)]
+        capabilities.server().uri, event_listeners=[round_trips]
     )
     async with scratch_database(client, backend) as database:
         report = await run_benchmark(
@@ -441,16 +441,8 @@ def test_the_encryption_mode_measures_both_drivers_and_leaves_nothing_behind(
         assert {"upload", "download"} <= set(figures["bytes"])
         bytes_ = figures["bytes"]
         assert bytes_["encrypted_stored_bytes_per_mib"] > bytes_["plain_stored_bytes_per_mib"]
-        assert set(figures["engine"]) == {
-            "thread",
-            "user message",
-            "reply 300 words",
-            "reply 3000 words",
-            "stream",
-        }
-        assert figures["engine"]["reply 3000 words"]["ciphertext_bytes"] > 3000
         assert list(run["loop_lag"]) == ["encryption"]
-    for part in ("Store operations", "attachment bytes", "the engine alone"):
+    for part in ("Store operations", "attachment bytes"):
         assert result.stderr.count(f"encryption: {part}") == 2, "progress on each driver"
     assert result.stdout.count("turn ") == 2
     assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

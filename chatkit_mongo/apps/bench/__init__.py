@@ -25,10 +25,10 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import click
 from pymongo.errors import OperationFailure, PyMongoError
@@ -45,7 +45,6 @@ from . import cold, concurrency, encryption, explain, growth, overhead, workload
 from .harness import (
     DRIVERS,
     BenchSettings,
-    CommandCounter,
     Phase,
     Progress,
     RoundTrips,
@@ -126,7 +125,7 @@ async def _target(
             connection.database,
             connection.timeout,
             make_client=_motor_client() if driver == "motor" else None,
-            event_listeners=[CommandCounter(round_trips)],
+            event_listeners=[round_trips],
         )
     async with opened as database:
         names = written(settings, connection.collections, phases)
@@ -187,6 +186,7 @@ async def _bench(
     return {**about, "seconds": seconds, **figures, "notes": about["notes"]}
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 _COUNT: Final = WholeNumber(1, 10**9)
 """Users, threads, turns, sizes, samples, page size: at least one, at most a billion."""
 
@@ -205,75 +205,58 @@ def _counts(example: str, none: bool = False) -> Any:
     return parse
 
 
-def _default(name: str) -> Any:
+def _setting(name: str, flag: str | None = None, **options: Any) -> Callable[[_F], _F]:
+    """The option of the :class:`BenchSettings` field ``name``, its default shown."""
     value = getattr(BenchSettings, name)
-    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+    default = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    flag = flag or f"--{name.replace('_', '-')}"
+    return click.option(flag, name, default=default, show_default=True, **options)
 
 
 @click.command("bench")
 @click.option(
     "--driver",
     type=click.Choice(DRIVERS),
-    default=None,
     help="The driver on a server: PyMongo's native async API or Motor "
     "[default: pymongo; with --encryption, both, one after the other].",
 )
-@click.option("--users", default=_default("users"), show_default=True, type=_COUNT)
-@click.option(
-    "--threads-per-user", default=_default("threads_per_user"), show_default=True, type=_COUNT
-)
-@click.option("--turns", default=_default("turns_per_thread"), show_default=True, type=_COUNT)
-@click.option(
-    "--pairs",
-    default=_default("pairs"),
-    show_default=True,
+@_setting("users", type=_COUNT)
+@_setting("threads_per_user", type=_COUNT)
+@_setting("turns_per_thread", "--turns", type=_COUNT)
+@_setting(
+    "pairs",
     type=WholeNumber(0, 10**9),
     help="A/B pairs per operation: store vs bare driver, or with --encryption, encrypted "
     "vs plain store (0: skip them).",
 )
-@click.option(
-    "--concurrency",
-    default=_default("concurrency"),
-    show_default=True,
+@_setting(
+    "concurrency",
     callback=_counts("user counts like 1,8,32,128", none=True),
     help="Simulated users at each concurrency level (0: skip the phase).",
 )
-@click.option(
-    "--seconds-per-level",
-    default=_default("seconds_per_level"),
-    show_default=True,
-    type=Seconds(),
-    help="How long each concurrency level runs.",
-)
-@click.option(
+@_setting("seconds_per_level", type=Seconds(), help="How long each concurrency level runs.")
+@_setting(
+    "growth",
     "--growth/--no-growth",
-    default=False,
-    show_default=True,
     help="Also grow one thread through --sizes, timing a turn at each (minutes on a server, "
     "far longer on the embedded backend).",
 )
-@click.option(
-    "--sizes",
-    default=_default("sizes"),
-    show_default=True,
+@_setting(
+    "sizes",
     callback=_counts("sizes like 100,1000,10000"),
     help="Thread sizes (items) at which the growing thread is measured (with --growth).",
 )
-@click.option(
+@_setting(
+    "samples_per_size",
     "--samples",
-    default=_default("samples_per_size"),
-    show_default=True,
     type=_COUNT,
     help="Turns measured at each size (with --growth).",
 )
-@click.option("--page-size", default=_default("page_size"), show_default=True, type=_COUNT)
-@click.option(
-    "--mib",
-    default=_default("mib"),
-    show_default=True,
+@_setting("page_size", type=_COUNT)
+@_setting(
+    "mib",
     type=WholeNumber(1, 1024),
-    help="MiB per attachment uploaded and downloaded, and through the engine's stream "
-    "(with --encryption).",
+    help="MiB per attachment uploaded and downloaded (with --encryption).",
 )
 @click.option(
     "--out",
@@ -284,7 +267,6 @@ def _default(name: str) -> Any:
 )
 @click.option(
     "--chart",
-    default=None,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also draw the figures as a PNG chart here (needs matplotlib).",
 )
@@ -292,8 +274,8 @@ def _default(name: str) -> Any:
     "--encryption",
     is_flag=True,
     help="Measure instead what client-side encryption costs: per Store operation and per "
-    "turn (an encrypted store against a plain one), per MiB of attachment, and in the "
-    "engine alone (needs a server, for the key vault).",
+    "turn (an encrypted store against a plain one) and per MiB of attachment (needs a "
+    "server, for the key vault).",
 )
 @connection_options
 @click.pass_context
@@ -303,11 +285,9 @@ def bench_command(
     *,
     encryption: bool,
     driver: str | None,
-    turns: int,
-    samples: int,
     out: Path,
     chart: Path | None,
-    **rest: Any,
+    **settings: Any,
 ) -> None:
     """Measure MongoStore under a ChatKit workload: a cold store's first writes, its
     overhead over the bare driver, latency, round trips, index use, many users on one
@@ -318,7 +298,7 @@ def bench_command(
     backend. The default run takes under a minute; --growth adds the long phase.
     """
     try:
-        settings = BenchSettings(turns_per_thread=turns, samples_per_size=samples, **rest)
+        sizes = BenchSettings(**settings)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     connection = resolve_connection(ctx, default_database=f"chatkit_bench_{secrets.token_hex(4)}")
@@ -333,7 +313,7 @@ def bench_command(
     progress = TerminalProgress()
     try:
         reports = [
-            asyncio.run(_bench(connection, name, settings, phases, progress)) for name in drivers
+            asyncio.run(_bench(connection, name, sizes, phases, progress)) for name in drivers
         ]
     finally:
         progress.finish()

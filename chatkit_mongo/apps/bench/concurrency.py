@@ -15,7 +15,7 @@ from typing import Any
 from ...schema import CollectionNames
 from ...store import MongoStore
 from .calls import new_thread, turn
-from .harness import BenchSettings, Phase, Run, beside, percentile
+from .harness import BenchSettings, Phase, Run, beside, percentile, tabulate
 
 
 def level_collections(base: CollectionNames, users: int) -> CollectionNames:
@@ -79,20 +79,17 @@ async def _level(run: Run, store: MongoStore[Any], users: int) -> dict[str, floa
 
 
 def table(report: dict[str, Any]) -> list[str]:
-    if not report["concurrency"]:
-        return []
-    lines = [
-        "concurrent users on one event loop (turns back to back):",
-        f"{'users':>6} {'turns':>7} {'turns/s':>9} {'turn p50 ms':>12} {'turn p99 ms':>12} "
-        f"{'lag p99 ms':>11} {'lag max ms':>11}",
-    ]
-    for level in report["concurrency"]:
-        lines.append(
-            f"{level['users']:>6} {level['turns']:>7} {level['turns_per_s']:>9.1f} "
-            f"{level['turn_p50_ms']:>12.2f} {level['turn_p99_ms']:>12.2f} "
-            f"{level['lag_p99_ms']:>11.2f} {level['lag_max_ms']:>11.2f}"
+    keys = ("turns", "turns_per_s", "turn_p50_ms", "turn_p99_ms", "lag_p99_ms", "lag_max_ms")
+    return (
+        tabulate(
+            "concurrent users on one event loop (turns back to back):",
+            {"users": 6, "turns": "d", "turns/s": ".1f", "turn p50 ms": ".2f", "turn p99 ms": ".2f"}
+            | {"lag p99 ms": ".2f", "lag max ms": ".2f"},
+            {level["users"]: [level[key] for key in keys] for level in report["concurrency"]},
         )
-    return lines
+        if report["concurrency"]
+        else []
+    )
 
 
 def chart(axes: Any, report: dict[str, Any]) -> None:

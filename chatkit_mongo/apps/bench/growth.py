@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from .calls import exchange, new_thread, turn
-from .harness import OPERATIONS, Phase, Run, Timings
+from .harness import OPERATIONS, Phase, Run, Timings, tabulate
 
 GROWER: Final = "bench-grower"
 """The owner of the growing thread."""
@@ -45,14 +45,15 @@ def _ratio(points: list[dict[str, Any]]) -> dict[str, float]:
 def table(report: dict[str, Any]) -> list[str]:
     if not report["growth"]:
         return []
-    lines = [
-        "p50 ms as one thread grows:",
-        f"{'items':>8} " + " ".join(f"{operation:>18}" for operation in OPERATIONS[1:]),
-    ]
-    for point in report["growth"]:
-        cells = (f"{point['operations'][name]['p50_ms']:>18.3f}" for name in OPERATIONS[1:])
-        lines.append(f"{point['items']:>8} {' '.join(cells)}")
     ratios = ", ".join(f"{name} x{ratio}" for name, ratio in report["growth_p50_ratio"].items())
+    lines = tabulate(
+        "p50 ms as one thread grows:",
+        {"items": 8} | dict.fromkeys(OPERATIONS[1:], ".3f"),
+        {
+            point["items"]: [point["operations"][name]["p50_ms"] for name in OPERATIONS[1:]]
+            for point in report["growth"]
+        },
+    )
     return [*lines, f"largest/smallest p50: {ratios}"]
 
 

@@ -19,7 +19,8 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, TextIO, TypeVar
+from statistics import median
+from typing import Any, Final, TypeVar
 
 import click
 from pymongo import monitoring
@@ -40,18 +41,9 @@ OPERATIONS: Final = (
 )
 """The Store operations a ChatKit turn makes (see :func:`.calls.turn`), thread first."""
 STORE_OPERATIONS: Final = (
-    "load_thread",
-    "load_item",
-    "load_attachment",
-    "load_thread_items",
-    "load_threads",
-    "save_thread",
-    "save_item",
-    "save_attachment",
-    "add_thread_item",
-    "delete_thread_item",
-    "delete_attachment",
-    "delete_thread",
+    *("load_thread", "load_item", "load_attachment", "load_thread_items", "load_threads"),
+    *("save_thread", "save_item", "save_attachment", "add_thread_item"),
+    *("delete_thread_item", "delete_attachment", "delete_thread"),
 )
 """Every Store operation that talks to the database: what the A/B phases compare."""
 TICK: Final = 0.001
@@ -113,8 +105,9 @@ def beside(base: CollectionNames, suffix: str) -> CollectionNames:
 # ---------------------------------------------------------------------- round trips
 
 
-class RoundTrips:
-    """Round trips to the database, each counted against the labelled call running.
+class RoundTrips(monitoring.CommandListener):
+    """Round trips to the database, each counted against the labelled call running: as
+    a real client's command listener (the exact figure), or by :class:`CountingCollection`.
 
     Why a "current label" and not per-task context: the phases that count run one call
     at a time, so whatever is sent meanwhile belongs to that call.
@@ -128,15 +121,8 @@ class RoundTrips:
         if self.label is not None:
             self.counts[self.label] += 1
 
-
-class CommandCounter(monitoring.CommandListener):
-    """Counts every command a real client sends: the exact round-trip figure."""
-
-    def __init__(self, round_trips: RoundTrips) -> None:
-        self.round_trips = round_trips
-
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        self.round_trips.record()
+        self.record()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         """Only starts are counted."""
@@ -145,9 +131,7 @@ class CommandCounter(monitoring.CommandListener):
         """Only starts are counted."""
 
 
-_SENDING: Final = frozenset(
-    {"find", "find_one", "insert_one", "update_one", "delete_one", "delete_many"}
-)
+_SENDING: Final = {"find", "find_one", "insert_one", "update_one", "delete_one", "delete_many"}
 """Collection methods that send one command each (a page fits in one batch)."""
 
 
@@ -157,8 +141,7 @@ class CountingCollection:
     public ``wrap_collection`` seam and to the bare driver calls alike."""
 
     def __init__(self, collection: Any, round_trips: RoundTrips) -> None:
-        self.collection = collection
-        self.round_trips = round_trips
+        self.collection, self.round_trips = collection, round_trips
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.collection, name)
@@ -189,47 +172,29 @@ class Progress:
 
 
 class TerminalProgress(Progress):
-    """Progress on stderr: a line per phase, counted in place on a terminal."""
+    """Progress on stderr, as click's progress bar shows it: counted in place on a
+    terminal; elsewhere, a line naming each phase."""
 
     def __init__(self) -> None:
-        self._stream: TextIO = sys.stderr
-        self._live = self._stream.isatty()
-        self._label, self._total, self._done, self._shown = "", 0, 0, 0.0
-        self._started = time.perf_counter()
+        self._bar: Any = None
 
     def phase(self, label: str, total: int) -> None:
         self.finish()
-        self._label, self._total, self._done = label, total, 0
-        if self._live:
-            self._show()
-        else:
-            click.echo(f"[{self._elapsed()}] {label}", err=True)
+        self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
+        self._bar.render_progress()
 
     def step(self) -> None:
-        self._done += 1
-        if self._live and (time.perf_counter() - self._shown > 0.1 or self._done == self._total):
-            self._show()
+        self._bar.update(1)
 
     def note(self, message: str) -> None:
         self.finish()
         click.echo(f"note: {message}", err=True)
 
     def finish(self) -> None:
-        """End the live line, if one is shown."""
-        if self._live and self._label:
-            self._show()
-            self._stream.write("\n")
-            self._stream.flush()
-        self._label = ""
-
-    def _show(self) -> None:
-        self._shown = time.perf_counter()
-        share = f" {self._done}/{self._total}" if self._total else ""
-        self._stream.write(f"\r\033[K[{self._elapsed()}] {self._label}{share}")
-        self._stream.flush()
-
-    def _elapsed(self) -> str:
-        return f"{time.perf_counter() - self._started:5.1f}s"
+        """End the phase's line, if one is shown."""
+        if self._bar is not None:
+            self._bar.render_finish()
+            self._bar = None
 
 
 # ---------------------------------------------------------------------- timing
@@ -240,12 +205,6 @@ def percentile(ordered: Sequence[float], fraction: float) -> float:
     if not ordered:
         return 0.0
     return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
-
-
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 class LoopLag:
@@ -378,9 +337,9 @@ class Run:
         self.stores.append(store)
         return store
 
-    def collection(self, kind: Kind, collections: CollectionNames | None = None) -> Any:
-        """The collection of ``kind``, for driver calls made beside the store."""
-        handle = self.store.database[(collections or self.store.collections).name_of(kind)]
+    def collection(self, kind: Kind) -> Any:
+        """The store's collection of ``kind``, for driver calls made beside the store."""
+        handle = self.store.database[self.store.collections.name_of(kind)]
         return handle if self.wrap is None else self.wrap(kind, handle)
 
     async def ab(
@@ -458,8 +417,8 @@ async def run_phases(
 ) -> dict[str, Any]:
     """Run ``phases`` on ``store``'s database (its collections empty); the report.
 
-    ``round_trips`` is the counter a :class:`CommandCounter` on the store's client
-    feeds; without one, every collection handle counts its own calls.
+    ``round_trips`` is the listener on the commands of the store's client; without
+    one, every collection handle counts its own calls.
     """
     wrap = None
     if round_trips is None:
@@ -485,13 +444,26 @@ async def run_phases(
     return {**report, "loop_lag": lags}
 
 
+def tabulate(title: str, columns: dict[str, Any], rows: dict[Any, Sequence[Any]]) -> list[str]:
+    """``rows`` under a header: ``columns`` maps the first column's heading to its width
+    (an int), then each other heading to the format of its values (``".3f"``, ``"d"``).
+    """
+    (first, width), *others = columns.items()
+    specs = [(heading, spec, max(len(heading), 8)) for heading, spec in others]
+    lines = [title, f"{first:<{width}}" + "".join(f" {h:>{w}}" for h, _, w in specs)]
+    for label, values in rows.items():
+        cells = (f" {v:>{w}{spec}}" for v, (_, spec, w) in zip(values, specs, strict=True))
+        lines.append(f"{label:<{width}}" + "".join(cells))
+    return lines
+
+
 def format_report(report: dict[str, Any], phases: Sequence[Phase]) -> str:
     """The figures as plain-text tables, phase by phase."""
     lines = [f"backend: {report.get('backend', '?')}; driver: {report.get('driver', '?')}"]
     for phase in phases:
-        table = phase.table(report)
-        if table:
-            lines += ["", *table]
+        part = phase.table(report)
+        if part:
+            lines += ["", *part]
     lags = ", ".join(
         f"{name} {figures['lag_p99_ms']:.2f}/{figures['lag_max_ms']:.2f}"
         for name, figures in report["loop_lag"].items()

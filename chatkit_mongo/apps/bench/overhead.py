@@ -20,7 +20,7 @@ from ..._queries import Find
 from ...schema import Field, Kind
 from ...store import MongoStore, new_id
 from .calls import StoreCalls
-from .harness import Phase, Run, Side
+from .harness import Phase, Run, Side, tabulate
 
 OWNER: Final = "bench-overhead"
 OVERHEAD_LIMIT: Final = 1.10
@@ -164,20 +164,19 @@ def phase(
         return {key: figures, "overhead_limit": OVERHEAD_LIMIT}
 
     def table(report: dict[str, Any]) -> list[str]:
-        if not report[key]:
+        limit, rows = report["overhead_limit"], report[key]
+        if not rows:
             return []
-        limit = report["overhead_limit"]
-        lines = [
+        columns = {"operation": 20, "pairs": "d", "store us": ".1f", "bare us": ".1f"}
+        return tabulate(
             f"{key}: the store over the bare driver call (p50 of interleaved A/B pairs):",
-            f"{'operation':<20} {'pairs':>6} {'store us':>9} {'bare us':>9} {'ratio':>6}",
-        ]
-        for operation, figures in report[key].items():
-            flag = "" if figures["ratio"] <= limit else f"  over {limit:.2f}"
-            lines.append(
-                f"{operation:<20} {figures['pairs']:>6} {figures['store_p50_us']:>9.1f} "
-                f"{figures['bare_p50_us']:>9.1f} {figures['ratio']:>6.3f}{flag}"
-            )
-        return lines
+            columns | {"ratio": ".3f", "": "s"},
+            {
+                name: [row[k] for k in ("pairs", "store_p50_us", "bare_p50_us", "ratio")]
+                + ["" if row["ratio"] <= limit else f"over {limit:.2f}"]
+                for name, row in rows.items()
+            },
+        )
 
     def chart(axes: Any, report: dict[str, Any]) -> None:
         axes.bar(list(report[key]), [figures["ratio"] for figures in report[key].values()])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .calls import new_thread, turn
-from .harness import Phase, Run, Timings
+from .harness import Phase, Run, Timings, tabulate
 
 
 def user(index: int) -> str:
@@ -37,16 +37,14 @@ async def measure(run: Run) -> dict[str, Any]:
 
 
 def table(report: dict[str, Any]) -> list[str]:
-    lines = [
+    return tabulate(
         "one call at a time, in ChatKit turns:",
-        f"{'operation':<20} {'calls':>6} {'p50 ms':>9} {'p99 ms':>9} {'trips':>6}",
-    ]
-    for operation, figures in report["operations"].items():
-        lines.append(
-            f"{operation:<20} {figures['calls']:>6} {figures['p50_ms']:>9.3f} "
-            f"{figures['p99_ms']:>9.3f} {figures['round_trips_per_call']:>6.2f}"
-        )
-    return lines
+        {"operation": 20, "calls": "d", "p50 ms": ".3f", "p99 ms": ".3f", "trips": ".2f"},
+        {
+            name: (row["calls"], row["p50_ms"], row["p99_ms"], row["round_trips_per_call"])
+            for name, row in report["operations"].items()
+        },
+    )
 
 
 def chart(axes: Any, report: dict[str, Any]) -> None:
