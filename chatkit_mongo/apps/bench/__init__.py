@@ -311,10 +311,11 @@ def bench_command(
     if connection.uri is None and connection.opener is open_uri and driver is None:
         drivers = ("motor",)  # the embedded backend is Motor-shaped
     progress = TerminalProgress()
+    reports = []
     try:
-        reports = [
-            asyncio.run(_bench(connection, name, sizes, phases, progress)) for name in drivers
-        ]
+        for name in drivers:
+            progress.prefix = f"{name}: " if len(drivers) > 1 else ""
+            reports.append(asyncio.run(_bench(connection, name, sizes, phases, progress)))
     finally:
         progress.finish()
     result = reports[0] if len(reports) == 1 else {"runs": reports}

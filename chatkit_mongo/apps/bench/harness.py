@@ -177,10 +177,12 @@ class TerminalProgress(Progress):
 
     def __init__(self) -> None:
         self._bar: Any = None
+        self.prefix = ""
+        """Put before every line: which run it is, when there are several."""
 
     def phase(self, label: str, total: int) -> None:
         self.finish()
-        self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
+        self._bar = click.progressbar(length=total, label=self.prefix + label, file=sys.stderr)
         self._bar.render_progress()
 
     def step(self) -> None:
@@ -188,7 +190,7 @@ class TerminalProgress(Progress):
 
     def note(self, message: str) -> None:
         self.finish()
-        click.echo(f"note: {message}", err=True)
+        click.echo(f"{self.prefix}note: {message}", err=True)
 
     def finish(self) -> None:
         """End the phase's line, if one is shown."""
