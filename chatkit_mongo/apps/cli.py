@@ -87,9 +87,10 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in stubs 
 class _Group(click.Group):
     """The command group, with ``bench`` loaded only when it runs or shows its help.
 
-    Why lazily: it needs the ``bench`` extra, which the operator commands do not; a
-    plain install must still be able to run ``init`` or ``purge``. Its one-line help
-    is kept here so that listing the commands imports nothing.
+    Why lazily: it is the one command with phases, charts and test doubles of its own
+    (the ``bench`` extra, loaded only when a run uses them); listing the commands, or
+    running ``init`` or ``purge``, need none of it. Its one-line help is kept here so
+    that listing the commands imports nothing.
     """
 
     _LAZY: Final = {
