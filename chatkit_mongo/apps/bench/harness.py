@@ -72,7 +72,7 @@ class BenchSettings:
     growth: bool = False
     """The long phase: one thread grown through ``sizes``."""
     mib: int = 4
-    """MiB per attachment, and through the engine's stream, with --encryption."""
+    """MiB per attachment uploaded and downloaded, with --encryption."""
 
     def __post_init__(self) -> None:
         for name in ("users", "threads_per_user", "turns_per_thread", "samples_per_size"):
