@@ -405,12 +405,13 @@ def test_the_command_on_a_server_ends_cleanly_whatever_the_server_lacks(
 
 
 def leftovers(uri: str, database: str, collections: list[str]) -> list[str]:
-    """What a finished run left behind, by what the server can tell: the database itself
+    """What a run left behind, by what the server can tell: any database of a benchmark
     where it lists databases, else any document in a collection the run wrote."""
     client: MongoClient[dict[str, Any]]
     with MongoClient(uri) as client:
         if capabilities.has("listDatabases"):
-            return [name for name in client.list_database_names() if name == database]
+            names = client.list_database_names()
+            return [name for name in names if name == database or name.startswith("bench")]
         return [name for name in collections if client[database][name].find_one() is not None]
 
 
@@ -419,6 +420,9 @@ def test_the_encryption_mode_measures_both_drivers_and_leaves_nothing_behind(
 ) -> None:
     uri, database = capabilities.server().uri, f"chatkit_bench_{uuid.uuid4().hex[:8]}"
     out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    collections = written(TINY, CollectionNames(), ENCRYPTION_PHASES)
+    assert encryption.KEY_VAULT in collections
+    assert leftovers(uri, database, collections) == []
     result = CliRunner().invoke(
         bench_command,
         [
@@ -432,6 +436,7 @@ def test_the_encryption_mode_measures_both_drivers_and_leaves_nothing_behind(
     assert [run["driver"] for run in runs] == ["pymongo", "motor"]
     for run in runs:
         figures = run["encryption"]
+        assert figures["key_vault"] == f"{database}.{encryption.KEY_VAULT}"
         assert list(figures["operations"]) == [*STORE_OPERATIONS, "turn"]
         for row in figures["operations"].values():
             assert row["pairs"] == 2
@@ -447,9 +452,7 @@ def test_the_encryption_mode_measures_both_drivers_and_leaves_nothing_behind(
             assert f"{driver}: encryption: {part}" in result.stderr, "progress on each driver"
     assert result.stdout.count("turn ") == 2
     assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
-    collections = written(TINY, CollectionNames(), ENCRYPTION_PHASES)
-    assert encryption.KEY_VAULT in collections
-    assert leftovers(uri, database, collections) == []
+    assert leftovers(uri, database, collections) == [], "nothing outlives the run"
 
 
 # ---------------------------------------------------------------------- extras

@@ -55,7 +55,8 @@ async def measure(run: Run) -> dict[str, Any]:
     if run.settings.pairs:
         label = "encryption: Store operations, encrypted store vs plain store"
         operations = await run.ab(label, calls["encrypted"].sides(), calls["plain"].sides(), SIDES)
-    return {"encryption": {"operations": operations, "bytes": await _bytes(run, stores)}}
+    data = await _bytes(run, stores)
+    return {"encryption": {"key_vault": namespace, "operations": operations, "bytes": data}}
 
 
 async def _bytes(run: Run, stores: dict[str, MongoStore[Any]]) -> dict[str, Any]:
