@@ -339,9 +339,10 @@ class Run:
         self.stores.append(store)
         return store
 
-    def collection(self, kind: Kind) -> Any:
-        """The store's collection of ``kind``, for driver calls made beside the store."""
-        handle = self.store.database[self.store.collections.name_of(kind)]
+    def collection(self, kind: Kind, store: MongoStore[Any] | None = None) -> Any:
+        """The collection of ``kind`` of ``store`` (the run's), for driver calls beside it."""
+        store = store or self.store
+        handle = store.database[store.collections.name_of(kind)]
         return handle if self.wrap is None else self.wrap(kind, handle)
 
     async def ab(

@@ -12,7 +12,7 @@ a reader sees that like is compared with like.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final
 
 from ... import _queries as queries
@@ -23,126 +23,96 @@ from .calls import StoreCalls
 from .harness import Phase, Run, Side, tabulate
 
 OWNER: Final = "bench-overhead"
+KINDS: Final[tuple[Kind, ...]] = ("thread", "item", "attachment")
 OVERHEAD_LIMIT: Final = 1.10
 """The store may cost at most 10% more than the bare driver call it makes."""
 
 
-class BareCalls:
-    """The bare driver calls of every Store operation on the thread ``calls`` seeded."""
+async def bare_sides(run: Run, calls: StoreCalls) -> dict[str, Side]:
+    """The bare driver call of every Store operation, on the thread ``calls`` seeded,
+    in the collections of ``calls``'s store; the documents it wrote are the templates."""
+    thread_id, page = calls.thread_id, run.settings.page_size
+    threads, items, attachments = (run.collection(k, calls.store) for k in KINDS)
+    keys: dict[Kind, dict[str, Any]] = {
+        "thread": queries.thread_filter(OWNER, thread_id),
+        "item": queries.item_filter(OWNER, thread_id, calls.item.id),
+        "attachment": queries.attachment_filter(OWNER, calls.attachment.id),
+    }
+    templates = {
+        kind: await run.collection(kind, calls.store).find_one(keys[kind]) for kind in KINDS
+    }
+    for template in templates.values():
+        del template["_id"]  # each copy gets its own, as a driver insert gives it
+    ready: list[dict[str, Any]] = []
+    doomed: list[str] = []
 
-    def __init__(self, run: Run, calls: StoreCalls, documents: dict[Kind, dict[str, Any]]):
-        self.run, self.calls, self.documents = run, calls, documents
-        self.thread_id = calls.thread_id
-
-    @classmethod
-    async def read(cls, run: Run, calls: StoreCalls) -> BareCalls:
-        """The seeded documents, read back: the bare side's templates."""
-        keys: dict[Kind, dict[str, Any]] = {
-            "thread": queries.thread_filter(OWNER, calls.thread_id),
-            "item": queries.item_filter(OWNER, calls.thread_id, calls.item.id),
-            "attachment": queries.attachment_filter(OWNER, calls.attachment.id),
-        }
-        documents = {}
-        for kind, key in keys.items():
-            document = await calls.store.database[calls.store.collections.name_of(kind)].find_one(
-                key
-            )
-            assert document is not None, f"the seeded {kind} document is missing"
-            del document["_id"]  # each copy gets its own, as a driver insert gives it
-            documents[kind] = document
-        return cls(run, calls, documents)
-
-    def item(self, thread_id: str) -> tuple[str, dict[str, Any]]:
-        """The stored item's document under a fresh id (and thread), as an insert sends it."""
-        template, item_id = self.documents["item"], new_id("message")
-        return item_id, {
-            **template,
-            Field.THREAD_ID: thread_id,
-            Field.ITEM_ID: item_id,
-            Field.SORT_KEY: template[Field.SORT_KEY].split(" ")[0] + " " + item_id,
-            Field.DATA: {**template[Field.DATA], "id": item_id, "thread_id": thread_id},
-        }
-
-    def sides(self) -> dict[str, Side]:
-        thread_id, collection = self.thread_id, self.run.collection
-        threads, items, attachments = (collection(k) for k in ("thread", "item", "attachment"))
-        thread_key = queries.thread_filter(OWNER, thread_id)
-        item_key = queries.item_filter(OWNER, thread_id, self.calls.item.id)
-        attachment_key = queries.attachment_filter(OWNER, self.calls.attachment.id)
-        page = self.run.settings.page_size
-        ready: list[dict[str, Any]] = []
-        doomed: list[str] = []
-
-        def find(find: Find) -> Callable[[], Awaitable[object]]:
-            handle = collection(find.kind)
-            if find.limit == 1:
-                return lambda: handle.find_one(find.filter, find.projection)
-            return lambda: (
-                handle.find(find.filter, find.projection)
-                .sort(list(find.sort))
-                .limit(find.limit)
-                .to_list(None)
-            )
-
-        def upsert(handle: Any, key: dict[str, Any], kind: Kind) -> Side:
-            return Side(lambda: handle.update_one(key, {"$set": self.documents[kind]}, upsert=True))
-
-        async def new_item() -> None:
-            item_id, document = self.item(thread_id)
-            doomed.append(item_id)
-            ready.append(document)
-
-        async def stored_item() -> None:
-            item_id, document = self.item(thread_id)
-            await items.insert_one(document)
-            doomed.append(item_id)
-
-        async def remove_item() -> None:
-            await items.delete_one(queries.item_filter(OWNER, thread_id, doomed.pop()))
-
-        async def stored_attachment() -> None:
-            doomed.append(new_id("attachment"))
-            template = self.documents["attachment"]
-            data = {**template[Field.DATA], "id": doomed[-1]}
-            await attachments.insert_one(
-                {**template, Field.ATTACHMENT_ID: doomed[-1], Field.DATA: data}
-            )
-
-        async def stored_thread() -> None:
-            doomed.append(new_id("thread"))
-            template = self.documents["thread"]
-            data = {**template[Field.DATA], "id": doomed[-1]}
-            await threads.insert_one(
-                {**template, **queries.thread_filter(OWNER, doomed[-1]), Field.DATA: data}
-            )
-            for _ in range(2):
-                await items.insert_one(self.item(doomed[-1])[1])
-
-        async def delete_thread() -> None:
-            scope = queries.thread_filter(OWNER, doomed.pop())
-            await attachments.delete_many(scope)  # the store's cascade, in its order
-            await items.delete_many(scope)
-            await threads.delete_many(scope)
-
+    def copy(kind: Kind, new: str, thread: str = thread_id) -> dict[str, Any]:
+        """The stored document of ``kind`` under the id ``new``, as an insert sends it."""
+        template = templates[kind]
+        data = {**template[Field.DATA], "id": new}
+        if kind == "attachment":
+            return {**template, Field.ATTACHMENT_ID: new, Field.DATA: data}
+        if kind == "thread":
+            return {**template, **queries.thread_filter(OWNER, new), Field.DATA: data}
+        sort_key = template[Field.SORT_KEY].split(" ")[0] + " " + new
+        data["thread_id"] = thread
         return {
-            "load_thread": Side(find(Find("thread", thread_key))),
-            "load_item": Side(find(Find("item", item_key))),
-            "load_attachment": Side(find(Find("attachment", attachment_key))),
-            "load_thread_items": Side(
-                find(queries.items_page(OWNER, thread_id, None, "desc", page))
-            ),
-            "load_threads": Side(find(queries.threads_page(OWNER, None, "desc", page))),
-            "save_thread": upsert(threads, thread_key, "thread"),
-            "save_item": upsert(items, item_key, "item"),
-            "save_attachment": upsert(attachments, attachment_key, "attachment"),
-            "add_thread_item": Side(lambda: items.insert_one(ready.pop()), new_item, remove_item),
-            "delete_thread_item": Side(remove_item, stored_item),
-            "delete_attachment": Side(
-                lambda: attachments.delete_one(queries.attachment_filter(OWNER, doomed.pop())),
-                stored_attachment,
-            ),
-            "delete_thread": Side(delete_thread, stored_thread),
+            **template,
+            **queries.item_filter(OWNER, thread, new),
+            Field.SORT_KEY: sort_key,
+            Field.DATA: data,
         }
+
+    def find(find: Find) -> Side:
+        handle = run.collection(find.kind, calls.store)
+        if find.limit == 1:
+            return Side(lambda: handle.find_one(find.filter, find.projection))
+        sort = list(find.sort)
+        return Side(
+            lambda: (
+                handle.find(find.filter, find.projection).sort(sort).limit(find.limit).to_list(None)
+            )
+        )
+
+    def upsert(handle: Any, kind: Kind) -> Side:
+        return Side(lambda: handle.update_one(keys[kind], {"$set": templates[kind]}, upsert=True))
+
+    async def new_item() -> None:
+        doomed.append(new_id("message"))
+        ready.append(copy("item", doomed[-1]))
+
+    async def stored(kind: Kind) -> None:
+        doomed.append(new_id(kind))
+        await run.collection(kind, calls.store).insert_one(copy(kind, doomed[-1]))
+        if kind == "thread":
+            for _ in range(2):
+                await items.insert_one(copy("item", new_id("message"), doomed[-1]))
+
+    async def remove_item() -> None:
+        await items.delete_one(queries.item_filter(OWNER, thread_id, doomed.pop()))
+
+    async def delete_thread() -> None:
+        scope = queries.thread_filter(OWNER, doomed.pop())
+        for handle in (attachments, items, threads):  # the store's cascade, in its order
+            await handle.delete_many(scope)
+
+    return {
+        "load_thread": find(Find("thread", keys["thread"])),
+        "load_item": find(Find("item", keys["item"])),
+        "load_attachment": find(Find("attachment", keys["attachment"])),
+        "load_thread_items": find(queries.items_page(OWNER, thread_id, None, "desc", page)),
+        "load_threads": find(queries.threads_page(OWNER, None, "desc", page)),
+        "save_thread": upsert(threads, "thread"),
+        "save_item": upsert(items, "item"),
+        "save_attachment": upsert(attachments, "attachment"),
+        "add_thread_item": Side(lambda: items.insert_one(ready.pop()), new_item, remove_item),
+        "delete_thread_item": Side(remove_item, lambda: stored("item")),
+        "delete_attachment": Side(
+            lambda: attachments.delete_one(queries.attachment_filter(OWNER, doomed.pop())),
+            lambda: stored("attachment"),
+        ),
+        "delete_thread": Side(delete_thread, lambda: stored("thread")),
+    }
 
 
 def phase(
@@ -158,9 +128,9 @@ def phase(
             return {key: {}, "overhead_limit": OVERHEAD_LIMIT}
         calls = StoreCalls(run.store if store is None else store(run), OWNER, run.settings)
         await calls.seed()
-        bare = await BareCalls.read(run, calls)
+        bare = await bare_sides(run, calls)
         label = f"{key}: store vs bare driver, interleaved A/B pairs"
-        figures = await run.ab(label, calls.sides(), bare.sides(), ("store", "bare"))
+        figures = await run.ab(label, calls.sides(), bare, ("store", "bare"))
         return {key: figures, "overhead_limit": OVERHEAD_LIMIT}
 
     def table(report: dict[str, Any]) -> list[str]:
