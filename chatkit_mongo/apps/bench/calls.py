@@ -115,26 +115,27 @@ class StoreCalls:
     """Every Store operation on one store, as a :class:`~.harness.Side`: the store's
     side of the overhead pairs, and each side of encryption's.
 
-    Seeded with what the operations read: a page of the owner's threads, one thread of
-    a page of items, an attachment. Each side does its own chores (the item to add, the
+    Seeded with what the operations read: ``threads`` threads of the owner, the last
+    with a page of items, and an attachment. Each side does its own chores (the item to add, the
     item to delete...) through its own store, so two stores compared differ only in
     what is compared.
     """
 
-    def __init__(self, store: MongoStore[Any], owner: str, settings: BenchSettings) -> None:
-        self.store, self.owner, self.settings = store, owner, settings
+    def __init__(
+        self, store: MongoStore[Any], owner: str, settings: BenchSettings, threads: int = 1
+    ) -> None:
+        self.store, self.owner, self.settings, self.threads = store, owner, settings, threads
         self.context = {"user_id": owner}
         self.thread_id = ""
         self.item = assistant_message("", words(settings.reply_words))
         self.attachment = file_attachment("")
 
     async def seed(self) -> None:
-        for _ in range(self.settings.page_size):
+        for _ in range(self.threads):
             self.thread_id = await new_thread(self.store, self.owner)
-        self.item = assistant_message(self.thread_id, words(self.settings.reply_words))
-        for seed in range(self.settings.page_size // 2):
-            await exchange(self.store, self.owner, self.thread_id, self.settings, seed)
-        await self.store.add_thread_item(self.thread_id, self.item, self.context)
+        for seed in range(self.settings.page_size):
+            self.item = assistant_message(self.thread_id, words(self.settings.reply_words, seed))
+            await self.store.add_thread_item(self.thread_id, self.item, self.context)
         self.attachment = file_attachment(self.thread_id)
         await self.store.save_attachment(self.attachment, self.context)
 

@@ -47,7 +47,8 @@ async def measure(run: Run) -> dict[str, Any]:
         )
         for side in SIDES
     }
-    calls = {side: StoreCalls(store, OWNER, run.settings) for side, store in stores.items()}
+    pages = run.settings.page_size  # a page of threads: the sidebar's, as ChatKit reads it
+    calls = {side: StoreCalls(store, OWNER, run.settings, pages) for side, store in stores.items()}
     for side in SIDES:
         await stores[side].ensure_indexes()  # the key vault's index too, for the encrypted
         await calls[side].seed()
