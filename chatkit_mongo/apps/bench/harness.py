@@ -456,7 +456,7 @@ def tabulate(title: str, columns: dict[str, Any], rows: dict[Any, Sequence[Any]]
     lines = [title, f"{first:<{width}}" + "".join(f" {h:>{w}}" for h, _, w in specs)]
     for label, values in rows.items():
         cells = (f" {v:>{w}{spec}}" for v, (_, spec, w) in zip(values, specs, strict=True))
-        lines.append(f"{label:<{width}}" + "".join(cells))
+        lines.append((f"{label:<{width}}" + "".join(cells)).rstrip())
     return lines
 
 
