@@ -69,16 +69,10 @@ ENCRYPTION_PHASES: Final = (encryption.PHASE,)
 
 
 async def run_benchmark(
-    store: MongoStore[Any],
-    settings: BenchSettings,
-    *,
-    phases: Sequence[Phase] = PHASES,
-    round_trips: RoundTrips | None = None,
-    progress: Progress | None = None,
+    store: MongoStore[Any], settings: BenchSettings, *, phases: Sequence[Phase] = PHASES, **run: Any
 ) -> dict[str, Any]:
-    """Run ``phases`` on ``store``'s database and return the report (see
-    :func:`.harness.run_phases`)."""
-    return await run_phases(store, settings, phases, round_trips=round_trips, progress=progress)
+    """Run ``phases`` (all of them by default) on ``store``: :func:`.harness.run_phases`."""
+    return await run_phases(store, settings, phases, **run)
 
 
 def written(settings: BenchSettings, base: CollectionNames, phases: Sequence[Phase]) -> list[str]:

@@ -102,9 +102,6 @@ def beside(base: CollectionNames, suffix: str) -> CollectionNames:
     )
 
 
-# ---------------------------------------------------------------------- round trips
-
-
 class RoundTrips(monitoring.CommandListener):
     """Round trips to the database, each counted against the labelled call running: as
     a real client's command listener (the exact figure), or by :class:`CountingCollection`.
@@ -155,9 +152,6 @@ class CountingCollection:
         return counted
 
 
-# ---------------------------------------------------------------------- progress
-
-
 class Progress:
     """Where the run is: a phase and its steps. This one says nothing (tests)."""
 
@@ -197,9 +191,6 @@ class TerminalProgress(Progress):
         if self._bar is not None:
             self._bar.render_finish()
             self._bar = None
-
-
-# ---------------------------------------------------------------------- timing
 
 
 def percentile(ordered: Sequence[float], fraction: float) -> float:
@@ -308,9 +299,6 @@ class Side:
     call: Callable[[], Awaitable[object]]
     before: Chore | None = None
     after: Chore | None = None
-
-
-# ---------------------------------------------------------------------- a run
 
 
 @dataclass
