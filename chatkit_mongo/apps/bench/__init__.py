@@ -58,11 +58,7 @@ from .harness import (
 __all__ = ["ENCRYPTION_PHASES", "PHASES", "BenchSettings", "bench_command", "run_benchmark"]
 
 PHASES: Final = (
-    cold.PHASE,
-    overhead.phase(),
-    workload.PHASE,
-    growth.PHASE,
-    explain.PHASE,
+    *(cold.PHASE, overhead.phase(), workload.PHASE, growth.PHASE, explain.PHASE),
     concurrency.PHASE,
 )
 ENCRYPTION_PHASES: Final = (encryption.PHASE,)
@@ -296,14 +292,14 @@ def bench_command(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     connection = resolve_connection(ctx, default_database=f"chatkit_bench_{secrets.token_hex(4)}")
-    phases = ENCRYPTION_PHASES if encryption else PHASES
-    if encryption and connection.uri is None and connection.opener is open_uri:
+    embedded = connection.uri is None and connection.opener is open_uri
+    if encryption and embedded:
         raise click.UsageError("--encryption needs a server for the key vault: pass --uri")
     if chart is not None:
         pyplot()  # a missing matplotlib is said before the run, not after it
-    drivers = (driver,) if driver else DRIVERS if encryption else ("pymongo",)
-    if connection.uri is None and connection.opener is open_uri and driver is None:
-        drivers = ("motor",)  # the embedded backend is Motor-shaped
+    phases = ENCRYPTION_PHASES if encryption else PHASES
+    default = ("motor",) if embedded else DRIVERS if encryption else ("pymongo",)
+    drivers = (driver,) if driver else default  # the embedded backend is Motor-shaped
     progress = TerminalProgress()
     reports = []
     try:
