@@ -278,6 +278,17 @@ def traced(
     return decorate
 
 
+def recorder() -> str:
+    """What records the process's spans: no API at all, the API alone (no SDK
+    configured: spans record nothing), or an SDK's tracer provider."""
+    if trace is None:
+        return "opentelemetry-api not installed (nothing is wrapped)"
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, trace.ProxyTracerProvider):
+        return "opentelemetry-api, no SDK configured"
+    return f"tracer provider {type(provider).__module__}.{type(provider).__qualname__}"
+
+
 def note(name: str, value: bool | int | str) -> None:
     """Record ``chatkit_mongo.<name>`` on the current span (the operation under way),
     e.g. that it ran the index check or made an owner's key. No-op without a span."""

@@ -7,11 +7,15 @@ under the store's."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import httpx
@@ -32,12 +36,20 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from chatkit_mongo import ChatKitMongoError, MongoStore, Telemetry
-from chatkit_mongo._telemetry import DURATION_BUCKETS, PREFIX, command_span, duration_histogram
+from chatkit_mongo._telemetry import (
+    DURATION_BUCKETS,
+    PREFIX,
+    command_span,
+    duration_histogram,
+    recorder,
+)
 from examples.fastapi_server import create_app, otlp_providers, trace_requests
 
 from .attachment_support import make_attachments
 from .conftest import NAMES, RequestContext, is_server
 from .encryption_support import fresh_encryption
+
+ROOT: Final = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ("tests.encryption_fixtures",)
 
@@ -341,6 +353,18 @@ async def test_attachment_operations_are_spans_that_say_how_many_bytes(
     upload, outer = _ours()[:2]
     assert upload.parent is not None
     assert upload.parent.span_id == outer.context.span_id
+
+
+def test_the_recorder_is_named_the_api_alone_or_the_sdk_provider() -> None:
+    assert recorder() == "tracer provider opentelemetry.sdk.trace.TracerProvider"
+    alone = subprocess.run(
+        [sys.executable, "-c", "from chatkit_mongo._telemetry import recorder; print(recorder())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert alone.stdout.strip() == "opentelemetry-api, no SDK configured"
 
 
 def test_a_cli_command_span_records_its_error_by_type() -> None:
