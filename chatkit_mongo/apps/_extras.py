@@ -10,12 +10,18 @@ from __future__ import annotations
 import click
 
 
-def install_hint(extra: str) -> str:
-    """The two commands that install ``extra``: from a checkout, and from the repository."""
+def install_commands(extra: str) -> tuple[str, str]:
+    """The commands that install ``extra``: in a checkout, and from the repository."""
     return (
-        f"in a checkout, pip install -e '.[{extra}]'; "
-        f"else pip install 'chatkit-mongo[{extra}] @ git+<repository URL>'"
+        f"pip install -e '.[{extra}]'",
+        f"pip install 'chatkit-mongo[{extra}] @ git+<repository URL>'",
     )
+
+
+def install_hint(extra: str) -> str:
+    """Both commands that install ``extra``, as one clause of an error message."""
+    checkout, repository = install_commands(extra)
+    return f"in a checkout, {checkout}; else {repository}"
 
 
 def missing_extra(what: str, extra: str, exc: ImportError) -> click.ClickException:
