@@ -39,20 +39,19 @@ def command_names() -> list[str]:
 
 def markdown_section(page: Path, heading: str) -> str:
     """The text under ``heading`` (a whole line, e.g. ``## `chatkit-mongo init```) up to
-    the next heading of the same or a higher level."""
+    the next heading of the same or a higher level; lines in code fences are no headings."""
     lines = page.read_text(encoding="utf-8").splitlines()
-    level = heading.split(" ", 1)[0]
+    level = len(heading.split(" ", 1)[0])
     assert heading in lines, f"{page.name} has no heading {heading!r}"
     start = lines.index(heading) + 1
-    end = next(
-        (
-            number
-            for number in range(start, len(lines))
-            if lines[number].startswith("#") and lines[number].split(" ", 1)[0] <= level
-        ),
-        len(lines),
-    )
-    return "\n".join(lines[start:end])
+    fenced = False
+    for number in range(start, len(lines)):
+        line = lines[number]
+        fenced = fenced != line.startswith("```")
+        marks = len(line) - len(line.lstrip("#"))
+        if not fenced and 0 < marks <= level and line[marks : marks + 1] == " ":
+            return "\n".join(lines[start:number])
+    return "\n".join(lines[start:])
 
 
 def invoke(backend: str, database: Any, *args: str, stdin: str | None = None) -> Result:
