@@ -1,8 +1,9 @@
 """The CLI's pages document every option of every command, and no option that is gone.
 
 Click's parameters are walked from the command group; each command's options are the
-first column of the table in its section (``## `chatkit-mongo NAME```) of
-``docs/cli/*.md``, the connection options that of "Connection options" in the index.
+first column of its table in ``docs/cli/*.md``, the table whose header cell names the
+command (``| `chatkit-mongo init` | default | |``); the connection options are the
+first column of the table headed ``connection option`` on the index page.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pytest
 
 from chatkit_mongo.apps.cli import cli
 
-from .cli_support import DOCS_CLI, command_names, markdown_section
+from .cli_support import DOCS_CLI, command_names
 
 _NAME: Final = re.compile(r"`(-{1,2}[A-Za-z][\w-]*|[A-Z][A-Z_]*)`")
 """An option (``--dry-run``, ``-d``) or an argument (``FILE``) written as code."""
@@ -24,14 +25,28 @@ _HELP: Final = frozenset({"--help", "-h"})
 """Documented once, on the index page, for every command."""
 
 
-def documented(section: str) -> set[str]:
-    """The names in the first column of the section's tables (header rows excluded)."""
+def documented(table: str) -> set[str]:
+    """The names in the first column of a table's rows (its header and rule excluded)."""
     names: set[str] = set()
-    for row in section.splitlines():
-        cells = row.split("|")
-        if row.startswith("| `") and len(cells) > 2:
-            names.update(_NAME.findall(cells[1]))
+    for row in table.splitlines()[2:]:
+        names.update(_NAME.findall(row.split("|")[1]))
     return names
+
+
+def table_headed(header: str) -> str:
+    """The one table of the CLI's pages whose first header cell is ``header``."""
+    found = []
+    for page in sorted(DOCS_CLI.glob("*.md")):
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines[:-1]):
+            if line.startswith(f"| {header} |") and lines[number + 1].startswith("| --- |"):
+                end = next(
+                    (n for n in range(number, len(lines)) if not lines[n].startswith("|")),
+                    len(lines),
+                )
+                found.append("\n".join(lines[number:end]))
+    assert len(found) == 1, f"{len(found)} tables headed {header!r} in {DOCS_CLI}"
+    return found[0]
 
 
 def declared(params: list[click.Parameter]) -> set[str]:
@@ -45,22 +60,11 @@ def declared(params: list[click.Parameter]) -> set[str]:
     return names - _HELP
 
 
-def section_of(command: str) -> str:
-    heading = f"## `chatkit-mongo {command}`"
-    pages = [
-        page for page in sorted(DOCS_CLI.glob("*.md")) if heading in page.read_text().splitlines()
-    ]
-    assert len(pages) == 1, f"{heading} is on {len(pages)} pages of {DOCS_CLI}"
-    return markdown_section(pages[0], heading)
-
-
 CONNECTION: Final = declared(cli.params)
 
 
 def test_the_connection_options_are_documented_once_for_all() -> None:
-    assert documented(markdown_section(DOCS_CLI / "index.md", "## Connection options")) == (
-        CONNECTION
-    )
+    assert documented(table_headed("connection option")) == CONNECTION
     assert "`--help` (or `-h`)" in (DOCS_CLI / "index.md").read_text()
 
 
@@ -70,16 +74,17 @@ def test_every_option_of_the_command_is_documented_and_none_that_is_gone(command
     assert found is not None
     own = declared(found.params) - CONNECTION
     assert declared(found.params) >= CONNECTION, "every command takes the connection options"
-    assert documented(section_of(command)) == own
+    assert documented(table_headed(f"`chatkit-mongo {command}`")) == own
 
 
 def test_every_command_is_listed_on_the_index_page() -> None:
     rows = (DOCS_CLI / "index.md").read_text().splitlines()
-    named = {row.split("`")[1] for row in rows if row.startswith("| `") and " | [" in row}
+    linking = [row.split("|")[1] for row in rows if row.startswith("| `") and " | [" in row]
+    named = {name for cell in linking for name in re.findall(r"`([a-z]+)`", cell)}
     assert named == set(command_names())
 
 
 def test_the_pages_are_the_ones_the_index_links_to() -> None:
-    linked = set(re.findall(r"\]\(([a-z]+\.md)\)", (DOCS_CLI / "index.md").read_text()))
+    linked = set(re.findall(r"\]\(([a-z-]+\.md)\)", (DOCS_CLI / "index.md").read_text()))
     assert linked == {page.name for page in DOCS_CLI.glob("*.md")} - {"index.md"}
     assert all((DOCS_CLI / Path(name)).is_file() for name in linked)
