@@ -461,6 +461,17 @@ async def test_every_refusal_is_logged_once_with_its_reason(
     assert len(mentions) == 1, mentions
 
 
+async def test_a_refusal_of_a_forged_path_is_still_one_line(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.apps.demo")
+    response = await http.get("/nowhere%0A[user admin] deleted everything")
+    assert response.status_code == 404
+    assert _refusals(caplog) == [
+        f"[user {DEMO_USER}] GET /nowhere [user admin] deleted everything refused 404: Not Found"
+    ]
+
+
 async def test_refusals_of_the_attachment_routes_are_logged_with_their_reason(
     http_with_attachments: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -411,10 +411,14 @@ def _log_refusal(scope: Scope, status: int, body: bytes) -> None:
         "[user %s] %s %s refused %d: %s",
         user,
         scope["method"],
-        scope["path"],
+        _one_line(scope["path"]),  # decoded: a %0A in the URL would start a line of its own
         status,
-        " ".join(str(reason).split()) or "(no reason given)",
+        _one_line(str(reason)) or "(no reason given)",
     )
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 class RequestTooLarge(Exception):
