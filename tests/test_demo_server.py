@@ -472,6 +472,18 @@ async def test_a_refusal_of_a_forged_path_is_still_one_line(
     ]
 
 
+async def test_an_id_holding_a_line_break_is_logged_on_one_line(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.apps.demo")
+    forged = "thr_x\n[user admin] deleted thread thr_y"
+    assert await ChatKitClient(http, "bob").call("threads.delete", thread_id=forged) == {}
+    assert _demo_lines(caplog) == [
+        "[user bob] thread thr_x [user admin] deleted thread thr_y not found for this user: "
+        "nothing deleted"
+    ]
+
+
 async def test_refusals_of_the_attachment_routes_are_logged_with_their_reason(
     http_with_attachments: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -206,7 +206,14 @@ async def _exists(load: Any) -> bool:
 
 
 def _log(context: Any, message: str, *args: object) -> None:
-    logger.info("[user %s] " + message, default_owner(context), *args)
+    """One INFO line for the context's user; one line whatever the ids a client sent (an
+    id may hold a newline, which would otherwise start a forged line of its own)."""
+    logger.info("%s", _one_line(f"[user {default_owner(context)}] {message % args}"))
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every run of whitespace, line breaks included, as one space."""
+    return " ".join(text.split())
 
 
 def echo_reply(message: UserMessageItem) -> str:
@@ -402,23 +409,14 @@ def _log_refusal(scope: Scope, status: int, body: bytes) -> None:
     except ValueError:
         parsed = None
     reason = parsed["error"] if isinstance(parsed, dict) and "error" in parsed else text
+    reason = str(reason).strip() or "(no reason given)"
     try:
         user = context_from_headers(Headers(scope=scope)).user_id
     except ValueError:  # the header itself was the reason: shown, kept short
         user = shown(Headers(scope=scope).get(USER_HEADER, ""))
-    logger.log(
-        logging.INFO if status < 500 else logging.WARNING,
-        "[user %s] %s %s refused %d: %s",
-        user,
-        scope["method"],
-        _one_line(scope["path"]),  # decoded: a %0A in the URL would start a line of its own
-        status,
-        _one_line(str(reason)) or "(no reason given)",
-    )
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    line = f"[user {user}] {scope['method']} {scope['path']} refused {status}: {reason}"
+    # The path is decoded: a %0A in the URL would otherwise start a line of its own.
+    logger.log(logging.INFO if status < 500 else logging.WARNING, "%s", _one_line(line))
 
 
 class RequestTooLarge(Exception):
