@@ -59,9 +59,9 @@ class NotInstalled(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, NotInstalled())
 '''
-_INSTALL_DEMO: Final = (
-    "in a checkout, pip install -e '.[demo]'; "
-    "else pip install 'chatkit-mongo[demo] @ git+<repository URL>'"
+_INSTALL: Final = (
+    "pip install -e '.[{0}]' in a checkout, "
+    "or pip install 'chatkit-mongo[{0}] @ git+<repository URL>'"
 )
 
 
@@ -128,16 +128,21 @@ def test_every_help_works_with_only_the_base_install(command: str, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "args", [("serve", "--port", "1"), ("bench", "--out", "bench.json")], ids=["serve", "bench"]
+    ("args", "what", "extra"),
+    [
+        (("serve", "--port", "1"), "the demo", "demo"),
+        (("bench", "--out", "bench.json"), "the benchmark", "bench"),
+    ],
+    ids=["serve", "bench"],
 )
 def test_the_embedded_backend_without_mongomock_motor_says_how_to_install_it(
-    args: tuple[str, ...], tmp_path: Path
+    args: tuple[str, ...], what: str, extra: str, tmp_path: Path
 ) -> None:
     result = chatkit_mongo(TEST_DOUBLES, tmp_path, *args)
     assert result.returncode == 1, result.stderr
     assert result.stderr == (
-        "Error: the embedded in-memory backend (used when no --uri is given) needs the demo "
-        f"extra (No module named 'mongomock_motor'): {_INSTALL_DEMO}\n"
+        f"Error: without --uri {what} runs on the embedded backend, which needs the {extra} "
+        f"extra: {_INSTALL.format(extra)} (No module named 'mongomock_motor')\n"
     )
 
 
@@ -145,7 +150,8 @@ def test_serve_without_the_demo_extra_says_how_to_install_it(tmp_path: Path) -> 
     result = chatkit_mongo(("uvicorn",), tmp_path, "serve")
     assert result.returncode == 1
     assert result.stderr == (
-        f"Error: 'serve' needs the demo extra (No module named 'uvicorn'): {_INSTALL_DEMO}\n"
+        f"Error: 'serve' needs the demo extra: {_INSTALL.format('demo')} "
+        "(No module named 'uvicorn')\n"
     )
 
 

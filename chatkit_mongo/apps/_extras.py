@@ -1,8 +1,8 @@
-"""What a command says when an optional extra it needs is not installed.
+"""How to install an extra, said the way that works today.
 
-Why one place: the package is installed from a checkout or from its git repository (it
-is not on a package registry), so ``pip install 'chatkit-mongo[demo]'`` would fail; every
-hint names both ways that work, the same way.
+Why not ``pip install 'chatkit-mongo[extra]'``: the package is not on a registry, so
+that line would fail; it installs from a checkout or straight from its git repository.
+Why one place: every hint (the CLI's errors, the example's docstring) says it the same.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import click
 
 
 def install_commands(extra: str) -> tuple[str, str]:
-    """The commands that install ``extra``: in a checkout, and from the repository."""
+    """The commands that install ``extra``: in a checkout, and from the git repository."""
     return (
         f"pip install -e '.[{extra}]'",
         f"pip install 'chatkit-mongo[{extra}] @ git+<repository URL>'",
@@ -19,11 +19,11 @@ def install_commands(extra: str) -> tuple[str, str]:
 
 
 def install_hint(extra: str) -> str:
-    """Both commands that install ``extra``, as one clause of an error message."""
+    """The two install lines for ``extra``: from a checkout, and from the git repository."""
     checkout, repository = install_commands(extra)
-    return f"in a checkout, {checkout}; else {repository}"
+    return f"{checkout} in a checkout, or {repository}"
 
 
 def missing_extra(what: str, extra: str, exc: ImportError) -> click.ClickException:
     """The one-line error for ``what`` needing ``extra``, naming the module not found."""
-    return click.ClickException(f"{what} needs the {extra} extra ({exc}): {install_hint(extra)}")
+    return click.ClickException(f"{what} needs the {extra} extra: {install_hint(extra)} ({exc})")

@@ -162,9 +162,10 @@ class _Group(click.Group):
     command's, so one place covers every command, ``bench`` (defined in its own module)
     included; the commands raise :class:`click.ClickException` for what they check.
 
-    Why ``bench`` lazily: its module is large and measures things the operator commands
-    never need. Its one-line help is kept here so that listing the commands imports
-    nothing.
+    Why ``bench`` lazily: it is the one command with phases, charts and test doubles of
+    its own (the ``bench`` extra, loaded only when a run uses them); listing the
+    commands, or running ``init`` or ``purge``, need none of it. Its one-line help is
+    kept here so that listing the commands imports nothing.
     """
 
     _LAZY: Final = {

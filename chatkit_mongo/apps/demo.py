@@ -58,8 +58,8 @@ from ..asgi import attachment_routes
 from ..attachments import GridFSAttachmentStore, UploadData
 from ..owner import MAX_OWNER_LENGTH, default_owner
 from ..store import MongoStore
+from ._extras import missing_extra
 from .connection import Connection
-from .embedded import embedded_database
 
 TContext = TypeVar("TContext", default=Any)
 
@@ -542,11 +542,19 @@ def serve(
     on an in-memory one of the same name. Indexes are created on start.
 
     Everything runs on one event loop: a PyMongo async client belongs to its loop.
+    Why the embedded backend is imported only here: on a server (``--uri``) the demo
+    needs no test double installed.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     async def main() -> None:
         if embedded:
+            try:
+                from .embedded import embedded_database  # noqa: PLC0415  (see the docstring)
+            except ImportError as exc:
+                raise missing_extra(
+                    "without --uri the demo runs on the embedded backend, which", "demo", exc
+                ) from exc
             with embedded_database(connection.database) as database:
                 logger.info(
                     "backend: embedded in-memory database %r (no --uri given; gone when stopped)",
