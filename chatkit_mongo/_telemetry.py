@@ -315,8 +315,9 @@ def count_skipped(target: Target, kind: Kind, count: int = 1) -> None:
 
 @contextmanager
 def command_span(command: str) -> Iterator[None]:
-    """A span around one CLI command, named ``chatkit-mongo <command>``; errors recorded
-    by type, as for the store's operations."""
+    """A span around one CLI command, named ``chatkit-mongo <command>``. An error is
+    recorded by its type, the cause's where the CLI turned one of ours into its own
+    (``click.ClickException`` from a ``ChatKitMongoError``)."""
     instruments = instruments_for(None, None)
     if instruments is None:
         yield
@@ -330,6 +331,7 @@ def command_span(command: str) -> Iterator[None]:
         try:
             yield
         except Exception as exc:
-            span.set_attribute("error.type", error_type(exc))
-            span.set_status(trace.StatusCode.ERROR, error_type(exc))
+            failed = error_type(exc.__cause__ or exc)
+            span.set_attribute("error.type", failed)
+            span.set_status(trace.StatusCode.ERROR, failed)
             raise

@@ -7,10 +7,14 @@ under the store's."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,6 +30,7 @@ from chatkit.types import (
     AssistantMessageItem,
     ThreadMetadata,
 )
+from click.testing import CliRunner
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -43,8 +48,10 @@ from chatkit_mongo._telemetry import (
     duration_histogram,
     recorder,
 )
+from chatkit_mongo.apps.cli import cli
 from examples.fastapi_server import create_app, otlp_providers, trace_requests
 
+from . import capabilities
 from .attachment_support import make_attachments
 from .conftest import NAMES, RequestContext, is_server
 from .encryption_support import fresh_encryption
@@ -505,3 +512,58 @@ def test_the_examples_otlp_providers_export_spans_and_metrics_to_the_endpoint(
     bodies = b"".join(body for _, body in _Collector.received)
     assert b"load_thread probe" in bodies
     assert b"probe.calls" in bodies
+
+
+def test_every_cli_command_is_a_span_and_its_error_is_named_by_its_cause(
+    tmp_path: Path,
+) -> None:
+    uri = capabilities.server().uri
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"format": 2, "kind": "nonsense"}\n', encoding="utf-8")
+    ran = CliRunner().invoke(cli, ["init", "--dry-run"])
+    failed = CliRunner().invoke(cli, ["import", str(bad), "--uri", uri, "-d", "otel_cli"])
+    assert ran.exit_code == 0, ran.output
+    assert failed.exit_code == 1, failed.output
+    ok, refused = _ours()
+    assert (ok.name, _attributes(ok)[PREFIX + "command"]) == ("chatkit-mongo init", "init")
+    assert ok.status.status_code is StatusCode.UNSET
+    assert refused.name == "chatkit-mongo import"
+    assert _attributes(refused)["error.type"] == "chatkit_mongo.errors.ImportFileError"
+    assert refused.status.status_code is StatusCode.ERROR
+
+
+def test_serve_with_otel_console_prints_each_store_operations_span(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = capabilities.server().uri
+    main = "from chatkit_mongo.apps.cli import main; main()"
+    arguments = ["serve", "--uri", uri, "-d", f"otel_serve_{port}", "--port", str(port)]
+    process = subprocess.Popen(
+        [sys.executable, "-c", main, *arguments],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "CHATKIT_MONGO_OTEL_CONSOLE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()[1]
+            try:
+                body = {"type": "threads.list", "params": {}}
+                answer = httpx.post(f"http://127.0.0.1:{port}/chatkit", json=body, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the demo never answered"
+                time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, log = process.communicate(timeout=30)
+    spans = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    names = [span["name"] for span in spans]
+    assert "load_threads chatkit_threads" in names
+    listed = spans[names.index("load_threads chatkit_threads")]
+    assert listed["attributes"]["db.operation.name"] == "load_threads"
+    assert listed["attributes"]["chatkit_mongo.page.returned"] == 0
