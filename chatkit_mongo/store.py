@@ -18,7 +18,6 @@ from ._checks import Order, check_id, check_limit, check_optional_id, check_orde
 from ._codec import (
     ITEM_ADAPTER,
     THREAD_ADAPTER,
-    Dumped,
     check_document,
     dump,
     parse_attachment,
@@ -34,7 +33,6 @@ from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
 from .retention import Clock, Retention
 from .schema import (
-    ENVELOPE_BYTES,
     CollectionNames,
     Field,
     document_kind,
@@ -238,8 +236,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         thread_id = check_id(metadata.id, "thread.id")
         what = f"thread {thread_id}"
         key = queries.thread_filter(owner, thread_id)
-        dumped = dump(metadata, THREAD_ADAPTER, what)
-        fields = _document(key, metadata.created_at, thread_id, dumped, what)
+        data = dump(metadata, THREAD_ADAPTER, what)
+        fields = _document(key, metadata.created_at, thread_id, data, what)
         fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         await self.persistence.save_thread(key, fields)
 
@@ -402,8 +400,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         item_id = check_id(item.id, "item.id")
         what = f"item {item_id} of thread {thread_id}"
         key = queries.item_filter(owner, thread_id, item_id)
-        dumped = dump(item, ITEM_ADAPTER, what)
-        fields = _document(key, item.created_at, item_id, dumped, what)
+        data = dump(item, ITEM_ADAPTER, what)
+        fields = _document(key, item.created_at, item_id, data, what)
         return key, fields
 
     async def _load(self, owner: str, find: Find, parse: Callable[[Any], _T], not_found: str) -> _T:
@@ -520,27 +518,22 @@ def _metadata_only(thread: ThreadMetadata) -> ThreadMetadata:
 
 
 def _document(
-    key: dict[str, Any], created_at: datetime, element_id: str, dumped: Dumped, what: str
+    key: dict[str, Any], created_at: datetime, element_id: str, data: dict[str, Any], what: str
 ) -> dict[str, Any]:
     """A thread's or item's stored fields, checked: its key, its timing, its model's
-    dump under ``data``; :class:`~chatkit_mongo.UnstorableError` naming ``what`` if
-    MongoDB would refuse it or it would not read back.
+    dump ``data``; :class:`~chatkit_mongo.UnstorableError` naming ``what`` if MongoDB
+    would refuse it.
 
     Built as one dict, with ``created_at`` made naive UTC once: every write pays this.
-    Why the check is made here, where the document is built: the check of a proved dump
-    counts on :data:`~chatkit_mongo.schema.ENVELOPE_BYTES`, the worst case of exactly
-    these fields, with ``key`` holding the owner :meth:`Persistence.begin
-    <chatkit_mongo._persistence.Persistence.begin>` resolved and ids :func:`check_id`
-    accepted (their lengths).
     """
     naive = created_at if created_at.tzinfo is None else utc_naive(created_at)
     document = {
         **key,
         Field.SORT_KEY: sort_key(naive, element_id),
         Field.CREATED_AT: naive,
-        Field.DATA: dumped[0],
+        Field.DATA: data,
     }
-    check_document(document, what, dumped, envelope=ENVELOPE_BYTES)
+    check_document(document, what)
     return document
 
 
