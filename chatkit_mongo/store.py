@@ -95,6 +95,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         clock: Clock | None = None,
         wrap_collection: CollectionWrapper | None = None,
         encryption: Encryption | OwnerEncryption | None = None,
+        owns_client: bool = False,
     ) -> None:
         """Build a store over ``database``.
 
@@ -125,6 +126,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 make the store open its own engine, which :meth:`close` closes. An
                 :class:`~chatkit_mongo.OwnerEncryption` engine already open is used as
                 it is and left open, like a client the store was given.
+            owns_client: the store owns ``database``'s client: :meth:`close` closes it,
+                and the store refuses calls afterwards. Default False: a client the
+                store was given is the caller's to close. :meth:`from_uri` sets it.
         """
         if isinstance(max_page_size, bool) or not isinstance(max_page_size, int):
             raise TypeError(f"max_page_size must be an int, not {type(max_page_size).__name__}")
@@ -148,7 +152,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         )
         """The collections and every multi-document operation, shared with the
         attachment store; see :mod:`chatkit_mongo._persistence`."""
-        self._owns_client = False
+        self._owns_client = owns_client
         self._owns_engine = isinstance(encryption, Encryption)
         identify(database.client)
 
@@ -158,7 +162,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
         ``options`` named like a keyword of :meth:`__init__` (``owner``, ``retention``,
         ``clock``...: every one of them) go to the store; the others go to
-        ``AsyncMongoClient`` (timeouts, TLS, pool sizes...). Why read from the signature:
+        ``AsyncMongoClient`` (timeouts, TLS, pool sizes...). The store always owns the
+        client it opens here (``owns_client``). Why read from the signature:
         the list of store options then lives in one place and cannot drift (it once
         dropped ``clock``).
         """
@@ -166,8 +171,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         store_options = {name: value for name, value in options.items() if name in keywords}
         client_options = {name: value for name, value in options.items() if name not in keywords}
         client = open_client(uri, **client_options)
-        store: MongoStore[Any] = cls(client[database], **store_options)
-        store._owns_client = True
+        store: MongoStore[Any] = cls(client[database], **{**store_options, "owns_client": True})
         return store
 
     # ------------------------------------------------------------------ lifecycle
