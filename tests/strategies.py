@@ -315,7 +315,7 @@ drawn: a shared list or dict put in two places, one inside the other, would cont
 itself, and walking it would never end (it once filled 23 GB)."""
 
 
-def _slots(model: BaseModel) -> list[tuple[Any, Any]]:
+def model_slots(model: BaseModel) -> list[tuple[Any, Any]]:
     """Every place a value can be put: (model, field name) for each field of each model
     at any depth, and (dict, key) for each key of each dict at any depth. Each object
     is visited once (by identity), so a value that contains itself ends the walk."""
@@ -353,7 +353,7 @@ def hostile_models(draw: st.DrawFn) -> tuple[BaseModel, TypeAdapter[Any]]:
     )
     model = model.model_copy(deep=True)  # the strategies share their templates' values
     for _ in range(draw(st.integers(0, 3))):
-        owner, name = draw(st.sampled_from(_slots(model)))
+        owner, name = draw(st.sampled_from(model_slots(model)))
         action = draw(st.sampled_from(["set", "set", "set", "delete", "extra"]))
         if isinstance(owner, dict):
             owner[name] = draw(odd_values)

@@ -36,7 +36,7 @@ from chatkit_mongo._codec import (
     dump,
 )
 
-from .strategies import attachments, hostile_models, items, threads
+from .strategies import attachments, hostile_models, items, model_slots, odd_values, threads
 
 
 def _typed(value: Any) -> Any:
@@ -181,3 +181,19 @@ def test_a_model_nested_past_the_interpreters_limit_is_refused_by_name() -> None
         node = _Node(children=[node])
     with pytest.raises(UnstorableError, match=r"^node n holds a value"):
         dump(node, adapter, "node n")
+
+
+def test_the_hostile_strategys_walk_ends_on_a_value_that_contains_itself() -> None:
+    """It once walked such a value until the machine ran out of memory (23 GB)."""
+    thread = ThreadMetadata(id="t", created_at=datetime(2020, 1, 1), metadata={"k": []})
+    thread.metadata["k"].append(thread.metadata)
+    thread.metadata["self"] = thread.metadata
+    slots = model_slots(thread)
+    assert len(slots) == len(ThreadMetadata.model_fields) + 1 + 2  # the status' type, k, self
+    assert (thread.metadata, "self") in slots
+
+
+@given(odd_values, odd_values)
+def test_no_two_drawn_odd_values_are_one_mutable_object(first: Any, second: Any) -> None:
+    """Put one inside the other, a shared list or dict would contain itself."""
+    assert first is not second or not isinstance(first, list | dict | BaseModel)
