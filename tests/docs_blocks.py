@@ -15,9 +15,10 @@ of each language is run:
   (standard output and error as a terminal shows them), compared as doctest compares,
   with ``...`` matching anything and runs of whitespace equal. No lines: not checked.
 
-Every block runs in a scratch directory of its page (files one block writes, the next
-reads), with the worktree's package first on ``PYTHONPATH`` and the virtualenv's
-``bin`` first on ``PATH``, and with ``MONGODB_URI`` naming a jongodb wire server that
+Every block runs in a scratch directory of its page that links to the repository's
+files (files one block writes, the next reads; ``scripts/`` as in a checkout), with
+the worktree's package first on ``PYTHONPATH`` and the virtualenv's ``bin`` first on
+``PATH``, and with ``MONGODB_URI`` naming a jongodb wire server that
 the page starts for itself on first use. Why a server per page and not the session's:
 the blocks use the names a reader would (database ``chatkit``, owner ``alice``), so
 two pages on one server, in any order or at once under xdist, would see each other's
@@ -135,7 +136,14 @@ class Page:
 
 
 def setup_page(namespace: dict[str, Any]) -> None:
-    namespace[PAGE_KEY] = Page(Path(tempfile.mkdtemp(prefix="chatkit-docs-")))
+    """A page's state, in a scratch directory that looks like a checkout: a link to each
+    of the repository's files and folders, so ``python scripts/...`` runs as in a
+    checkout, while what a block writes stays in the scratch directory."""
+    cwd = Path(tempfile.mkdtemp(prefix="chatkit-docs-"))
+    for entry in ROOT.iterdir():
+        if not entry.name.startswith("."):
+            (cwd / entry.name).symlink_to(entry)
+    namespace[PAGE_KEY] = Page(cwd)
 
 
 def teardown_page(namespace: dict[str, Any]) -> None:
