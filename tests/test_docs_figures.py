@@ -1,12 +1,15 @@
 """Figures that depend on the code are computed, never typed in: the line counts of
-docs/architecture.md come from scripts/line_counts.py when the site is built, and the
-README stays the short page a newcomer reads."""
+docs/architecture.md come from scripts/line_counts.py when the site is built. The
+README stays the short page a newcomer reads, and its links lead somewhere."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
+
+import markdown
 
 from scripts import line_counts
 
@@ -51,3 +54,39 @@ def test_the_script_prints_the_table() -> None:
 def test_the_readme_is_short() -> None:
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines"
+
+
+class _Links(HTMLParser):
+    """The ``href`` of every link, and the ``id`` of every element, of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name == "href" and tag == "a" and value:
+                self.hrefs.append(value)
+            elif name == "id" and value:
+                self.ids.add(value)
+
+
+def _rendered(path: Path) -> _Links:
+    """``path`` rendered as MkDocs renders a page (its headings' ids from the toc
+    extension), then read back."""
+    links = _Links()
+    links.feed(markdown.markdown(path.read_text(), extensions=["toc", "tables", "fenced_code"]))
+    return links
+
+
+def test_every_link_of_the_readme_reaches_a_file_and_heading_that_exist() -> None:
+    """The README is not part of the site, so `make docs` does not check its links."""
+    hrefs = [h for h in _rendered(ROOT / "README.md").hrefs if "://" not in h]
+    assert "docs/index.md" in hrefs
+    for href in hrefs:
+        target, _, anchor = href.partition("#")
+        path = ROOT / target
+        assert path.is_file(), f"README.md links to {target}, which does not exist"
+        if anchor:
+            assert anchor in _rendered(path).ids, f"{target} has no heading #{anchor}"
