@@ -49,11 +49,10 @@ DEFAULT_KEY_VAULT_NAMESPACE: Final = "encryption.__keyVault"
 DEFAULT_LOCAL_KEY_VARIABLE: Final = "CHATKIT_MONGO_LOCAL_MASTER_KEY"
 """The environment variable :meth:`Encryption.local_from_env` reads by default."""
 DEFAULT_KEY_CACHE_SECONDS: Final = 60.0
-"""How long a process trusts its cached owner -> data key mapping; on PyMongo also how
-long libmongocrypt keeps a decrypted data key (on Motor, which cannot set it, that stays
-at libmongocrypt's 60 s). After an owner's key is shredded elsewhere, another process may
-still encrypt or decrypt with it for at most this long; anything it writes then is
-unreadable, like the rest of the owner's data."""
+"""How long a process trusts its cached owner -> data key mapping, and how long
+libmongocrypt keeps a decrypted data key. After an owner's key is shredded elsewhere,
+another process may still encrypt or decrypt with it for at most this long; anything it
+writes then is unreadable, like the rest of the owner's data."""
 
 KEY_ALT_NAMES: Final = "keyAltNames"
 """The key document field holding the owner's name (``keyAltName``), as libmongocrypt

@@ -169,6 +169,24 @@ async def test_an_altered_document_ciphertext_is_refused(
         await engine.decrypt("alice", altered)
 
 
+async def test_a_page_decrypts_in_one_call_in_order_leaving_out_other_owners(
+    engine: OwnerEncryption,
+) -> None:
+    """``decrypt_many`` (one call per page; on Motor one trip to the worker thread) gives
+    what ``decrypt`` gives each: in order, None for another owner's ciphertext, and the
+    page's first altered ciphertext refused."""
+    page = [await engine.encrypt("alice", {"n": number}) for number in range(5)]
+    page.insert(2, await engine.encrypt("bob", {"n": "bob's"}))
+    opened = await engine.decrypt_many("alice", page)
+    assert opened == [{"n": 0}, {"n": 1}, None, {"n": 2}, {"n": 3}, {"n": 4}]
+    assert opened == [await engine.decrypt("alice", ciphertext) for ciphertext in page]
+    assert await engine.decrypt_many("alice", []) == []
+    assert await engine.decrypt_many("carol", page) == [None] * len(page)
+    altered = Binary(bytes(page[4])[:-1] + bytes([page[4][-1] ^ 1]), 6)
+    with pytest.raises(CiphertextError, match="integrity"):
+        await engine.decrypt_many("alice", [*page[:4], altered, page[5]])
+
+
 @pytest.mark.parametrize("value", [b"plain", Binary(b"x" * 40, 0), {"data": 1}, None])
 async def test_a_value_that_is_not_a_ciphertext_is_refused(
     engine: OwnerEncryption, value: Any
