@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Awaitable
 from typing import Any, Final
 
 import pytest
@@ -15,7 +16,7 @@ from chatkit.store import NotFoundError
 from chatkit_mongo import CiphertextError, MongoStore
 from chatkit_mongo._encryption import STREAM_MAGIC
 from chatkit_mongo.encryption import Encryption
-from chatkit_mongo.schema import Field, GridFSField
+from chatkit_mongo.schema import Field, GridFSField, Kind
 
 from . import samples
 from .conftest import NAMES, RequestContext
@@ -46,7 +47,7 @@ async def test_a_strict_store_refuses_every_document_in_the_clear_naming_it(
     await plain.save_attachment(samples.file_attachment("atc_1", "thr_1"), ALICE)
     strict: MongoStore[Any] = MongoStore(wire_database, encryption=key_settings)
     try:
-        reads = {
+        reads: dict[str, list[Awaitable[Any]]] = {
             "thr_1": [
                 strict.load_thread("thr_1", ALICE),
                 strict.load_threads(10, None, "asc", ALICE),
@@ -76,10 +77,11 @@ async def test_a_forged_plaintext_over_a_ciphertext_is_never_read_as_content(
         await store.add_thread_item("thr_1", samples.assistant_message("msg_1"), ALICE)
         forged_item = samples.assistant_message("msg_1", text=FORGED)
         forged_thread = samples.thread("thr_1", title=FORGED)
-        for kind, model, key in (
+        forgeries: list[tuple[Kind, Any, dict[str, str]]] = [
             ("item", forged_item, {Field.ITEM_ID: "msg_1"}),
             ("thread", forged_thread, {Field.THREAD_ID: "thr_1"}),
-        ):
+        ]
+        for kind, model, key in forgeries:
             result = await wire_database[NAMES.name_of(kind)].update_one(
                 {Field.OWNER: "alice", **key},
                 {"$set": {Field.DATA: model.model_dump(mode="python")}},
