@@ -16,7 +16,10 @@ plaintext length to within 16 bytes), and anything the application keeps outside
 an earlier ciphertext of itself, or copy an item into another thread of its owner under
 its own id, but cannot read them or alter them unnoticed, nor move one to another owner
 or over another of the owner's documents (the store checks the owner's key and the id
-inside the content: such a document reads as not found).
+inside the content: such a document reads as not found). Nor can they plant content in
+the clear, as long as the store is strict (:attr:`Encryption.strict`, the default): a
+store being migrated (``strict=False``) reads a plaintext ``data``, and plain bytes, as
+they are.
 
 Master keys: the ``local`` provider takes a 96-byte key held by the application (from
 a file or an environment variable), for development, tests and the demo: whoever has
