@@ -384,7 +384,8 @@ class OwnerEncryption:
             )
         except EncryptionError as exc:
             if not isinstance(exc.cause, DuplicateKeyError):
-                raise
+                # libmongocrypt or the KMS refused to wrap the key with the master key
+                raise self._master_key_error(exc, making=True) from exc
             key_id = await self._find(owner)
             if key_id is None:  # the winner's key was shredded at once
                 raise KeyUnavailableError(
@@ -638,12 +639,17 @@ class OwnerEncryption:
             return exc
         return None
 
-    def _master_key_error(self, cause: EncryptionError) -> MasterKeyError:
-        error = MasterKeyError(
-            f"{self.config.master_key_source} does not open the data keys of the key vault "
-            f"{self.config.key_vault_namespace}: it is not the master key they were made "
-            f"with ({cause})"
+    def _master_key_error(self, cause: EncryptionError, *, making: bool = False) -> MasterKeyError:
+        """The error naming the master key's source, for a failure of libmongocrypt
+        with the key present in the vault, or (``making``) while wrapping a new one."""
+        vault = self.config.key_vault_namespace
+        what = (
+            f"cannot make a data key in the key vault {vault}"
+            if making
+            else f"does not open the data keys of the key vault {vault}: it is not the "
+            "master key they were made with"
         )
+        error = MasterKeyError(f"{self.config.master_key_source} {what} ({cause})")
         error.__cause__ = cause
         return error
 

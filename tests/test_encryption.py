@@ -328,8 +328,9 @@ async def test_keys_are_not_created_in_a_vault_without_its_unique_index(
 
 KEY_CREATION_CALLS = 2
 """A first write's awaits on the key vault: look the key up, create it."""
-RACE_CALLS = 3
-"""A lost race's: look up (stale), create (duplicate), read the winner's."""
+RACE_CALLS = 4
+"""A lost race's: look up (stale), check the master key on the vault's one key (a probe
+encryption), create (duplicate), read the winner's."""
 
 
 def interruptions(calls: int) -> list[Any]:

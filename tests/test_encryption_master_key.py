@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from pymongo.errors import EncryptionError
 
 from chatkit_mongo import ChatKitMongoError, MasterKeyError, MongoStore
+from chatkit_mongo._encryption import ensure_key_vault_index
 from chatkit_mongo.apps.cli import cli
 from chatkit_mongo.encryption import DEFAULT_LOCAL_KEY_VARIABLE, LOCAL_KEY_BYTES, Encryption
 
@@ -26,7 +27,7 @@ from .cli_support import owner_documents
 from .conftest import RequestContext
 from .encrypted_attachment_support import encrypted_attachments
 from .encrypted_data import fresh_database, run, seed_encrypted, write_key_file
-from .encryption_support import count_keys
+from .encryption_support import count_keys, interrupting_engine
 
 pytest_plugins = ("tests.encryption_fixtures",)
 
@@ -180,3 +181,28 @@ async def test_migrate_with_a_wrong_key_fails_naming_it_and_changes_nothing(
     assert f"environment variable {DEFAULT_LOCAL_KEY_VARIABLE} does not open" in line
     after = {owner: await owner_documents(database, owner) for owner in ("alice", "carol")}
     assert after == before
+
+
+async def test_a_refused_key_creation_is_named_not_a_driver_error(
+    wire_client: Any, tmp_path: Path
+) -> None:
+    """libmongocrypt (or a cloud KMS) refusing to wrap an owner's new key: the caller
+    gets a ``MasterKeyError`` naming the key's source, and no key is left behind."""
+    key_file = tmp_path / "master.key"
+    key_file.write_bytes(os.urandom(LOCAL_KEY_BYTES))
+    settings = Encryption.local_from_file(
+        key_file, key_vault_namespace=f"kv_{uuid.uuid4().hex[:12]}.__keyVault"
+    )
+    await ensure_key_vault_index(settings, wire_client)
+    refusal = EncryptionError(Exception("the KMS refused to wrap the key"))
+    # The vault is empty: the lookup, then the creation (no key to check the master key on).
+    engine, seam = interrupting_engine(settings, wire_client, at=2, error=refusal)
+    async with engine:
+        with pytest.raises(MasterKeyError) as raised:
+            await engine.encrypt("alice", {"text": "hello"})
+    assert seam.calls == ["get_key_by_alt_name", "create_data_key"]
+    assert str(raised.value) == (
+        f"the local master key file {str(key_file)!r} cannot make a data key in the key vault "
+        f"{settings.key_vault_namespace} (the KMS refused to wrap the key)"
+    )
+    assert await count_keys(settings, wire_client, "alice") == 0
