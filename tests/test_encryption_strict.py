@@ -6,6 +6,7 @@ and whether attachment bytes are ciphertext never rests on the file's unauthenti
 from __future__ import annotations
 
 import dataclasses
+import io
 import uuid
 from collections.abc import Awaitable
 from typing import Any, Final
@@ -13,8 +14,8 @@ from typing import Any, Final
 import pytest
 from chatkit.store import NotFoundError
 
-from chatkit_mongo import CiphertextError, MongoStore
-from chatkit_mongo._encryption import STREAM_MAGIC
+from chatkit_mongo import CiphertextError, MongoStore, export_data
+from chatkit_mongo._encryption import STREAM_MAGIC, OwnerEncryption
 from chatkit_mongo.encryption import Encryption
 from chatkit_mongo.schema import Field, GridFSField, Kind
 
@@ -178,3 +179,28 @@ async def test_a_flag_set_on_plain_bytes_does_not_make_them_readable(
             await migrating.read_bytes(created.id, ALICE)
     finally:
         await migrating.store.close()
+
+
+async def test_a_decrypting_export_leaves_out_what_a_strict_store_refuses(
+    wire_client: Any, key_settings: Encryption
+) -> None:
+    """``export --decrypt`` reads as the store does: with strict settings a document and
+    bytes in the clear are left out and counted, never exported as the owner's content;
+    with ``strict=False`` (a store being migrated) they are exported as they are."""
+    database = fresh_database(wire_client)
+    plain = encrypted_attachments(database, None)
+    await plain.store.save_thread(samples.thread("thr_old", title=FORGED), ALICE)
+    await plain.create_and_upload("old.txt", "text/plain", FORGED.encode(), ALICE)
+    for strict, exported, left_out in [
+        (True, 0, {"thread": 1, "attachment": 1, "file": 1}),
+        (False, 1, {}),
+    ]:
+        settings = dataclasses.replace(key_settings, strict=strict)
+        async with OwnerEncryption(
+            settings, wire_client, codec_options=database.codec_options
+        ) as engine:
+            out = io.StringIO()
+            counts = await export_data(database, NAMES, out, owner="alice", decrypt=engine)
+        assert (counts["thread"], counts["file"]) == (exported, exported), strict
+        assert {kind: n for kind, n in counts.left_out.items() if n} == left_out, strict
+        assert (FORGED in out.getvalue()) is not strict

@@ -142,7 +142,8 @@ async def count_export(
 class ExportCounts(dict[Kind, int]):
     """Lines written per kind; and, for a decrypting export, ``left_out`` per kind: the
     owner's documents and files that could not be decrypted (their key is shredded,
-    they were made with another owner's key, or they fail their integrity check)."""
+    they were made with another owner's key, or they fail their integrity check), or
+    that are in the clear where the encryption settings are strict."""
 
     def __init__(self) -> None:
         super().__init__(dict.fromkeys(KINDS, 0))
@@ -243,6 +244,8 @@ async def _write_document(
         return 0
     if reader is not None and kind == "file" and _is_encrypted_file(document):
         return await _write_decrypted_file(out, reader, document, _chunks_of(chunks, document))
+    if reader is not None and kind == "file" and reader.persistence.strict:
+        return None  # bytes in the clear: refused by a strict store, so left out here too
     _write_line(out, kind, document)
     written = 0
     if kind == "file":
