@@ -98,8 +98,10 @@ class GridFSField:
     ENCRYPTED: Final = "encrypted"
     """In the file's ``metadata``: True when the bytes are an encrypted stream (the
     format of ``chatkit_mongo._encryption``, bound to the attachment id); absent for
-    plain bytes. Why a flag and not sniffing the stream's header: plain bytes that
-    happen to start like it must still download as they are."""
+    plain bytes. Not authenticated, so never trusted alone: a store without encryption
+    serves unflagged bytes as they are (even bytes that start like the stream's header),
+    but an encrypted store refuses unflagged bytes that start like an encrypted stream,
+    and a strict one refuses any unflagged bytes (``attachments._check_unflagged``)."""
     METADATA_ENCRYPTED: Final = f"{METADATA}.{ENCRYPTED}"
     REWRITE: Final = "rewrite"
     """In the file's ``metadata``: True on a file ``GridFSAttachmentStore.reseal_bytes``
