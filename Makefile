@@ -27,7 +27,7 @@ $(BIN)/.demo-installed: pyproject.toml
 demo: $(BIN)/.demo-installed
 	$(BIN)/chatkit-mongo serve --host $(HOST) --port $(PORT)
 
-test: lint typecheck pytest
+test: lint typecheck pytest docs
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -2,25 +2,12 @@
 
 Why here and not in tests/: pytest asks a conftest to collect only the files under its
 own directory, and the pages are outside tests/. How a block runs and how a page marks
-one: tests/docs_blocks.py, docs/testing.md.
+one: tests/docs_blocks.py, docs/testing.md. The blocks of a page run in order, on one
+worker: under pytest-xdist, distribute by file (``--dist loadfile`` or ``loadscope``).
 """
 
 from __future__ import annotations
 
-import pytest
-
 from tests.docs_blocks import DOCS
 
 pytest_collect_file = DOCS.pytest()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's, kept together")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The blocks of one page share its namespace, loop and scratch directory, so under
-    xdist's ``--dist loadgroup`` they stay on one worker, in their order."""
-    for item in items:
-        if item.path.suffix == ".md":
-            item.add_marker(pytest.mark.xdist_group(f"docs:{item.path.relative_to(DOCS.path)}"))

@@ -34,7 +34,7 @@ It costs nothing per call (no extra await, no indirection unless the wrapper add
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -52,7 +52,7 @@ from ._queries import Find
 from ._single_flight import OncePerClient
 from ._telemetry import note
 from ._text import plural
-from .errors import EncryptionConfigError, StoreClosedError, UploadConflictError
+from .errors import CiphertextError, EncryptionConfigError, StoreClosedError, UploadConflictError
 from .operations.indexes import IndexStatus, ensure_indexes
 from .owner import OwnerResolver, default_owner, resolve_owner
 from .retention import Retention
@@ -234,6 +234,11 @@ class Persistence:
             return data
         return await self.encryption.encrypt(owner, data)
 
+    @property
+    def strict(self) -> bool:
+        """Whether content in the clear is refused (encryption on and strict)."""
+        return self.encryption is not None and self.encryption.config.strict
+
     async def unseal(
         self, owner: str, stored: Any, element_id: str | None = None
     ) -> dict[str, Any] | None:
@@ -248,22 +253,17 @@ class Persistence:
         needed: the ciphertext format has no associated data, so the key alone proves
         only the owner, not which of the owner's documents it was written for.
 
-        A plaintext document reads as it is, with encryption on too: a store that ran
-        without encryption keeps working while ``chatkit-mongo migrate --to encrypted`` converts it.
+        A plaintext document reads as it is without encryption, and with encryption
+        that is not strict (``Encryption(strict=False)``): a store that ran without
+        encryption keeps working while ``chatkit-mongo migrate --to encrypted`` converts
+        it. With strict encryption (the default) it is a ``CiphertextError`` naming it:
+        anyone who can write to the database can write a plaintext, so it proves nothing.
         A ciphertext with encryption off is a configuration error, said as such, never
         a crash in the model's validation.
         """
-        if isinstance(stored, dict):
-            return stored
-        if self.encryption is None:
-            raise EncryptionConfigError(
-                "a stored document is encrypted, and this store has no encryption settings; "
-                "pass the same encryption= the documents were written with"
-            )
-        data = await self.encryption.decrypt(owner, stored)
-        if data is not None and element_id is not None and data.get("id") != element_id:
-            return None
-        return data
+        if self.encryption is None and isinstance(stored, dict):  # every read without
+            return stored  # encryption: no list, no loop
+        return (await self.unseal_many(owner, [(stored, element_id)]))[0]
 
     async def unseal_page(
         self, owner: str, documents: list[dict[str, Any]]
@@ -271,17 +271,45 @@ class Persistence:
         """The ``data`` of each of a page's ``documents`` that ``owner`` can read, in
         order (see :meth:`unseal`; each is bound to the id its sort key ends with).
 
-        Why one call per page: a page of plaintext documents, the common case, then
-        costs no coroutine per document, and a page is read on every ChatKit turn.
+        Why one call per page: a page of plaintext documents without encryption, the
+        common case, then costs no coroutine per document, and an encrypted page is
+        decrypted in one call of the engine (``OwnerEncryption.decrypt_many``).
         """
-        readable: list[dict[str, Any]] = []
-        for document in documents:
-            stored = document[Field.DATA]
-            if not isinstance(stored, dict):
-                stored = await self.unseal(owner, stored, sort_key_id(document[Field.SORT_KEY]))
-                if stored is None:
-                    continue
-            readable.append(stored)
+        if self.encryption is None and all(isinstance(d[Field.DATA], dict) for d in documents):
+            return [document[Field.DATA] for document in documents]
+        stored = [(d[Field.DATA], sort_key_id(d[Field.SORT_KEY])) for d in documents]
+        return [data for data in await self.unseal_many(owner, stored) if data is not None]
+
+    async def unseal_many(
+        self, owner: str, stored: Sequence[tuple[Any, str | None]]
+    ) -> list[dict[str, Any] | None]:
+        """:meth:`unseal` of each ``(stored data, element id)``, in order, the
+        ciphertexts decrypted in one call of the engine."""
+        engine = self.encryption
+        for data, element_id in stored:
+            if isinstance(data, dict):
+                if self.strict:
+                    raise CiphertextError(
+                        f"the document {element_id or '(no id)'} of owner {owner!r} is stored "
+                        "in the clear, and this store's encryption is strict: refused, as "
+                        "nothing proves it is the owner's content (encrypt what is left in "
+                        "the clear with `chatkit-mongo migrate --to encrypted`)"
+                    )
+            elif engine is None:
+                raise EncryptionConfigError(
+                    "a stored document is encrypted, and this store has no encryption "
+                    "settings; pass the same encryption= the documents were written with"
+                )
+        sealed = [data for data, _ in stored if not isinstance(data, dict)]
+        opened = iter(await engine.decrypt_many(owner, sealed) if engine and sealed else [])
+        readable: list[dict[str, Any] | None] = []
+        for data, element_id in stored:
+            if isinstance(data, dict):
+                readable.append(data)
+                continue
+            content = next(opened)
+            bound = content is None or element_id is None or content.get("id") == element_id
+            readable.append(content if bound else None)
         return readable
 
     # ------------------------------------------------------------------ visibility, expiry
@@ -414,9 +442,12 @@ class Persistence:
         what = f"attachment {attachment_id}"
         key = queries.attachment_filter(owner, attachment_id)
         thread_id = check_optional_id(attachment.thread_id, "attachment.thread_id")
-        dumped = dump(attachment, ATTACHMENT_ADAPTER, what)
-        fields = {**key, Field.THREAD_ID: thread_id, Field.DATA: dumped[0]}
-        check_document(fields, what, dumped)
+        fields = {
+            **key,
+            Field.THREAD_ID: thread_id,
+            Field.DATA: dump(attachment, ATTACHMENT_ADAPTER, what),
+        }
+        check_document(fields, what)
         return key, fields
 
     async def sealed_attachment_document(
@@ -498,7 +529,7 @@ class Persistence:
         finish = {"$unset": {UploadField.STATE: "", UploadField.PENDING_SINCE: ""}}
         attachments = self._handles["attachment"]
         not_found = NotFoundError(f"Attachment {attachment_id} not found")
-        if isinstance(claimed_data, dict):
+        if isinstance(claimed_data, dict) and not self.strict:
             completed: dict[str, Any] | None = await shielded(
                 attachments.find_one_and_update(
                     claim,

@@ -526,9 +526,11 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         metadata = file.metadata
         if (metadata.get(Field.OWNER), metadata.get(Field.ATTACHMENT_ID)) != (owner, attachment_id):
             raise not_found
-        if metadata.get(GridFSField.ENCRYPTED) is not True:
-            return _StoredBytes(False, file.length, read_file(self._chunks, file))
         engine = self._persistence.encryption
+        if metadata.get(GridFSField.ENCRYPTED) is not True:
+            if engine is not None:
+                await _check_unflagged(engine, owner, attachment_id, self._chunks, file)
+            return _StoredBytes(False, file.length, read_file(self._chunks, file))
         if engine is None:
             raise EncryptionConfigError(
                 f"the bytes of attachment {attachment_id} are encrypted, and this store has "
@@ -716,6 +718,36 @@ class _StoredBytes:
     async def close(self) -> None:
         """Close the chunks, and with them their cursor (closing twice is harmless)."""
         await self.chunks.aclose()
+
+
+async def _check_unflagged(
+    engine: OwnerEncryption, owner: str, attachment_id: str, chunks: Any, file: StoredFile
+) -> None:
+    """Refuse (``CiphertextError``) bytes without the encrypted flag that an encrypted
+    store must not hand out as they are: any, when its encryption is strict; an
+    encrypted stream's, always (its first bytes are the stream's header).
+
+    Why the bytes decide and not the flag: the flag is not authenticated, so clearing it
+    on an encrypted file would otherwise serve the ciphertext as the file. A plaintext
+    file that happens to begin with the header is refused too, in a store still being
+    migrated: it cannot be told from a ciphertext whose flag was cleared.
+    """
+    from ._encryption import STREAM_MAGIC  # noqa: PLC0415  (see store._engine)
+
+    what = f"the bytes of attachment {attachment_id} of owner {owner!r}"
+    if engine.config.strict:
+        raise CiphertextError(
+            f"{what} are not stored encrypted, and this store's encryption is strict: "
+            "refused, as nothing proves they are the owner's (encrypt what is left in the "
+            "clear with `chatkit-mongo migrate --to encrypted`)"
+        )
+    first_chunk = {GridFSField.FILES_ID: file.file_id, GridFSField.CHUNK_NUMBER: 0}
+    first = await chunks.find_one(first_chunk, {GridFSField.CHUNK_DATA: 1})
+    head = b"" if first is None else bytes(first.get(GridFSField.CHUNK_DATA, b""))
+    if head.startswith(STREAM_MAGIC):
+        raise CiphertextError(
+            f"{what} are an encrypted stream without the encrypted flag (altered): refused"
+        )
 
 
 async def _decrypted(

@@ -16,7 +16,10 @@ plaintext length to within 16 bytes), and anything the application keeps outside
 an earlier ciphertext of itself, or copy an item into another thread of its owner under
 its own id, but cannot read them or alter them unnoticed, nor move one to another owner
 or over another of the owner's documents (the store checks the owner's key and the id
-inside the content: such a document reads as not found).
+inside the content: such a document reads as not found). Nor can they plant content in
+the clear, as long as the store is strict (:attr:`Encryption.strict`, the default): a
+store being migrated (``strict=False``) reads a plaintext ``data``, and plain bytes, as
+they are.
 
 Master keys: the ``local`` provider takes a 96-byte key held by the application (from
 a file or an environment variable), for development, tests and the demo: whoever has
@@ -49,11 +52,10 @@ DEFAULT_KEY_VAULT_NAMESPACE: Final = "encryption.__keyVault"
 DEFAULT_LOCAL_KEY_VARIABLE: Final = "CHATKIT_MONGO_LOCAL_MASTER_KEY"
 """The environment variable :meth:`Encryption.local_from_env` reads by default."""
 DEFAULT_KEY_CACHE_SECONDS: Final = 60.0
-"""How long a process trusts its cached owner -> data key mapping; on PyMongo also how
-long libmongocrypt keeps a decrypted data key (on Motor, which cannot set it, that stays
-at libmongocrypt's 60 s). After an owner's key is shredded elsewhere, another process may
-still encrypt or decrypt with it for at most this long; anything it writes then is
-unreadable, like the rest of the owner's data."""
+"""How long a process trusts its cached owner -> data key mapping, and how long
+libmongocrypt keeps a decrypted data key. After an owner's key is shredded elsewhere,
+another process may still encrypt or decrypt with it for at most this long; anything it
+writes then is unreadable, like the rest of the owner's data."""
 
 KEY_ALT_NAMES: Final = "keyAltNames"
 """The key document field holding the owner's name (``keyAltName``), as libmongocrypt
@@ -115,6 +117,21 @@ class Encryption:
     key_cache_seconds: float = DEFAULT_KEY_CACHE_SECONDS
     kms_tls_options: Mapping[str, Any] | None = field(default=None, repr=False)
     """TLS settings per KMS provider, passed to the driver unchanged."""
+    strict: bool = True
+    """Refuse content stored in the clear: a thread, item or attachment whose ``data`` is
+    a plain document, or attachment bytes not stored as an encrypted stream, reads as a
+    :class:`~chatkit_mongo.errors.CiphertextError` naming it, never as content.
+
+    Why the default: once everything is encrypted, a plaintext document can only be a
+    forgery (whoever can write to the database can write one, having no key), and a
+    store that read it would serve it as the owner's content. Set ``strict=False`` only
+    while a store written without encryption is being migrated (``chatkit-mongo migrate
+    --to encrypted``), and drop it once ``chatkit-mongo doctor`` says "all content is
+    encrypted"."""
+    key_source: str | None = field(default=None, compare=False)
+    """Where the master key came from, for error messages (e.g. ``environment variable
+    CHATKIT_MONGO_LOCAL_MASTER_KEY``); :meth:`local_from_file` and
+    :meth:`local_from_env` set it. Never the key itself."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.kms_providers, Mapping) or not self.kms_providers:
@@ -136,6 +153,14 @@ class Encryption:
             raise EncryptionConfigError(
                 f"key_cache_seconds must be positive and finite, got {seconds!r}"
             )
+        if not isinstance(self.strict, bool):
+            raise EncryptionConfigError(f"strict must be True or False, got {self.strict!r}")
+
+    @property
+    def master_key_source(self) -> str:
+        """The master key as an error message names it: where it came from, else its
+        KMS provider."""
+        return self.key_source or f"the master key of KMS provider {self.kms_provider!r}"
 
     @property
     def key_vault_database(self) -> str:
@@ -163,7 +188,7 @@ class Encryption:
             ) from exc
         what = f"the local master key file {os.fspath(path)!r}"
         key = content if len(content) == LOCAL_KEY_BYTES else _from_base64(content, what)
-        return cls.local(_checked(key, what), **options)
+        return cls.local(_checked(key, what), **{"key_source": what, **options})
 
     @classmethod
     def local_from_env(
@@ -177,9 +202,8 @@ class Encryption:
                 f"master key as base64 text of {LOCAL_KEY_BYTES} bytes"
             )
         what = f"environment variable {variable}"
-        return cls.local(
-            _checked(_from_base64(text.encode("ascii", "replace"), what), what), **options
-        )
+        key = _checked(_from_base64(text.encode("ascii", "replace"), what), what)
+        return cls.local(key, **{"key_source": what, **options})
 
 
 def _from_base64(text: bytes, what: str) -> bytes:

@@ -70,8 +70,16 @@ class EncryptionConfigError(ChatKitMongoError, ValueError):
 
 class CiphertextError(ChatKitMongoError):
     """Encrypted content failed its integrity check: altered, truncated, reordered, spliced
-    from another file, or not in chatkit-mongo's format. No unauthenticated byte of it is
-    ever returned."""
+    from another file, or not in chatkit-mongo's format; or, in a store whose encryption
+    is strict (:attr:`Encryption.strict <chatkit_mongo.encryption.Encryption.strict>`),
+    content stored in the clear. No unauthenticated byte of it is ever returned."""
+
+
+class MasterKeyError(EncryptionConfigError):
+    """The master key does not open this key vault's data keys: another master key (or
+    another key vault) than the one the content was written with. Raised on reads and
+    writes alike, before anything is returned or written; the message names where the
+    master key came from (a file, an environment variable, a KMS provider)."""
 
 
 class KeyUnavailableError(ChatKitMongoError):

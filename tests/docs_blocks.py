@@ -15,9 +15,10 @@ of each language is run:
   (standard output and error as a terminal shows them), compared as doctest compares,
   with ``...`` matching anything and runs of whitespace equal. No lines: not checked.
 
-Every block runs in a scratch directory of its page (files one block writes, the next
-reads), with the worktree's package first on ``PYTHONPATH`` and the virtualenv's
-``bin`` first on ``PATH``, and with ``MONGODB_URI`` naming a jongodb wire server that
+Every block runs in a scratch directory of its page that links to the repository's
+files (files one block writes, the next reads; ``scripts/`` as in a checkout), with
+the worktree's package first on ``PYTHONPATH`` and the virtualenv's ``bin`` first on
+``PATH``, and with ``MONGODB_URI`` naming a jongodb wire server that
 the page starts for itself on first use. Why a server per page and not the session's:
 the blocks use the names a reader would (database ``chatkit``, owner ``alice``), so
 two pages on one server, in any order or at once under xdist, would see each other's
@@ -25,7 +26,10 @@ data; jongodb starts in under a second.
 
 Directives, each in an HTML comment right before the block (nothing else between):
 
-* ``<!-- skip: next "reason" -->`` (Sybil's): not runnable here, with the reason.
+* ``<!-- skip: next "reason" -->`` (Sybil's syntax): not runnable here, with the
+  reason. Read with the block, not as a step of its own as Sybil's skip parser does, so
+  the block is skipped wherever it runs (under xdist, a page's steps could be split
+  between workers, and a skipped ``make demo`` once ran for want of its directive).
 * ``<!-- docs: embedded -->``: runs without ``MONGODB_URI``, so the CLI's ``serve`` and
   ``bench`` pick the embedded in-memory backend.
 * ``<!-- docs: needs CAPABILITY -->``: skipped, naming it, when the page's server lacks
@@ -54,7 +58,6 @@ from typing import Any, Final
 import pytest
 from sybil import Document, Example, Region, Sybil
 from sybil.evaluators.python import pad
-from sybil.parsers.markdown import SkipParser
 from sybil.parsers.markdown.lexers import DirectiveInHTMLCommentLexer, FencedCodeBlockLexer
 
 from . import capabilities, jongodb
@@ -135,7 +138,14 @@ class Page:
 
 
 def setup_page(namespace: dict[str, Any]) -> None:
-    namespace[PAGE_KEY] = Page(Path(tempfile.mkdtemp(prefix="chatkit-docs-")))
+    """A page's state, in a scratch directory that looks like a checkout: a link to each
+    of the repository's files and folders, so ``python scripts/...`` runs as in a
+    checkout, while what a block writes stays in the scratch directory."""
+    cwd = Path(tempfile.mkdtemp(prefix="chatkit-docs-"))
+    for entry in ROOT.iterdir():
+        if not entry.name.startswith("."):
+            (cwd / entry.name).symlink_to(entry)
+    namespace[PAGE_KEY] = Page(cwd)
 
 
 def teardown_page(namespace: dict[str, Any]) -> None:
@@ -151,32 +161,58 @@ class Block:
     source: str
     embedded: bool = False
     needs: tuple[str, ...] = ()
+    skip: str | None = None
 
 
-def _directives(document: Document) -> dict[int, tuple[bool, tuple[str, ...]]]:
-    """The ``docs:`` directives of a page, keyed by where the block they apply to
-    starts: the first text after them that is not another directive."""
-    regions = list(DirectiveInHTMLCommentLexer("docs", arguments=".+?")(document))
+@dataclass
+class Directives:
+    """What the directives right before a block say about it."""
+
+    embedded: bool = False
+    needs: tuple[str, ...] = ()
+    skip: str | None = None
+
+
+def _directives(document: Document) -> dict[int, Directives]:
+    """The ``docs:`` and ``skip:`` directives of a page, keyed by where the block they
+    apply to starts: the first text after them that is not another directive."""
+    regions = list(DirectiveInHTMLCommentLexer("docs|skip", arguments=".+?")(document))
     # A region ends before its closing "-->" (Sybil's lexer leaves it out).
     ends = {region.start: document.text.index("-->", region.end) + 3 for region in regions}
-    found: dict[int, tuple[bool, tuple[str, ...]]] = {}
+    found: dict[int, Directives] = {}
     for region in regions:
         target = _next_text(document.text, ends[region.start])
         while target in ends:
             target = _next_text(document.text, ends[target])
-        embedded, needs = found.get(target, (False, ()))
+        directives = found.setdefault(target, Directives())
+        name = str(region.lexemes["directive"])
         words = str(region.lexemes["arguments"]).strip()
-        if words == "embedded":
-            embedded = True
+        if name == "skip":
+            directives.skip = _skip_reason(document, words)
+        elif words == "embedded":
+            directives.embedded = True
         elif words.startswith("needs "):
-            needs = (*needs, words.removeprefix("needs ").strip())
+            directives.needs = (*directives.needs, words.removeprefix("needs ").strip())
         else:
             raise ValueError(
                 f"{document.path}: unknown directive 'docs: {words}' "
                 "(known: 'docs: embedded', 'docs: needs CAPABILITY')"
             )
-        found[target] = (embedded, needs)
     return found
+
+
+def _skip_reason(document: Document, words: str) -> str:
+    """The reason of ``skip: next "reason"``: a quoted string, read as a literal."""
+    action, _, reason = words.partition(" ")
+    try:
+        text = ast.literal_eval(reason.strip()) if action == "next" else None
+    except (ValueError, SyntaxError):
+        text = None
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(
+            f"{document.path}: write 'skip: next \"why it cannot run here\"', not {words!r}"
+        )
+    return text
 
 
 def _next_text(text: str, position: int) -> int:
@@ -195,14 +231,13 @@ class BlockParser:
             language = str(region.lexemes["language"])
             if language not in RUN:
                 continue
-            embedded, needs = directives.pop(_next_text(document.text, region.start), (False, ()))
-            region.parsed = Block(language, region.lexemes["source"], embedded, needs)
+            said = directives.pop(_next_text(document.text, region.start), Directives())
+            source = region.lexemes["source"]
+            region.parsed = Block(language, source, said.embedded, said.needs, said.skip)
             region.evaluator = evaluate
             yield region
         if directives:
-            raise ValueError(
-                f"{document.path}: a 'docs:' directive not right before a runnable block"
-            )
+            raise ValueError(f"{document.path}: a directive not right before a runnable block")
 
 
 @contextmanager
@@ -227,6 +262,8 @@ def evaluate(example: Example) -> str | None:
     __tracebackhide__ = True
     page: Page = example.namespace[PAGE_KEY]
     block: Block = example.parsed
+    if block.skip is not None:
+        pytest.skip(block.skip)
     for capability in block.needs:
         if reason := page.lacks(capability):
             pytest.skip(reason)
@@ -302,7 +339,7 @@ def _run_transcript(source: str, env: dict[str, str], cwd: Path) -> str | None:
 
 
 DOCS: Final = Sybil(
-    parsers=[SkipParser(), BlockParser()],
+    parsers=[BlockParser()],
     path=str(ROOT),
     patterns=list(DOCUMENTS),
     excludes=list(NOT_DOCUMENTS),

@@ -9,6 +9,7 @@ most one file no attachment refers to is left, which the orphan sweep removes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -79,9 +80,11 @@ async def pairs(wire_client: Any, key_settings: Encryption) -> AsyncIterator[Cal
     async def make() -> Pair:
         database = fresh_database(wire_client)
         switches = Switchboard()
+        # A store being migrated reads both forms: strict=False.
+        migrating = dataclasses.replace(key_settings, strict=False)
         pair = Pair(
             encrypted_attachments(database, None),
-            encrypted_attachments(database, key_settings, wrap_collection=switches.wrap),
+            encrypted_attachments(database, migrating, wrap_collection=switches.wrap),
             switches,
         )
         await pair.sealed.store.ensure_indexes()  # as init leaves a store to migrate

@@ -14,7 +14,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from chatkit.store import NotFoundError
 from click.testing import CliRunner
 
-from chatkit_mongo import MongoStore
+from chatkit_mongo import CiphertextError, MongoStore
 from chatkit_mongo._encryption import OwnerEncryption, is_ciphertext
 from chatkit_mongo.apps.cli import cli
 from chatkit_mongo.encryption import DEFAULT_LOCAL_KEY_VARIABLE, Encryption
@@ -136,8 +136,15 @@ async def test_decrypted_export_is_the_owners_content_in_the_clear_and_imports_a
 
     assert imported.exit_code == 0, imported.output
     assert await file_bytes_of(target, alice.file_id) == alice.data
-    # Readable as plaintext with encryption off, and with it on (another key vault even).
-    for encryption in (None, fresh_encryption()):
+    # Readable as plaintext with encryption off, and with it on while the store is
+    # migrated (strict=False; another key vault even); a strict store refuses it.
+    strict: MongoStore[Any] = MongoStore(target, encryption=fresh_encryption())
+    try:
+        with pytest.raises(CiphertextError, match="thr_1 of owner 'alice' is stored in the"):
+            await strict.load_thread("thr_1", RequestContext(user_id="alice"))
+    finally:
+        await strict.close()
+    for encryption in (None, fresh_encryption(strict=False)):
         store: MongoStore[Any] = MongoStore(target, encryption=encryption)
         try:
             context = RequestContext(user_id="alice")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from unittest import SkipTest
 
 import pytest
 from sybil import Document
@@ -110,18 +109,15 @@ never run
 
 
 def test_a_block_that_fails_verbatim_fails(tmp_path: Path) -> None:
-    passed, failed_assert, transcript, script, skip_directive, skipped = run_page(
-        tmp_path, FAILING_PAGE
-    )
+    passed, failed_assert, transcript, script, skipped = run_page(tmp_path, FAILING_PAGE)
     assert passed is None  # top-level await, and the namespace carries on
     assert isinstance(failed_assert, AssertionError)
     assert isinstance(transcript, SybilFailure)
     assert "not what it prints" in str(transcript)
     assert isinstance(script, SybilFailure)
     assert "exited 1" in str(script)
-    assert skip_directive is None
-    assert isinstance(skipped, SkipTest)
-    assert str(skipped) == "not runnable here"
+    assert isinstance(skipped, pytest.skip.Exception)  # and never run: it would exit 3
+    assert skipped.msg == "not runnable here"
 
 
 def test_a_directive_must_sit_right_before_a_runnable_block(tmp_path: Path) -> None:
@@ -129,6 +125,9 @@ def test_a_directive_must_sit_right_before_a_runnable_block(tmp_path: Path) -> N
         run_page(tmp_path, "<!-- docs: embedded -->\n\nsome text\n\n```python\npass\n```\n")
     with pytest.raises(ValueError, match="unknown directive"):
         run_page(tmp_path, "<!-- docs: embeded -->\n```python\npass\n```\n")
+    for reasonless in ("next", 'next ""', "start", "next because"):
+        with pytest.raises(ValueError, match="why it cannot run here"):
+            run_page(tmp_path, f"<!-- skip: {reasonless} -->\n```sh\ntrue\n```\n")
 
 
 def test_a_block_runs_on_the_wire_server_unless_it_says_embedded(tmp_path: Path) -> None:

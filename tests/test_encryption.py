@@ -110,7 +110,7 @@ async def test_every_chatkit_model_round_trips_through_its_data(engine: OwnerEnc
     models = samples.every_model()
     assert {type(model).__name__ for model, _ in models} >= {"UserMessageItem", "WidgetItem"}
     for model, adapter in models:
-        data, _ = dump(model, adapter, "sample")
+        data = dump(model, adapter, "sample")
         ciphertext = await engine.encrypt("alice", data)
         decrypted = await engine.decrypt("alice", ciphertext)
         assert decrypted == data
@@ -164,6 +164,24 @@ async def test_an_altered_document_ciphertext_is_refused(
     altered = Binary(damage(bytes(ciphertext)), 6)
     with pytest.raises(CiphertextError, match=r"integrity|not a randomly encrypted"):
         await engine.decrypt("alice", altered)
+
+
+async def test_a_page_decrypts_in_one_call_in_order_leaving_out_other_owners(
+    engine: OwnerEncryption,
+) -> None:
+    """``decrypt_many`` (one call per page; on Motor one trip to the worker thread) gives
+    what ``decrypt`` gives each: in order, None for another owner's ciphertext, and the
+    page's first altered ciphertext refused."""
+    page = [await engine.encrypt("alice", {"n": number}) for number in range(5)]
+    page.insert(2, await engine.encrypt("bob", {"n": "bob's"}))
+    opened = await engine.decrypt_many("alice", page)
+    assert opened == [{"n": 0}, {"n": 1}, None, {"n": 2}, {"n": 3}, {"n": 4}]
+    assert opened == [await engine.decrypt("alice", ciphertext) for ciphertext in page]
+    assert await engine.decrypt_many("alice", []) == []
+    assert await engine.decrypt_many("carol", page) == [None] * len(page)
+    altered = Binary(bytes(page[4])[:-1] + bytes([page[4][-1] ^ 1]), 6)
+    with pytest.raises(CiphertextError, match="integrity"):
+        await engine.decrypt_many("alice", [*page[:4], altered, page[5]])
 
 
 @pytest.mark.parametrize("value", [b"plain", Binary(b"x" * 40, 0), {"data": 1}, None])
@@ -281,7 +299,14 @@ async def test_the_loser_of_a_key_creation_race_reads_the_winners_key(
     seam.stale_lookups = 1
     async with loser:
         assert await loser.key_for_write("alice") == winner_key
-    assert seam.calls == ["get_key_by_alt_name", "create_data_key", "get_key_by_alt_name"]
+    # Before creating, the loser checks its master key on the vault's one key (the
+    # winner's): a probe encryption, then the insert that loses, then the winner's key.
+    assert seam.calls == [
+        "get_key_by_alt_name",
+        "encrypt",
+        "create_data_key",
+        "get_key_by_alt_name",
+    ]
     assert await count_keys(key_settings, wire_client, "alice") == 1
 
 
@@ -300,8 +325,9 @@ async def test_keys_are_not_created_in_a_vault_without_its_unique_index(
 
 KEY_CREATION_CALLS = 2
 """A first write's awaits on the key vault: look the key up, create it."""
-RACE_CALLS = 3
-"""A lost race's: look up (stale), create (duplicate), read the winner's."""
+RACE_CALLS = 4
+"""A lost race's: look up (stale), check the master key on the vault's one key (a probe
+encryption), create (duplicate), read the winner's."""
 
 
 def interruptions(calls: int) -> list[Any]:

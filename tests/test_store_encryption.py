@@ -8,6 +8,7 @@ store's lifecycle. Round trips and pages are properties in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import uuid
 from collections.abc import AsyncIterator
@@ -270,10 +271,13 @@ async def test_a_store_without_encryption_refuses_ciphertext_clearly(
 
 
 async def test_an_encrypted_store_reads_what_was_written_before_encryption(
-    store: MongoStore[Any], wire_database: Any
+    wire_database: Any, key_settings: Encryption
 ) -> None:
-    """A store being migrated: plaintext and ciphertext documents side by side, in
-    one order, and a write turns a plaintext document into a ciphertext."""
+    """A store being migrated (``strict=False``): plaintext and ciphertext documents side
+    by side, in one order, and a write turns a plaintext document into a ciphertext."""
+    store: MongoStore[Any] = MongoStore(
+        wire_database, encryption=dataclasses.replace(key_settings, strict=False)
+    )
     plain: MongoStore[Any] = MongoStore(wire_database)
     await fill(plain, ALICE)
     await store.save_thread(samples.thread("thr_0", created_at=samples.AWARE_TIME), ALICE)
@@ -300,6 +304,7 @@ async def test_an_encrypted_store_reads_what_was_written_before_encryption(
     ]
     assert is_ciphertext(thread[Field.DATA])
     assert (await store.load_thread("thr_1", ALICE)).title == "renamed"
+    await store.close()
 
 
 # ---------------------------------------------------------------- the owner's first write

@@ -15,11 +15,15 @@ TIERS: Final = {
     "server-motor": "real server, Motor AsyncIOMotorClient",
 }
 DOUBLES: Final = "in-process doubles and no server"
+DOCS: Final = "code blocks of README.md and docs/"
 OUTCOMES: Final = ("passed", "failed", "error", "skipped")
 
 
 def tier_of(nodeid: str) -> str:
-    """The tier a test ran on, from its backend parameter id."""
+    """The tier a test ran on, from its backend parameter id; a docs page's blocks (see
+    tests/docs_blocks.py) are a tier of their own."""
+    if nodeid.partition("::")[0].endswith(".md"):
+        return DOCS
     params = nodeid.partition("[")[2]
     return next((name for backend, name in TIERS.items() if backend in params), DOUBLES)
 
@@ -48,7 +52,9 @@ def summarise(terminal: pytest.TerminalReporter) -> None:
     terminal.write_sep("=", "tests per tier")
     if server is not None:
         terminal.write_line(f"real server: {server.name} at {server.uri}")
-    for tier in (DOUBLES, *TIERS.values()):
+    for tier in (DOUBLES, *TIERS.values(), DOCS):
+        if tier == DOCS and tier not in counts:
+            continue  # a run of some test files, without the pages
         tally = counts.get(tier, Counter())
         ran = tally["passed"] + tally["failed"] + tally["error"]
         terminal.write_line(

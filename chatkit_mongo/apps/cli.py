@@ -343,7 +343,7 @@ def doctor(ctx: click.Context, retention: bool) -> None:
             collections,
             retention=retention,
             key_vault=connection.key_vault,
-            encrypted=connection.encryption is not None,
+            encryption=connection.encryption,
         )
 
     findings = _run(connection, work)

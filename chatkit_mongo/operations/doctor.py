@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pymongo.errors import PyMongoError
 
@@ -21,6 +21,7 @@ from .._queries import Find
 from .._text import plural
 from ..apps.connection import one_line
 from ..encryption import DEFAULT_KEY_VAULT_NAMESPACE
+from ..errors import MasterKeyError
 from ..schema import CollectionNames, Field, index_specs, utc_naive
 from .explain import PlanSummary, explain, hot_queries
 from .indexes import plan_indexes
@@ -33,6 +34,9 @@ from .key_vault import (
     owners_without_key,
 )
 from .sharding import ROUTER_MSG, sharding_report
+
+if TYPE_CHECKING:
+    from ..encryption import Encryption
 
 Verdict = Literal["ok", "fail", "unavailable"]
 _PROBE_ID: Final = "doctor-probe"
@@ -61,7 +65,7 @@ async def diagnose(
     *,
     retention: bool = False,
     key_vault: str | None = None,
-    encrypted: bool = False,
+    encryption: Encryption | None = None,
 ) -> list[Finding]:
     """Every finding, in the order a person reads them: server, indexes, encryption, queries.
 
@@ -70,8 +74,9 @@ async def diagnose(
     command the server lacks is reported once, naming it and the checks skipped.
 
     With ``key_vault`` (a namespace), the key vault is checked too (see
-    :func:`_encryption_findings`); ``encrypted``: the caller holds the master key, so the
-    store is meant to be encrypted, and content still in the clear is a migration to do.
+    :func:`_encryption_findings`); ``encryption``: the caller's settings with the master
+    key, so the store is meant to be encrypted: the master key is checked against the
+    vault's keys, and content still in the clear is a migration to do.
     """
     findings = await _server_findings(database)
     for ok, line in await sharding_report(database, collections):
@@ -80,7 +85,7 @@ async def diagnose(
         verdict: Verdict = "ok" if status.state == "present" else "fail"
         findings.append(Finding(verdict, "index", status.describe()))
     if key_vault is not None:
-        findings += await _encryption_findings(database, collections, key_vault, encrypted)
+        findings += await _encryption_findings(database, collections, key_vault, encryption)
     now = utc_naive(datetime.now(UTC))
     hot = await _hot_queries(database, collections)
     for number, (label, find) in enumerate(hot):
@@ -115,6 +120,12 @@ def next_steps(
             "if it was lost by mistake; else erase what can never be read again with "
             "`chatkit-mongo purge --owner <owner>`"
         )
+    if MASTER_KEY_SUBJECT in failed:
+        steps.append(
+            "give the master key the key vault's data keys were made with (--master-key-file "
+            "or $CHATKIT_MONGO_LOCAL_MASTER_KEY), or name the key vault it belongs to "
+            "(--key-vault)"
+        )
     if PLAINTEXT_SUBJECT in failed:
         steps.append(
             "encrypt what is still in the clear with `chatkit-mongo migrate --to encrypted` "
@@ -134,6 +145,7 @@ def next_steps(
 
 KEY_VAULT_SUBJECT: Final = "key vault"
 KEY_VAULT_INDEX_SUBJECT: Final = "key vault index"
+MASTER_KEY_SUBJECT: Final = "master key"
 UNREADABLE_SUBJECT: Final = "owners without data key"
 PLAINTEXT_SUBJECT: Final = "content in the clear"
 _ENCRYPTION_SUBJECTS: Final = frozenset(
@@ -141,6 +153,7 @@ _ENCRYPTION_SUBJECTS: Final = frozenset(
         "encryption",
         KEY_VAULT_SUBJECT,
         KEY_VAULT_INDEX_SUBJECT,
+        MASTER_KEY_SUBJECT,
         UNREADABLE_SUBJECT,
         PLAINTEXT_SUBJECT,
     }
@@ -150,10 +163,14 @@ _NAMES_SHOWN: Final = 5
 
 
 async def _encryption_findings(
-    database: AsyncDatabaseLike, collections: CollectionNames, namespace: str, encrypted: bool
+    database: AsyncDatabaseLike,
+    collections: CollectionNames,
+    namespace: str,
+    encryption: Encryption | None,
 ) -> list[Finding]:
-    """The key vault, its unique index, the owners whose encrypted content has no key
-    left (unreadable for good), and, when ``encrypted``, how much is still in the clear.
+    """The key vault, its unique index, whether the master key opens its keys, the
+    owners whose encrypted content has no key left (unreadable for good), and, with
+    ``encryption`` (the master key given), how much is still in the clear.
 
     Why only one line when encryption is not in use (no master key, no key in the vault,
     no encrypted content): a store without encryption has nothing to fix here. Why the
@@ -164,6 +181,7 @@ async def _encryption_findings(
     try:
         keys = await count_keys(database, namespace)
         owners = await owners_with_encrypted_content(database, collections)
+        encrypted = encryption is not None
         if not (encrypted or keys or owners):
             detail = (
                 f"not in use (no master key given, no data key in {namespace}, "
@@ -173,6 +191,9 @@ async def _encryption_findings(
         index = await key_vault_index_state(database, namespace)
         keyless = await owners_without_key(database, namespace, owners)
         plaintext = await count_plaintext(database, collections) if encrypted else None
+        master_key = None
+        if encryption is not None:
+            master_key = await _master_key_finding(database, encryption, keys)
     except (NotImplementedError, PyMongoError) as exc:
         reason = f"cannot read {namespace} or the content's types ({one_line(exc)})"
         return [Finding("unavailable", KEY_VAULT_SUBJECT, f"{reason}; encryption not checked")]
@@ -184,6 +205,8 @@ async def _encryption_findings(
             f"{describe_key_vault_index(namespace)}: {index}",
         ),
     ]
+    if master_key is not None:
+        findings.append(master_key)
     if keyless:
         shown = ", ".join(repr(owner) for owner in keyless[:_NAMES_SHOWN])
         more = len(keyless) - _NAMES_SHOWN
@@ -201,12 +224,35 @@ async def _encryption_findings(
         if plaintext:
             detail = (
                 f"{plural(plaintext, 'document')} (files included) not encrypted yet: "
-                "a migration to do"
+                "a migration to do (a store with strict encryption, the default, refuses them)"
             )
             findings.append(Finding("fail", PLAINTEXT_SUBJECT, detail))
         else:
             findings.append(Finding("ok", PLAINTEXT_SUBJECT, "none: all content is encrypted"))
     return findings
+
+
+async def _master_key_finding(
+    database: AsyncDatabaseLike, encryption: Encryption, keys: int
+) -> Finding:
+    """Whether the master key opens the key vault's data keys, naming where it came from.
+
+    Why doctor checks it: with another master key every read and write of encrypted
+    content fails, and nothing else here would show it (the key names all match).
+    """
+    from .._encryption import OwnerEncryption  # noqa: PLC0415  (libmongocrypt only here)
+
+    handle: Any = database  # PyMongo's and Motor's databases have codec_options
+    engine = OwnerEncryption(encryption, database.client, codec_options=handle.codec_options)
+    async with engine:
+        try:
+            await engine.check_master_key()
+        except MasterKeyError as exc:
+            return Finding("fail", MASTER_KEY_SUBJECT, str(exc))
+    source = encryption.master_key_source
+    if not keys:
+        return Finding("ok", MASTER_KEY_SUBJECT, f"{source}: no data key yet to check it against")
+    return Finding("ok", MASTER_KEY_SUBJECT, f"{source} opens the key vault's data keys")
 
 
 def _lacking(command: str, exc: BaseException, skipped: str) -> str:

@@ -43,7 +43,7 @@ is an orphan the sweep removes.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from chatkit.store import NotFoundError
@@ -242,17 +242,22 @@ async def migrate(
     every complete attachment in its bucket, to ``target`` form.
 
     ``encryption`` names the key vault and master key (decrypting needs them as much as
-    encrypting). ``on_progress`` is told how many documents each batch handled;
-    ``wrap_collection`` is the store's seam (``(kind, collection) -> collection``), for
-    instrumentation and fault injection. See the module's docstring for why an
+    encrypting); a master key that does not open the vault's keys raises
+    :class:`~chatkit_mongo.errors.MasterKeyError` before anything is changed.
+    ``on_progress`` is told how many documents each batch handled; ``wrap_collection``
+    is the store's seam (``(kind, collection) -> collection``), for instrumentation
+    and fault injection. See the module's docstring for why an
     interrupted run leaves every document readable and a re-run finishes the work.
     """
     pending = pending_filter(target)
     check_positive_int(batch_size, "batch_size")
+    # Why never strict: a migration reads both forms by its nature. ``--to encrypted``
+    # takes what is in the clear as the owners' content, so it runs before the
+    # application turns strict, never on a store whose plaintext nobody vouches for.
     store: MongoStore[Any] = MongoStore(
         database,
         collections=collections,
-        encryption=encryption,
+        encryption=replace(encryption, strict=False),
         auto_create_indexes=False,
         wrap_collection=wrap_collection,
     )
@@ -261,6 +266,10 @@ async def migrate(
         # piece by piece). The migration makes no upload, so it never asks for a URL.
         attachments = GridFSAttachmentStore(store, upload_url=_no_upload_url)
         persistence = store.persistence
+        if persistence.encryption is not None:
+            # Why before anything: with a master key that opens none of the keys, every
+            # document would count as damaged or unreadable; nothing is changed then.
+            await persistence.encryption.check_master_key()
         if target == "encrypted" and persistence.encryption is not None:
             # Why here: encrypting creates each owner's key on its first document, which
             # the engine refuses in a key vault without its unique index.

@@ -57,7 +57,13 @@ from .._codec import check_document
 from .._driver import AsyncDatabaseLike, shielded
 from .._persistence import Persistence
 from .._text import plural
-from ..errors import CiphertextError, ImportFileError, KeyUnavailableError, UnstorableError
+from ..errors import (
+    CiphertextError,
+    ImportFileError,
+    KeyUnavailableError,
+    MasterKeyError,
+    UnstorableError,
+)
 from ..owner import check_owner
 from ..schema import (
     DOCUMENT_KINDS,
@@ -137,7 +143,8 @@ async def count_export(
 class ExportCounts(dict[Kind, int]):
     """Lines written per kind; and, for a decrypting export, ``left_out`` per kind: the
     owner's documents and files that could not be decrypted (their key is shredded,
-    they were made with another owner's key, or they fail their integrity check)."""
+    they were made with another owner's key, or they fail their integrity check), or
+    that are in the clear where the encryption settings are strict."""
 
     def __init__(self) -> None:
         super().__init__(dict.fromkeys(KINDS, 0))
@@ -166,12 +173,18 @@ async def export_data(
     store wrote are not chatkit-mongo's to export. Encrypted content is written as it is
     stored, unless ``decrypt`` (the engine, with the master key) is given with an
     ``owner``: then that owner's content is written in the clear, and what cannot be
-    decrypted for the owner is left out and counted (:attr:`ExportCounts.left_out`).
+    decrypted for the owner is left out and counted (:attr:`ExportCounts.left_out`);
+    a master key that does not open the key vault's keys raises
+    :class:`~chatkit_mongo.errors.MasterKeyError` before anything is written.
     """
     if owner is not None:
         check_owner(owner)
     if decrypt is not None and owner is None:
         raise ValueError("a decrypting export is of one owner: give the owner")
+    if decrypt is not None:
+        # Why first: with a master key that opens none of the keys, every document would
+        # be "left out" and the export would succeed empty; it fails naming the key.
+        await decrypt.check_master_key()
     counts = ExportCounts()
     chunks = database[collections.bucket_chunks]
     reader = (
@@ -232,6 +245,8 @@ async def _write_document(
         return 0
     if reader is not None and kind == "file" and _is_encrypted_file(document):
         return await _write_decrypted_file(out, reader, document, _chunks_of(chunks, document))
+    if reader is not None and kind == "file" and reader.persistence.strict:
+        return None  # bytes in the clear: refused by a strict store, so left out here too
     _write_line(out, kind, document)
     written = 0
     if kind == "file":
@@ -297,6 +312,8 @@ async def _write_decrypted_file(
                 while len(buffer) >= chunk_size:
                     chunk_line(bytes(buffer[:chunk_size]))
                     del buffer[:chunk_size]
+        except MasterKeyError:  # no document is readable: the export must fail, not shrink
+            raise
         except (KeyUnavailableError, CiphertextError, ValueError):
             return None  # ValueError: no attachment id to check the stream's binding with
         if buffer:

@@ -1,0 +1,1 @@
+"""Scripts run from a checkout: ``python scripts/NAME.py``."""
