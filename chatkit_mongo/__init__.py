@@ -14,6 +14,7 @@ constants stay in :mod:`chatkit_mongo.encryption`.
 from typing import TYPE_CHECKING
 
 from ._driver import AsyncDatabaseLike
+from ._telemetry import Telemetry
 from .attachments import Download, GridFSAttachmentStore, SweepReport, UploadData
 from .encryption import Encryption, generate_local_master_key
 from .errors import (
@@ -85,6 +86,7 @@ __all__ = [
     "Retention",
     "StoreClosedError",
     "SweepReport",
+    "Telemetry",
     "UnstorableError",
     "UploadConflictError",
     "UploadData",

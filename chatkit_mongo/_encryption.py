@@ -56,6 +56,7 @@ from pymongo.encryption import ClientEncryption
 from pymongo.errors import ConfigurationError, DuplicateKeyError, EncryptionError
 
 from ._driver import maybe_await
+from ._telemetry import note
 from .encryption import KEY_ALT_NAMES, KEY_VAULT_INDEX, Encryption, split_key_vault_namespace
 from .errors import CiphertextError, EncryptionConfigError, KeyUnavailableError, MasterKeyError
 
@@ -382,6 +383,7 @@ class OwnerEncryption:
                 master_key=_optional_dict(self.config.master_key),
                 key_alt_names=[owner],
             )
+            note("key_created", True)
         except EncryptionError as exc:
             if not isinstance(exc.cause, DuplicateKeyError):
                 # libmongocrypt or the KMS refused to wrap the key with the master key

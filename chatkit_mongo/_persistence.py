@@ -50,6 +50,7 @@ from ._driver import AsyncDatabaseLike, shielded
 from ._gridfs import erasable_file_ids
 from ._queries import Find
 from ._single_flight import OncePerClient
+from ._telemetry import note
 from ._text import plural
 from .errors import CiphertextError, EncryptionConfigError, StoreClosedError, UploadConflictError
 from .operations.indexes import IndexStatus, ensure_indexes
@@ -189,6 +190,7 @@ class Persistence:
         if not self._indexes_checked:
             # Why a flag of its own on top of the registry: after the first call the hot
             # path costs one attribute read, no lock.
+            note("index_check", True)
             await self._index_checks.run(self.database.client, self._index_key, self.ensure_indexes)
             self._indexes_checked = True
         return owner

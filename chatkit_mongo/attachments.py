@@ -56,6 +56,7 @@ from ._checks import check_id, check_positive_int
 from ._codec import parse_attachment
 from ._driver import maybe_await, shielded
 from ._gridfs import StoredFile, find_file, read_file, write_file
+from ._telemetry import Target, traced
 from ._text import plural
 from .errors import (
     AttachmentTooLargeError,
@@ -172,11 +173,17 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         self._files = self._persistence.collection("file")
         self._chunks = self._persistence.collection("chunk")
 
+    @property
+    def telemetry_target(self) -> Target:
+        """Its store's: the attachment metadata's collection names each span."""
+        return self.store.telemetry_target
+
     # ------------------------------------------------------------------ ChatKit API
 
     def generate_attachment_id(self, mime_type: str, context: TContext) -> str:
         return new_id("attachment")
 
+    @traced("create_attachment", "attachment")
     async def create_attachment(
         self, input: AttachmentCreateParams, context: TContext
     ) -> Attachment:
@@ -202,6 +209,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         await self._persistence.insert_pending(owner, attachment, size)
         return attachment
 
+    @traced("upload", "attachment")
     async def upload(self, attachment_id: str, data: UploadData, context: TContext) -> Attachment:
         """Two-phase upload, phase two: stream ``data`` into GridFS; return the metadata.
 
@@ -230,6 +238,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             await shielded(self._persistence.release_upload(key, file_id))
             raise
 
+    @traced("create_and_upload", "attachment")
     async def create_and_upload(
         self, name: str, mime_type: str, data: UploadData, context: TContext
     ) -> Attachment:
@@ -252,6 +261,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             await shielded(self._attachments.delete_one(pending))
             raise
 
+    @traced("open_download", "attachment")
     async def open_download(self, attachment_id: str, context: TContext) -> Download:
         """The caller's attachment with its length and chunks, or ``NotFoundError``.
 
@@ -276,11 +286,13 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         stored = await self._open_bytes(owner, attachment_id, document[UploadField.FILE_ID])
         return Download(attachment, stored.length, stored.chunks)
 
+    @traced("read_bytes", "attachment")
     async def read_bytes(self, attachment_id: str, context: TContext) -> bytes:
         """The whole attachment in memory: for small files fed to a model."""
         download = await self.open_download(attachment_id, context)
         return b"".join([chunk async for chunk in download.chunks])
 
+    @traced("delete_attachment", "attachment")
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         """Remove the attachment's bytes; idempotent. The metadata stays for the store.
 
@@ -304,6 +316,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
     # ------------------------------------------------------------------ maintenance
 
+    @traced("reseal_bytes", "attachment")
     async def reseal_bytes(
         self, owner: str, attachment_id: str, *, encrypted: bool | None = None
     ) -> bool:
@@ -378,6 +391,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         await shielded(self._persistence.delete_owned_files(owner, [old_id]))
         return True
 
+    @traced("sweep_orphans", "attachment")
     async def sweep_orphans(
         self,
         *,

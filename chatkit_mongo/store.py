@@ -27,6 +27,7 @@ from ._codec import (
 from ._driver import AsyncDatabaseLike, identify, maybe_await, open_client, shielded
 from ._persistence import CollectionWrapper, Persistence
 from ._queries import Find
+from ._telemetry import Target, Telemetry, traced
 from .encryption import Encryption
 from .errors import ItemConflictError
 from .operations.indexes import IndexStatus
@@ -95,6 +96,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         clock: Clock | None = None,
         wrap_collection: CollectionWrapper | None = None,
         encryption: Encryption | OwnerEncryption | None = None,
+        telemetry: Telemetry | None = None,
         owns_client: bool = False,
     ) -> None:
         """Build a store over ``database``.
@@ -126,6 +128,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 make the store open its own engine, which :meth:`close` closes. An
                 :class:`~chatkit_mongo.OwnerEncryption` engine already open is used as
                 it is and left open, like a client the store was given.
+            telemetry: OpenTelemetry spans and metrics of every operation, when
+                ``opentelemetry-api`` is installed (:class:`~chatkit_mongo.Telemetry`);
+                on by default, without ids or content. See the docs' Observability page.
             owns_client: the store owns ``database``'s client: :meth:`close` closes it,
                 and the store refuses calls afterwards. Default False: a client the
                 store was given is the caller's to close. :meth:`from_uri` sets it.
@@ -154,6 +159,13 @@ class MongoStore(Store[TContext], Generic[TContext]):
         attachment store; see :mod:`chatkit_mongo._persistence`."""
         self._owns_client = owns_client
         self._owns_engine = isinstance(encryption, Encryption)
+        self.telemetry_target: Final = Target.of(
+            database.name,
+            self.collections,
+            "off" if engine is None else "on",
+            telemetry or Telemetry(),
+        )
+        """What this store's spans and metrics say of it (see :mod:`chatkit_mongo._telemetry`)."""
         identify(database.client)
 
     @classmethod
@@ -202,6 +214,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             return False
         return True
 
+    @traced("ensure_indexes", "thread")
     async def ensure_indexes(self) -> list[IndexStatus]:
         """Create the indexes the store needs; report each as present or created.
 
@@ -223,6 +236,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     # ------------------------------------------------------------------ threads
 
+    @traced("load_thread", "thread")
     async def load_thread(self, thread_id: str, context: TContext) -> ThreadMetadata:
         owner = await self.persistence.begin(context)
         key = queries.thread_filter(owner, check_id(thread_id, "thread_id"))
@@ -233,6 +247,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             f"Thread {thread_id} not found",
         )
 
+    @traced("save_thread", "thread")
     async def save_thread(self, thread: ThreadMetadata, context: TContext) -> None:
         """Upsert the thread's metadata; a ``Thread``'s items are never stored here."""
         owner = await self.persistence.begin(context)
@@ -245,6 +260,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         await self.persistence.save_thread(key, fields)
 
+    @traced("load_threads", "thread")
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TContext
     ) -> Page[ThreadMetadata]:
@@ -264,6 +280,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             owner=owner,
         )
 
+    @traced("delete_thread", "thread")
     async def delete_thread(self, thread_id: str, context: TContext) -> None:
         """Delete the thread with its items, its attachments' metadata and (when a
         ``GridFSAttachmentStore`` uses this store) their bytes: the one erase cascade of
@@ -275,6 +292,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     # ------------------------------------------------------------------ items
 
+    @traced("load_thread_items", "item")
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: TContext
     ) -> Page[ThreadItem]:
@@ -295,6 +313,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             owner=owner,
         )
 
+    @traced("add_thread_item", "item")
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Insert a new item; never overwrite one already stored under its id.
 
@@ -330,6 +349,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 "add_thread_item never overwrites (use save_item to replace it)"
             ) from None
 
+    @traced("save_item", "item")
     async def save_item(self, thread_id: str, item: ThreadItem, context: TContext) -> None:
         """Insert or replace the item with this id in this thread."""
         owner = await self.persistence.begin(context)
@@ -341,6 +361,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             self.persistence.collection("item").update_one(key, {"$set": fields}, upsert=True)
         )
 
+    @traced("load_item", "item")
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
         owner = await self.persistence.begin(context)
         key = queries.item_filter(
@@ -353,6 +374,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             f"Item {item_id} not found in thread {thread_id}",
         )
 
+    @traced("delete_thread_item", "item")
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TContext) -> None:
         owner = await self.persistence.begin(context)
         key = queries.item_filter(
@@ -362,6 +384,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
     # ------------------------------------------------------------------ attachments
 
+    @traced("save_attachment", "attachment")
     async def save_attachment(self, attachment: Attachment, context: TContext) -> None:
         """Upsert attachment metadata; ``thread_id`` is copied to the top level so that
         ``delete_thread`` can find the thread's attachments through an index."""
@@ -373,6 +396,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             self.persistence.collection("attachment").update_one(key, {"$set": fields}, upsert=True)
         )
 
+    @traced("load_attachment", "attachment")
     async def load_attachment(self, attachment_id: str, context: TContext) -> Attachment:
         owner = await self.persistence.begin(context)
         key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
@@ -383,6 +407,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
             f"Attachment {attachment_id} not found",
         )
 
+    @traced("delete_attachment", "attachment")
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
         owner = await self.persistence.begin(context)
         key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))

@@ -8,7 +8,9 @@ nothing it does needs a model or an API key, so it runs as it is:
 * ``POST /chatkit``: ChatKit's streaming results as server-sent events, the others as JSON;
 * the attachment routes of ``chatkit_mongo.asgi`` (direct and two-phase uploads, downloads);
 * a ``ThreadItemConverter`` that reads attachment bytes from GridFS for the model;
-* a lifespan that creates the indexes on start and closes the store on shutdown.
+* a lifespan that creates the indexes on start and closes the store on shutdown;
+* OpenTelemetry, when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: a span per request, the
+  store's operations under it and MongoDB's commands under those, exported over OTLP.
 
 Install what it needs (the package is installed from a checkout or its repository)::
 
@@ -52,6 +54,16 @@ from chatkit.types import (
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from openai.types.responses import ResponseInputContentParam
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore
 from chatkit_mongo.asgi import attachment_routes
@@ -155,6 +167,10 @@ def _decoded(part: Any) -> bytes:
 def create_app(store: MongoStore[RequestContext] | None = None) -> FastAPI:
     """The application; without ``store``, one on ``MONGODB_URI`` (the client connects on
     first use, so nothing is contacted before start-up)."""
+    tracing = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    if tracing:
+        export_to_otlp()
+        trace_mongodb_commands()  # before the client exists: it picks its listeners then
     store = store or MongoStore.from_uri(
         os.environ["MONGODB_URI"], database=os.environ.get("MONGODB_DATABASE", "chatkit")
     )
@@ -185,7 +201,41 @@ def create_app(store: MongoStore[RequestContext] | None = None) -> FastAPI:
     # POST /attachments (direct), POST /attachments/{id}/upload (two-phase), GET /attachments/{id}:
     # each acts for the user request_context authenticates, never one named in the request.
     app.router.routes.extend(attachment_routes(files, context=request_context))
+    if tracing:
+        trace_requests(app)
     return app
+
+
+# OpenTelemetry: chatkit-mongo records spans and metrics through the API alone (its
+# ``otel`` extra); the application picks the SDK and the exporter, as below (the
+# ``examples`` extra installs them).
+
+
+def otlp_providers() -> tuple[TracerProvider, MeterProvider]:
+    """A tracer and a meter provider exporting over OTLP/HTTP to
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (read by the exporters themselves)."""
+    resource = Resource.create({"service.name": "chatkit-example"})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+    return tracer_provider, MeterProvider(resource=resource, metric_readers=[reader])
+
+
+def export_to_otlp() -> None:
+    """Make the OTLP providers the process's own, once, at start-up."""
+    tracer_provider, meter_provider = otlp_providers()
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+
+
+def trace_mongodb_commands() -> None:
+    """A CLIENT span per MongoDB command, under the store operation that sent it."""
+    PymongoInstrumentor().instrument()
+
+
+def trace_requests(app: FastAPI) -> None:
+    """A span per HTTP request, the parent of the store's spans."""
+    app.add_middleware(OpenTelemetryMiddleware)
 
 
 def attachments(store: MongoStore[RequestContext]) -> GridFSAttachmentStore[RequestContext]:

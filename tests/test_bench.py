@@ -22,15 +22,18 @@ from click.testing import CliRunner
 from pymongo import AsyncMongoClient, MongoClient
 
 from chatkit_mongo import CollectionNames, MongoStore
+from chatkit_mongo._telemetry import recorder
 from chatkit_mongo.apps.bench import (
     ENCRYPTION_PHASES,
     PHASES,
+    TELEMETRY_PHASES,
     BenchSettings,
     bench_command,
     cold,
     encryption,
     overhead,
     run_benchmark,
+    telemetry,
     written,
 )
 from chatkit_mongo.apps.bench.explain import explain_figures
@@ -203,6 +206,26 @@ async def test_the_overhead_phase_runs_again_as_a_variant_on_another_store(
     assert await store.database[store.collections.items].find_one({}) is None, "bare, too"
 
 
+async def test_the_telemetry_phase_pairs_a_store_with_telemetry_on_and_off(
+    store: MongoStore[Any],
+) -> None:
+    """Both sides send the same commands, through two stores that differ only in their
+    telemetry setting, and the report says what recorded the spans."""
+    report = await run_benchmark(store, replace(QUICK, pairs=2), phases=TELEMETRY_PHASES)
+
+    assert list(report["overhead"]) == list(STORE_OPERATIONS)
+    assert list(report["telemetry"]) == [*STORE_OPERATIONS, "turn"]
+    for figures in report["telemetry"].values():
+        assert figures["on_round_trips"] == figures["off_round_trips"]
+        ratio = figures["on_p50_us"] / figures["off_p50_us"]  # of p50s rounded to 0.1 us
+        assert figures["ratio"] == pytest.approx(ratio, rel=0.01)
+    assert report["telemetry_limit"] == telemetry.LIMIT == 1.02
+    assert report["telemetry_sdk"] == recorder()  # no SDK, unless a test in this process set one
+    lines = telemetry.PHASE.table(report)
+    assert recorder() in lines[0]
+    assert [line.split()[0] for line in lines[2:]] == [*STORE_OPERATIONS, "turn"]
+
+
 async def test_concurrency_levels_report_throughput_latency_and_loop_lag(
     store: MongoStore[Any],
 ) -> None:
@@ -373,6 +396,7 @@ def test_the_command_writes_json_and_a_chart(tmp_path: Path) -> None:
         (("--concurrency", "1,many"), "expected user counts like 1,8,32,128"),
         (("--driver", "pymongo"), "--driver pymongo needs a server"),
         (("--encryption",), "--encryption needs a server for the key vault: pass --uri"),
+        (("--encryption", "--telemetry"), "--encryption and --telemetry are two runs"),
     ],
 )
 def test_the_command_refuses_bad_arguments(

@@ -12,7 +12,13 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.errors import InvalidOperation, ServerSelectionTimeoutError
 
-from chatkit_mongo import ChatKitMongoError, CollectionNames, MongoStore, StoreClosedError
+from chatkit_mongo import (
+    ChatKitMongoError,
+    CollectionNames,
+    MongoStore,
+    StoreClosedError,
+    Telemetry,
+)
 from chatkit_mongo.encryption import LOCAL_KEY_BYTES, Encryption
 
 from .conftest import RequestContext
@@ -38,6 +44,7 @@ OPTIONS: dict[str, Any] = {
     "clock": _clock,
     "wrap_collection": _wrap,
     "encryption": Encryption.local(os.urandom(LOCAL_KEY_BYTES)),
+    "telemetry": Telemetry(enabled=False, record_identifiers=True),
     "owns_client": True,
 }
 """A value other than the default for every keyword option of ``MongoStore``."""
@@ -71,6 +78,7 @@ async def test_from_uri_gives_every_store_option_to_the_store_and_the_rest_to_th
         assert store.persistence.collection("thread").name == "t"
         assert store.encryption == OPTIONS["encryption"]
         assert store.persistence.encryption is not None
+        assert store.telemetry_target.settings == OPTIONS["telemetry"]
         assert store.database.client.options.pool_options.metadata["application"] == {
             "name": "options-test"
         }

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO, TypeVar
 
 import click
 
+from .._telemetry import command_span
 from .._text import plural, shown
 from ..errors import ChatKitMongoError
 
@@ -119,6 +120,16 @@ def _bad_values_exit_1() -> Iterator[None]:
         raise click.ClickException(exc.format_message()) from exc
 
 
+class _TracedCommand(click.Command):
+    """A command run inside an OpenTelemetry span named ``chatkit-mongo <command>``
+    (``chatkit_mongo._telemetry``): an operator's command, in the traces beside the
+    application's requests. Nothing is recorded where no SDK is configured."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with command_span(ctx.info_name or self.name or "?"):
+            return super().invoke(ctx)
+
+
 def _held_to_policy(command: click.Command) -> click.Command:
     """A copy of ``command`` (defined in another module) whose body's usage errors are
     reported as runtime errors, exit 1, as this module's commands raise them.
@@ -138,7 +149,7 @@ def _held_to_policy(command: click.Command) -> click.Command:
         except click.UsageError as exc:
             raise click.ClickException(exc.format_message()) from exc
 
-    return click.Command(
+    return _TracedCommand(
         command.name,
         context_settings=command.context_settings,
         callback=run,
@@ -167,6 +178,8 @@ class _Group(click.Group):
     commands, or running ``init`` or ``purge``, need none of it. Its one-line help is
     kept here so that listing the commands imports nothing.
     """
+
+    command_class = _TracedCommand
 
     _LAZY: Final = {
         "bench": (
@@ -592,9 +605,18 @@ def migrate_command(ctx: click.Context, target: Target, batch_size: int) -> None
     type=Seconds(minimum=0),
     help="Seconds between streamed words.",
 )
+@click.option(
+    "--otel-console",
+    is_flag=True,
+    envvar="CHATKIT_MONGO_OTEL_CONSOLE",
+    help="Print the OpenTelemetry span of every store operation and request to standard "
+    "error as it ends (or set CHATKIT_MONGO_OTEL_CONSOLE=1).",
+)
 @connection_options
 @click.pass_context
-def serve_command(ctx: click.Context, host: str, port: int, word_delay: float) -> None:
+def serve_command(
+    ctx: click.Context, host: str, port: int, word_delay: float, otel_console: bool
+) -> None:
     """Run the demo ChatKit server: POST /chatkit, replies streamed word by word.
 
     With a URI (--uri or MONGODB_URI) it serves from that MongoDB database, creating
@@ -608,6 +630,10 @@ def serve_command(ctx: click.Context, host: str, port: int, word_delay: float) -
         raise missing_extra("'serve'", "demo", exc) from exc
     connection = resolve(ctx)
     embedded = connection.uri is None and connection.opener is open_uri
+    if otel_console:
+        from .demo import print_spans  # noqa: PLC0415
+
+        print_spans()
     serve(connection, embedded=embedded, host=host, port=port, word_delay=word_delay)
 
 

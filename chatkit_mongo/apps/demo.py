@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -533,6 +534,28 @@ def _first_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"]) or "body"
     return f"{where}: {error['msg']}"
+
+
+def print_spans() -> None:
+    """Make the process's tracer provider one that prints each span, as one line of
+    JSON on standard error, as it ends: ``serve --otel-console``. Needs the SDK (the
+    ``demo`` extra installs it); an application picks its own exporter instead (see
+    the docs' Observability page)."""
+    try:
+        from opentelemetry import trace  # noqa: PLC0415  (only with --otel-console)
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+            ConsoleSpanExporter,
+            SimpleSpanProcessor,
+        )
+    except ImportError as exc:
+        raise missing_extra("--otel-console (the OpenTelemetry SDK)", "demo", exc) from exc
+    provider = TracerProvider()
+    exporter = ConsoleSpanExporter(
+        out=sys.stderr, formatter=lambda span: span.to_json(indent=None) + "\n"
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
 
 
 def serve(

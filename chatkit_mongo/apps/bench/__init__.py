@@ -13,7 +13,9 @@ interleaving, round trips, loop lag, progress, report):
 6. :mod:`.concurrency`: many users on one event loop.
 
 With ``--encryption``, instead, :mod:`.encryption`: an encrypted store against a plain
-one. Every phase's figures go into one JSON report, with the loop's lag per phase.
+one; with ``--telemetry``, :mod:`.overhead` then :mod:`.telemetry`: a store with its
+OpenTelemetry spans and metrics on against off. Every phase's figures go into one JSON
+report, with the loop's lag per phase.
 
 Light on purpose: ``--help`` and a run on a server need only the base install; the
 embedded backend (mongomock-motor) and the chart (matplotlib) are loaded when used.
@@ -41,7 +43,7 @@ from .._extras import install_hint
 from .._params import Seconds, WholeNumber
 from ..connection import Connection, connection_options, one_line, open_database, open_uri
 from ..connection import resolve as resolve_connection
-from . import cold, concurrency, encryption, explain, growth, overhead, workload
+from . import cold, concurrency, encryption, explain, growth, overhead, telemetry, workload
 from .harness import (
     DRIVERS,
     BenchSettings,
@@ -55,13 +57,23 @@ from .harness import (
     write_chart,
 )
 
-__all__ = ["ENCRYPTION_PHASES", "PHASES", "BenchSettings", "bench_command", "run_benchmark"]
+__all__ = [
+    "ENCRYPTION_PHASES",
+    "PHASES",
+    "TELEMETRY_PHASES",
+    "BenchSettings",
+    "bench_command",
+    "run_benchmark",
+]
 
 PHASES: Final = (
     *(cold.PHASE, overhead.phase(), workload.PHASE, growth.PHASE, explain.PHASE),
     concurrency.PHASE,
 )
 ENCRYPTION_PHASES: Final = (encryption.PHASE,)
+TELEMETRY_PHASES: Final = (overhead.phase(), telemetry.PHASE)
+"""The store's overhead over the bare driver as the default store has it (telemetry on,
+with whatever the process has configured), then telemetry on against off."""
 
 
 async def run_benchmark(
@@ -267,6 +279,13 @@ def _setting(name: str, flag: str | None = None, **options: Any) -> Callable[[_F
     "turn (an encrypted store against a plain one) and per MiB of attachment (needs a "
     "server, for the key vault).",
 )
+@click.option(
+    "--telemetry",
+    is_flag=True,
+    help="Measure instead what OpenTelemetry costs where nothing collects it: the store's "
+    "overhead over the bare driver, then each Store operation with its spans and metrics on "
+    "against off.",
+)
 @connection_options
 @click.pass_context
 def bench_command(
@@ -274,6 +293,7 @@ def bench_command(
     /,
     *,
     encryption: bool,
+    telemetry: bool,
     driver: str | None,
     out: Path,
     chart: Path | None,
@@ -293,11 +313,13 @@ def bench_command(
         raise click.UsageError(str(exc)) from exc
     connection = resolve_connection(ctx, default_database=f"chatkit_bench_{secrets.token_hex(4)}")
     embedded = connection.uri is None and connection.opener is open_uri
+    if encryption and telemetry:
+        raise click.UsageError("--encryption and --telemetry are two runs: pass one of them")
     if encryption and embedded:
         raise click.UsageError("--encryption needs a server for the key vault: pass --uri")
     if chart is not None:
         pyplot()  # a missing matplotlib is said before the run, not after it
-    phases = ENCRYPTION_PHASES if encryption else PHASES
+    phases = ENCRYPTION_PHASES if encryption else TELEMETRY_PHASES if telemetry else PHASES
     default = ("motor",) if embedded else DRIVERS if encryption else ("pymongo",)
     drivers = (driver,) if driver else default  # the embedded backend is Motor-shaped
     progress = TerminalProgress()

@@ -25,6 +25,7 @@ from typing import Any, Final, TypeVar
 import click
 from pymongo import monitoring
 
+from ..._telemetry import Telemetry
 from ...encryption import Encryption
 from ...schema import CollectionNames, Kind, collection_settings
 from ...store import MongoStore
@@ -315,7 +316,10 @@ class Run:
     stores: list[MongoStore[Any]] = field(default_factory=list)
 
     def new_store(
-        self, collections: CollectionNames, encryption: Encryption | None = None
+        self,
+        collections: CollectionNames,
+        encryption: Encryption | None = None,
+        telemetry: Telemetry | None = None,
     ) -> MongoStore[Any]:
         """Another store on the same database (closed at the end of the run)."""
         store: MongoStore[Any] = MongoStore(
@@ -323,6 +327,7 @@ class Run:
             collections=collections,
             wrap_collection=self.wrap,
             encryption=encryption,
+            telemetry=telemetry,
         )
         self.stores.append(store)
         return store
