@@ -131,6 +131,8 @@ class SweepReport:
     """GridFS files no attachment refers to any more."""
     orphaned_chunk_sets: int
     """Chunks of files whose ``files`` document is gone (an interrupted write or delete)."""
+    unused_attachments: int = 0
+    """Complete attachments no message ever used, with their bytes (``unused_after``)."""
 
 
 class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
@@ -395,6 +397,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER,
         now: datetime | None = None,
         batch_size: int = SWEEP_BATCH,
+        unused_after: timedelta | None = None,
     ) -> SweepReport:
         """Remove, across all owners, what no finished attachment needs any more.
 
@@ -406,7 +409,19 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
            before the server's TTL pass has deleted its metadata); a file written by
            :meth:`reseal_bytes` only once older than the cut-off, as no attachment
            refers to it until the rewrite switches to it;
-        3. chunks whose file document is gone and whose id is older than the cut-off.
+        3. chunks whose file document is gone and whose id is older than the cut-off;
+        4. only with ``unused_after`` (off by default): complete attachments that no
+           message uses, whose upload began before ``now - unused_after``, with their
+           bytes. "No message uses it": it has no thread. ChatKit creates an attachment
+           before the message that uses it, and gives it the message's thread
+           (``save_attachment``) before it stores the message; so an attachment without
+           a thread is one whose message was never sent, or a direct upload whose
+           caller got an error after every command to clean it up had failed. Choose an
+           age longer than a user takes to send a message after attaching (a day, say):
+           an attachment a user is still composing with would be deleted from under them.
+           Each is deleted by its owner and id, and only if it still has no thread, then
+           its bytes through the ownership proof: one owner's sweep never touches
+           another's data.
 
         Safe while uploads run: an upload's attachment refers to its file id from before
         its first chunk, and one younger than the cut-off is never touched. GridFS files
@@ -414,11 +429,16 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         stay that size however many files the bucket holds.
         """
         check_positive_int(batch_size, "batch_size")
-        cutoff = (now or datetime.now(UTC)) - abandoned_after
+        if unused_after is not None:
+            _check_positive_duration(unused_after, "unused_after")
+        now = now or datetime.now(UTC)
+        cutoff = now - abandoned_after
+        unused = 0 if unused_after is None else await self._sweep_unused(now - unused_after)
         return SweepReport(
             abandoned_uploads=await self._sweep_abandoned(cutoff),
             orphaned_files=await self._sweep_unreferenced_files(cutoff, batch_size),
             orphaned_chunk_sets=await self._sweep_chunks_without_file(cutoff, batch_size),
+            unused_attachments=unused,
         )
 
     # ------------------------------------------------------------------ internals
@@ -632,6 +652,35 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                         taken[Field.OWNER], [taken[UploadField.FILE_ID]]
                     )
                 )
+        return removed
+
+    async def _sweep_unused(self, cutoff: datetime) -> int:
+        """Complete attachments without a thread whose upload began before ``cutoff``
+        (by their file id's time), and their bytes: see :meth:`sweep_orphans`."""
+        candidates = self._attachments.find(
+            {
+                UploadField.STATE: {"$exists": False},
+                Field.THREAD_ID: None,
+                UploadField.FILE_ID: {"$ne": None},
+            },
+            {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.FILE_ID: 1},
+        )
+        removed = 0
+        async for candidate in candidates:
+            file_id = candidate[UploadField.FILE_ID]
+            if _younger(file_id_time(file_id), cutoff):
+                continue
+            owner = candidate[Field.OWNER]
+            unused = {
+                **queries.attachment_filter(owner, candidate[Field.ATTACHMENT_ID]),
+                UploadField.STATE: {"$exists": False},
+                Field.THREAD_ID: None,
+                UploadField.FILE_ID: file_id,
+            }
+            deleted = await shielded(self._attachments.delete_one(unused))
+            if deleted.deleted_count:
+                removed += 1
+                await shielded(self._persistence.delete_owned_files(owner, [file_id]))
         return removed
 
     # Why both sweeps below go a batch of files at a time: a bucket may hold millions of
