@@ -155,7 +155,7 @@ async def _check_whole_or_bytes_less(
 
 
 @pytest.fixture
-async def fresh(gridfs_backend: str) -> AsyncIterator[Callable[[], Any]]:
+async def fresh(gridfs_backend: str) -> AsyncIterator[Callable[..., Any]]:
     """Makes attachment stores on fresh databases of the GridFS-capable backend."""
     client = make_client(gridfs_backend)
     scratches: list[Any] = []
@@ -173,7 +173,7 @@ async def fresh(gridfs_backend: str) -> AsyncIterator[Callable[[], Any]]:
     await close_client(client)
 
 
-async def _driver_calls(fresh: Callable[[], Any], op_name: str) -> list[tuple[str, str, int]]:
+async def _driver_calls(fresh: Callable[..., Any], op_name: str) -> list[tuple[str, str, int]]:
     """Each ``(handle, method, how many earlier calls of it)`` the op makes, fault-free."""
     attachments = await fresh()
     attachment_id = await _prepared(attachments, op_name)
@@ -214,7 +214,7 @@ async def _run_through_fault(
 @pytest.mark.parametrize("timing", ["request lost", "reply lost"])
 @pytest.mark.parametrize("op_name", OPS)
 async def test_a_driver_fault_at_every_call_leaves_the_attachment_whole_or_bytes_less(
-    fresh: Callable[[], Any], op_name: str, timing: Timing
+    fresh: Callable[..., Any], op_name: str, timing: Timing
 ) -> None:
     points = await _driver_calls(fresh, op_name)
     assert points
@@ -233,7 +233,7 @@ async def test_a_driver_fault_at_every_call_leaves_the_attachment_whole_or_bytes
 
 @pytest.mark.parametrize("op_name", OPS)
 async def test_cancellation_at_every_await_leaves_the_attachment_whole_or_bytes_less(
-    fresh: Callable[[], Any], op_name: str
+    fresh: Callable[..., Any], op_name: str
 ) -> None:
     """Cancel after 0, 1, 2... loop steps, until the op finishes uncancelled."""
 
@@ -282,7 +282,7 @@ class _LandsLate:
 
 
 async def test_a_claim_landing_after_its_cancellation_leaves_no_stuck_upload(
-    fresh: Callable[[], Any],
+    fresh: Callable[..., Any],
 ) -> None:
     """The upload is cancelled while its claim is in flight, and the claim reaches the
     server only afterwards: the attachment must still end awaiting, and a retry work."""
@@ -334,7 +334,7 @@ async def sealed_fresh(
 @pytest.mark.parametrize("timing", ["request lost", "reply lost"])
 @pytest.mark.parametrize("op_name", ["upload", "create_and_upload"])
 async def test_with_encryption_a_driver_fault_at_every_call_leaves_it_whole_or_bytes_less(
-    sealed_fresh: Callable[[], Any], op_name: str, timing: Timing
+    sealed_fresh: Callable[..., Any], op_name: str, timing: Timing
 ) -> None:
     points = await _driver_calls(sealed_fresh, op_name)
     assert ("attachment", "update_one", 0) in points  # the completion's compare-and-swap
@@ -356,7 +356,7 @@ async def test_with_encryption_a_driver_fault_at_every_call_leaves_it_whole_or_b
     [("pymongo", "upload"), ("pymongo", "create_and_upload"), ("motor", "upload")],
 )
 async def test_with_encryption_cancellation_at_every_await_leaves_it_whole_or_bytes_less(
-    sealed_fresh: Callable[[], Any], op_name: str
+    sealed_fresh: Callable[..., Any], op_name: str
 ) -> None:
     """Every await of an encrypted upload (the engine's included) cancelled once. On
     Motor the two-phase upload only: its loop steps are mostly waits on worker threads
@@ -410,7 +410,7 @@ async def _refusing(*args: Any, **kwargs: Any) -> Any:
 
 
 async def test_a_direct_upload_whose_completion_reply_is_lost_returns_the_one_attachment(
-    fresh: Callable[[], Any],
+    fresh: Callable[..., Any],
 ) -> None:
     """The completion (claim: call 0; completion: call 1) lands and its reply is lost:
     the upload reads the attachment back and returns it, and it is the only one stored,
@@ -428,7 +428,7 @@ async def test_a_direct_upload_whose_completion_reply_is_lost_returns_the_one_at
 
 
 async def test_a_lost_completion_whose_read_back_fails_reaches_the_caller_leaving_nothing(
-    fresh: Callable[[], Any],
+    fresh: Callable[..., Any],
 ) -> None:
     """The completion lands, its reply is lost, and every read of the attachment fails
     after it: the caller gets the driver's error, and the direct upload deletes what it
@@ -445,7 +445,7 @@ async def test_a_lost_completion_whose_read_back_fails_reaches_the_caller_leavin
 
 
 async def test_a_lost_completion_whose_clean_up_fails_is_left_to_the_unused_sweep(
-    fresh: Callable[[], Any],
+    fresh: Callable[..., Any],
 ) -> None:
     """The network stays down after the completion landed: nothing can be read back or
     deleted, and a complete attachment is left that no caller has the id of. The
@@ -471,7 +471,7 @@ async def test_a_lost_completion_whose_clean_up_fails_is_left_to_the_unused_swee
 
 
 async def test_an_upload_whose_hand_back_fails_is_taken_over_once_its_lease_runs_out(
-    fresh: Callable[[], Any],
+    fresh: Callable[..., Any],
 ) -> None:
     """A chunk insert fails, then every hand-back of the claim fails too (PyMongo's pool
     paused after network errors): the attachment is left receiving. A retry within the
@@ -506,7 +506,7 @@ async def test_an_upload_whose_hand_back_fails_is_taken_over_once_its_lease_runs
 
 
 async def test_a_slow_upload_renews_its_lease_and_keeps_its_claim(
-    fresh: Callable[[], Any],
+    fresh: Callable[..., Any],
 ) -> None:
     """Pieces arriving over several leases: the upload renews its claim as they come,
     so another upload meanwhile is refused, and the slow one completes."""
@@ -531,7 +531,7 @@ async def test_a_slow_upload_renews_its_lease_and_keeps_its_claim(
 
 
 async def test_the_unused_sweep_keeps_used_and_young_attachments_and_others_bytes(
-    fresh: Callable[[], Any],
+    fresh: Callable[..., Any],
 ) -> None:
     """Only complete attachments without a thread, past ``unused_after``, go: one a
     message uses (it has a thread) stays, and so does a young one; alice's unused one
