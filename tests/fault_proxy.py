@@ -30,7 +30,7 @@ import struct
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 _HEADER: Final = struct.Struct("<iiii")
 """messageLength, requestID, responseTo, opCode."""
@@ -86,6 +86,7 @@ class FaultProxy:
         self.faulty = False
         self._server: asyncio.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._planned: list[Any] = []
         self._thread: threading.Thread | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -94,6 +95,11 @@ class FaultProxy:
         assert self._server is not None, "start the proxy first"
         host, port = self._server.sockets[0].getsockname()[:2]
         return f"{host}:{port}"
+
+    def lose_reply(self, command: str, after: int = 0) -> None:
+        """Drop the reply to the next ``command`` but ``after`` of them (closing the
+        connection), faulty or not: one lost reply exactly where a test wants it."""
+        self._planned = [command, after]
 
     def start(self) -> None:
         """Serve from an event loop in a thread of its own, so that the proxy's work is
@@ -174,6 +180,12 @@ class FaultProxy:
         while True:
             (_, _, response_to, _), message = await _message(up_reader)
             name = names.pop(response_to, "")
+            if self._planned and self._planned[0] == name:
+                self._planned[1] -= 1
+                if self._planned[1] < 0:
+                    self._planned = []
+                    self.counts["planned reply lost"] += 1
+                    return
             if self.faulty and name and name not in _UNFAULTED:
                 if not await self._deliver(name, message, writer):
                     return

@@ -48,7 +48,7 @@ from chatkit.types import (
 )
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient, MongoClient
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore, UploadConflictError
 from chatkit_mongo.schema import Field, UploadField
@@ -59,6 +59,7 @@ from .conftest import NAMES, RequestContext, close_client
 from .fault_proxy import FaultProxy, FaultRates
 
 SEED: Final = 26
+ALICE: Final = RequestContext("alice")
 USERS: Final = 8
 ROUNDS: Final = 4
 LEASE: Final = timedelta(seconds=1)
@@ -299,12 +300,13 @@ def topology(request: pytest.FixtureRequest) -> Any:
         jongodb.stop(process)
 
 
-def _client(driver: str, address: str) -> Any:
+def _client(driver: str, address: str, **overrides: Any) -> Any:
     uri = f"mongodb://{address}/?directConnection=true"
     options: dict[str, Any] = {
         "socketTimeoutMS": SOCKET_TIMEOUT_MS,
         "connectTimeoutMS": SOCKET_TIMEOUT_MS,
         "serverSelectionTimeoutMS": 10_000,
+        **overrides,
     }
     if driver == "server-pymongo":
         return AsyncMongoClient(uri, **options)
@@ -400,3 +402,98 @@ async def _check(database: Any, ledger: Ledger) -> None:
     await attachments.sweep_orphans(now=datetime.now(UTC) + timedelta(days=2))
     left = await database[NAMES.attachments].count_documents({UploadField.STATE: {"$exists": True}})
     assert left == 0
+
+
+# ------------------------------------------------------------------- the proxy itself
+
+
+async def _through(proxy: FaultProxy, driver: str, **options: Any) -> tuple[Any, Any, str]:
+    """A client through ``proxy``, one straight to the server, and a fresh database name."""
+    upstream = urlsplit(capabilities.server().uri)
+    proxy.upstream = (str(upstream.hostname), int(upstream.port or 0))
+    proxy.start()
+    return (
+        _client(driver, proxy.address, **options),
+        _client(driver, f"{upstream.hostname}:{upstream.port}"),
+        f"chatkit_proxy_{random.getrandbits(48):x}",
+    )
+
+
+@pytest.mark.parametrize("driver", ["server-pymongo", "server-motor"])
+async def test_a_direct_upload_whose_completion_reply_the_proxy_drops_is_stored_once(
+    driver: str,
+) -> None:
+    """The reply to the completion (the direct upload's second findAndModify, after the
+    claim) is dropped on the wire after the server applied it: the upload still returns
+    the attachment, and the server holds it once, whole."""
+    proxy = FaultProxy(("", 0), SEED, FaultRates())
+    faulty, direct, name = await _through(proxy, driver)
+    store: MongoStore[Any] = MongoStore(faulty[name])
+    attachments = make_attachments(store)
+    try:
+        await store.ensure_indexes()
+        data = b"sent once " * 40_000
+        proxy.lose_reply("findAndModify", after=1)
+        attachment = await attachments.create_and_upload("a.txt", "text/plain", data, ALICE)
+        assert proxy.counts["planned reply lost"] == 1
+        stored = await direct[name][NAMES.attachments].find({}).to_list(None)
+        assert [d[Field.ATTACHMENT_ID] for d in stored] == [attachment.id]
+        assert UploadField.STATE not in stored[0]
+        assert await attachments.read_bytes(attachment.id, ALICE) == data
+    finally:
+        await store.close()
+        await close_client(faulty)
+        await close_client(direct)
+        proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("rates", "error", "fault"),
+    [
+        (FaultRates(reset=1), AutoReconnect, "reset mid-reply"),
+        (FaultRates(drop=1), AutoReconnect, "reply dropped after execution"),
+        (FaultRates(stall=1, stall_seconds=1), NetworkTimeout, "stalled past the socket timeout"),
+    ],
+)
+@pytest.mark.parametrize("driver", ["server-pymongo", "server-motor"])
+async def test_each_fault_reaches_the_driver_after_the_server_executed_the_command(
+    driver: str, rates: FaultRates, error: type[Exception], fault: str
+) -> None:
+    proxy = FaultProxy(("", 0), SEED, rates)
+    faulty, direct, name = await _through(proxy, driver, socketTimeoutMS=300)
+    try:
+        await faulty[name]["probe"].insert_one({"_id": "warm-up"})
+        proxy.faulty = True
+        with pytest.raises(error):
+            await faulty[name]["probe"].insert_one({"_id": "faulted"})
+        proxy.faulty = False
+        assert proxy.counts[fault] == 1
+        assert await direct[name]["probe"].count_documents({"_id": "faulted"}) == 1
+    finally:
+        await close_client(faulty)
+        await close_client(direct)
+        proxy.close()
+
+
+async def test_latency_delays_replies_within_its_bound_and_the_seed_fixes_the_choices() -> None:
+    def draws(seed: int) -> list[float]:
+        generator = random.Random(seed)
+        return [generator.random() for _ in range(5)]
+
+    assert draws(SEED) == draws(SEED)
+    proxy = FaultProxy(("", 0), SEED, FaultRates(max_latency=0.05))
+    faulty, direct, name = await _through(proxy, "server-pymongo")
+    try:
+        await faulty[name]["probe"].insert_one({"_id": 0})
+        proxy.faulty = True
+        started = time.monotonic()
+        for number in range(1, 11):
+            await faulty[name]["probe"].insert_one({"_id": number})
+        elapsed = time.monotonic() - started
+        assert proxy.counts["replies delayed"] == 10
+        assert elapsed < 10 * 0.05 + 1
+        assert await direct[name]["probe"].count_documents({}) == 11
+    finally:
+        await close_client(faulty)
+        await close_client(direct)
+        proxy.close()
