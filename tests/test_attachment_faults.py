@@ -561,3 +561,27 @@ async def test_the_unused_sweep_keeps_used_and_young_attachments_and_others_byte
     assert await attachments.read_bytes(bobs.id, BOB) == b"bob's"
     with pytest.raises(ValueError, match="unused_after must be positive"):
         await attachments.sweep_orphans(unused_after=timedelta(0))
+
+
+@pytest.mark.needs("find_one_and_delete")
+async def test_a_create_attachment_whose_reply_is_lost_leaves_what_the_sweep_finds(
+    fresh: Callable[..., Any],
+) -> None:
+    """The insert lands and its reply is lost: the caller has no id, the attachment
+    awaits its bytes with a ``pending_since``, and the sweep removes it past its cut-off
+    (and not before)."""
+    attachments = await fresh()
+    switch = _switch(attachments, "attachment")
+    healthy = switch.inner
+    switch.inner = FaultyNth(healthy, "insert_one", FAULTS["timeout"], "reply lost", 0)
+    params = AttachmentCreateParams(name="a.bin", size=3, mime_type="text/plain")
+    with pytest.raises(type(FAULTS["timeout"])):
+        await attachments.create_attachment(params, ALICE)
+    switch.inner = healthy
+    [left] = await attachments.store.database[NAMES.attachments].find().to_list(None)
+    assert left[UploadField.STATE] == UploadField.AWAITING
+    assert isinstance(left[UploadField.PENDING_SINCE], datetime)
+    assert (await attachments.sweep_orphans()).abandoned_uploads == 0
+    later = datetime.now(UTC) + timedelta(days=2)
+    assert (await attachments.sweep_orphans(now=later)).abandoned_uploads == 1
+    assert await _state(attachments) == ([], 0, 0)
