@@ -8,8 +8,11 @@ How an upload stays all-or-nothing: the attachment document is *claimed* first (
 state goes from awaiting to receiving, and it records the GridFS id of this attempt)
 before a single chunk is written. The bytes are streamed under that fresh id, then the
 state is cleared. Any failure or cancellation deletes the chunks of that id and hands
-the attachment back to awaiting; a process that dies mid-way leaves a record the orphan
-sweep finds. Downloads only ever follow a completed attachment's id.
+the attachment back to awaiting (retried across network faults), unless the completion
+landed and only its reply was lost: the upload then returns the attachment. A claim is
+a lease the upload renews as bytes arrive; one whose hand-back failed is taken over by
+the next upload once the lease runs out. A process that dies mid-way leaves a record
+the orphan sweep finds. Downloads only ever follow a completed attachment's id.
 
 Why ownership lives in the attachment document: every lookup starts from it with the
 owner in the filter (through the store's unique ``owner, attachment_id`` index), and the
