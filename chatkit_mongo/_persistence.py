@@ -18,7 +18,8 @@ once:
   ``files`` document); :meth:`Persistence.delete_unreferenced_files` for the sweep's orphans,
   in the same order;
 - uploads: :meth:`Persistence.insert_pending`, :meth:`Persistence.claim_upload`,
-  :meth:`Persistence.complete_upload` and :meth:`Persistence.release_upload`;
+  :meth:`Persistence.renew_upload`, :meth:`Persistence.complete_upload` and
+  :meth:`Persistence.release_upload`;
 - content: :meth:`Persistence.seal` and :meth:`Persistence.unseal`, the one place the
   ``data`` sub-document is turned into what is stored and back (with encryption on, a
   ciphertext under the owner's data key; see :mod:`chatkit_mongo._encryption`).
