@@ -140,6 +140,8 @@ class FaultProxy:
         self._connections.add(task)
         try:
             await self._relay(reader, writer)
+        except asyncio.CancelledError:  # closing: asyncio would log a cancelled handler
+            pass
         finally:
             self._connections.discard(task)
 
