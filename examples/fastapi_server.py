@@ -10,7 +10,12 @@ nothing it does needs a model or an API key, so it runs as it is:
 * a ``ThreadItemConverter`` that reads attachment bytes from GridFS for the model;
 * a lifespan that creates the indexes on start and closes the store on shutdown.
 
-Run it (``pip install 'chatkit-mongo[examples]'`` from a checkout, see docs/getting-started.md)::
+Install what it needs (the package is installed from a checkout or its repository)::
+
+    pip install -e '.[examples]'                                    # in a checkout
+    pip install 'chatkit-mongo[examples] @ git+<repository URL>'    # else
+
+and run it from the checkout's root::
 
     MONGODB_URI=mongodb://localhost:27017 uvicorn --factory examples.fastapi_server:create_app
 

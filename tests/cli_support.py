@@ -11,9 +11,11 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import bson
+import click
 from bson import Binary, ObjectId
 from click.testing import CliRunner, Result
 
@@ -26,6 +28,30 @@ from .conftest import NAMES, RequestContext, is_server
 from .samples import assistant_message, every_item, file_attachment, image_attachment, thread
 
 CHUNK_SIZE = 4
+DOCS_CLI: Final = Path(__file__).resolve().parent.parent / "docs" / "cli"
+"""The pages of the CLI's documentation."""
+
+
+def command_names() -> list[str]:
+    """Every command of ``chatkit-mongo``, the lazily loaded ``bench`` included."""
+    return cli.list_commands(click.Context(cli))
+
+
+def markdown_section(page: Path, heading: str) -> str:
+    """The text under ``heading`` (a whole line, e.g. ``## `chatkit-mongo init```) up to
+    the next heading of the same or a higher level; lines in code fences are no headings."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    level = len(heading.split(" ", 1)[0])
+    assert heading in lines, f"{page.name} has no heading {heading!r}"
+    start = lines.index(heading) + 1
+    fenced = False
+    for number in range(start, len(lines)):
+        line = lines[number]
+        fenced = fenced != line.startswith("```")
+        marks = len(line) - len(line.lstrip("#"))
+        if not fenced and 0 < marks <= level and line[marks : marks + 1] == " ":
+            return "\n".join(lines[start:number])
+    return "\n".join(lines[start:])
 
 
 def invoke(backend: str, database: Any, *args: str, stdin: str | None = None) -> Result:

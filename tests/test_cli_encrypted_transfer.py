@@ -213,7 +213,7 @@ async def test_decrypted_export_leaves_out_and_counts_what_the_owner_cannot_read
         (["--owner", "alice", "--decrypt"], "--decrypt needs the master key"),
     ],
 )
-def test_decrypt_without_owner_or_master_key_is_a_one_line_usage_error(
+def test_decrypt_without_owner_or_master_key_is_one_line_and_exits_1(
     arguments: list[str], message: str
 ) -> None:
     result = CliRunner().invoke(
@@ -222,9 +222,9 @@ def test_decrypt_without_owner_or_master_key_is_a_one_line_usage_error(
         env={DEFAULT_LOCAL_KEY_VARIABLE: None},
     )
 
-    assert result.exit_code == 2
-    assert message in result.output
-    assert "Traceback" not in result.output
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"Error: {message}")
 
 
 async def test_a_ciphertext_imported_under_another_owner_reads_as_not_found(

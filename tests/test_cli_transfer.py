@@ -52,6 +52,46 @@ async def test_export_then_import_reproduces_every_document_and_byte(
     )
 
 
+async def test_each_line_has_the_documented_plain_header(
+    backend: str, database: Any, tmp_path: Path
+) -> None:
+    """Regression: the header said ``"format": {"$numberInt": "2"}``, the docs ``"format": 2``."""
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    out = tmp_path / "alice.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+
+    lines = out.read_text(encoding="utf-8").splitlines()
+    headers = [json.loads(line) for line in lines]
+    assert {(type(h["kind"]), h["format"], tuple(h)) for h in headers} == {
+        (str, 2, ("kind", "format", "document"))
+    }
+    assert all(line.startswith('{"kind": "') for line in lines)
+    assert all('"format": 2, "document": {' in line for line in lines)
+
+
+async def test_a_file_with_the_typed_header_of_earlier_versions_still_imports(
+    backend: str, database: Any, empty_database: Any, tmp_path: Path
+) -> None:
+    await seed(database, "alice", ["thr_a1"], BASE_TIME)
+    out, typed = tmp_path / "plain.jsonl", tmp_path / "typed.jsonl"
+    assert (await run(backend, database, "export", "--out", str(out))).exit_code == 0
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    typed.write_text(
+        "".join(
+            json_util.dumps(json_util.loads(line), json_options=CANONICAL_JSON_OPTIONS) + "\n"
+            for line in lines
+        ),
+        encoding="utf-8",
+    )
+    assert '"format": {"$numberInt": "2"}' in typed.read_text(encoding="utf-8")
+
+    imported = await run(backend, empty_database, "import", str(typed))
+
+    assert imported.exit_code == 0, imported.output
+    source = await owner_documents(database, "alice")
+    assert encoded(await owner_documents(empty_database, "alice")) == encoded(source)
+
+
 async def test_importing_twice_changes_nothing(
     backend: str, database: Any, empty_database: Any, tmp_path: Path
 ) -> None:

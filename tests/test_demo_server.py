@@ -8,7 +8,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import pytest
@@ -382,10 +382,155 @@ async def test_expected_404s_log_one_line_without_a_traceback(
         "threads.add_user_message", thread_id="thr_gone", input=user_input("hi")
     )
     assert response.status_code == 404
-    chatkit = [r for r in caplog.records if r.name == "chatkit" and "streamed" in r.getMessage()]
-    assert [r.levelname for r in chatkit] == ["INFO"]
-    assert "NotFoundError: Thread thr_gone not found" in chatkit[0].getMessage()
+    told = [r.getMessage() for r in caplog.records if "thr_gone not found" in r.getMessage()]
+    assert told == ["[user bob] POST /chatkit refused 404: Thread thr_gone not found"]
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def _demo_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "chatkit_mongo.apps.demo"]
+
+
+def _refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [line for line in _demo_lines(caplog) if " refused " in line]
+
+
+_MISSING_THREAD_MESSAGE: Final = {
+    "type": "threads.add_user_message",
+    "params": {"thread_id": "thr_gone", "input": user_input("hi")},
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status"),
+    [
+        ("POST", CHATKIT_PATH, b"not json", {}, 400),
+        (
+            "POST",
+            CHATKIT_PATH,
+            b'{"type": "threads.get_by_id", "params": {"thread_id": "x"}}',
+            {},
+            404,
+        ),
+        ("POST", CHATKIT_PATH, json.dumps(_MISSING_THREAD_MESSAGE).encode(), {}, 404),
+        ("POST", CHATKIT_PATH, b"{}", {USER_HEADER: " "}, 400),
+        ("POST", CHATKIT_PATH, b"x" * (18 * 2**20 + 1), {}, 413),
+        ("GET", CHATKIT_PATH, b"", {}, 405),
+        ("GET", "/nowhere", b"", {}, 404),
+        ("POST", ATTACHMENTS_PATH, b"raw bytes", {"Content-Type": "text/plain"}, 415),
+        ("GET", f"{ATTACHMENTS_PATH}/atc_missing", b"", {}, 404),
+        ("POST", f"{ATTACHMENTS_PATH}/atc_missing/upload", b"abc", {}, 404),
+    ],
+    ids=[
+        "not json",
+        "missing thread",
+        "missing thread, streaming",
+        "blank user",
+        "body too large",
+        "wrong method",
+        "unknown path",
+        "direct upload not multipart",
+        "download of nothing",
+        "upload to nothing",
+    ],
+)
+async def test_every_refusal_is_logged_once_with_its_reason(
+    *,
+    http_with_attachments: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    """Regression: a 400 or 413 was answered with no reason in the log."""
+    caplog.set_level(logging.INFO)
+    response = await http_with_attachments.request(method, path, content=body, headers=headers)
+    assert response.status_code == status, response.text
+    reason = (
+        response.json()["error"]
+        if response.headers.get("content-type", "").startswith("application/json")
+        else response.text
+    )
+    user = "' '" if headers.get(USER_HEADER) == " " else DEMO_USER
+    assert _refusals(caplog) == [f"[user {user}] {method} {path} refused {status}: {reason}"]
+    assert not [r for r in caplog.records if r.exc_info]
+    server_side = [r for r in caplog.records if r.name != "httpx"]  # not the test's client
+    mentions = [r.getMessage() for r in server_side if reason in r.getMessage()]
+    assert len(mentions) == 1, mentions
+
+
+async def test_a_refusal_of_a_forged_path_is_still_one_line(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.apps.demo")
+    response = await http.get("/nowhere%0A[user admin] deleted everything")
+    assert response.status_code == 404
+    assert _refusals(caplog) == [
+        f"[user {DEMO_USER}] GET /nowhere [user admin] deleted everything refused 404: Not Found"
+    ]
+
+
+async def test_an_id_holding_a_line_break_is_logged_on_one_line(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.apps.demo")
+    forged = "thr_x\n[user admin] deleted thread thr_y"
+    assert await ChatKitClient(http, "bob").call("threads.delete", thread_id=forged) == {}
+    assert _demo_lines(caplog) == [
+        "[user bob] thread thr_x [user admin] deleted thread thr_y not found for this user: "
+        "nothing deleted"
+    ]
+
+
+async def test_refusals_of_the_attachment_routes_are_logged_with_their_reason(
+    http_with_attachments: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """413 past the declared size, then 409 for a second upload: each one line."""
+    http = http_with_attachments
+    alice = ChatKitClient(http, "alice")
+    created = await alice.call("attachments.create", name="a.txt", size=3, mime_type="text/plain")
+    url = created["upload_descriptor"]["url"]
+    path = httpx.URL(url).path
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.apps.demo")
+    too_large = await http.post(url, content=b"four", headers=alice.headers)
+    stored = await http.post(url, content=b"abc", headers=alice.headers)
+    again = await http.post(url, content=b"abc", headers=alice.headers)
+    assert [too_large.status_code, stored.status_code, again.status_code] == [413, 200, 409]
+    assert _refusals(caplog) == [
+        f"[user alice] POST {path} refused 413: {too_large.json()['error']}",
+        f"[user alice] POST {path} refused 409: {again.json()['error']}",
+    ]
+
+
+async def test_every_upload_and_removal_of_bytes_is_logged(
+    http_with_attachments: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: a direct upload logged only uvicorn's access line."""
+    http = http_with_attachments
+    alice = ChatKitClient(http, "alice")
+    caplog.set_level(logging.INFO, logger="chatkit_mongo.apps.demo")
+    direct = await http.post(
+        ATTACHMENTS_PATH,
+        files={"file": ("notes.txt", b"first file", "text/plain")},
+        headers=alice.headers,
+    )
+    direct_id = direct.json()["id"]
+    created = await alice.call("attachments.create", name="b.bin", size=3, mime_type="a/b")
+    two_phase = await http.post(
+        created["upload_descriptor"]["url"], content=b"abc", headers=alice.headers
+    )
+    assert (direct.status_code, two_phase.status_code) == (200, 200)
+    await alice.call("attachments.delete", attachment_id=direct_id)
+
+    assert _demo_lines(caplog) == [
+        f"[user alice] stored the upload of attachment {direct_id} 'notes.txt' (text/plain)",
+        f"[user alice] saved attachment {created['id']} 'b.bin' (thread None)",
+        f"[user alice] stored the upload of attachment {created['id']} 'b.bin' (a/b)",
+        f"[user alice] removed the bytes of attachment {direct_id}, if this user had any",
+        f"[user alice] deleted attachment {direct_id}",
+    ]
 
 
 async def test_deleting_another_users_thread_logs_that_nothing_was_deleted(

@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+import examples.fastapi_server
 from chatkit_mongo import MongoStore
+from chatkit_mongo.apps._extras import install_commands
 from examples.fastapi_server import RequestContext, create_app
 
 
@@ -123,3 +125,12 @@ async def test_the_example_keeps_users_apart_and_refuses_anonymous_requests(
     assert foreign.status_code == 404
     anonymous = await http.post("/chatkit", json={"type": "threads.list", "params": {}})
     assert anonymous.status_code == 401
+
+
+def test_the_install_commands_shown_work_without_a_package_registry() -> None:
+    """Regression: ``pip install 'chatkit-mongo[examples]'`` cannot work while the package
+    is not on a registry; the example shows the commands the CLI's hints give."""
+    shown = examples.fastapi_server.__doc__ or ""
+    for command in install_commands("examples"):
+        assert f"    {command}  " in shown
+    assert "pip install 'chatkit-mongo[examples]'" not in shown

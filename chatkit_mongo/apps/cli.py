@@ -10,12 +10,34 @@ given anywhere (nor ``MONGODB_URI``), and say so.
 
 Why each command imports its work inside its body: ``--help`` must answer at once, and
 a plain install must run ``init`` without the demo's or the benchmark's extras.
+
+Exit codes, the same for every command (applied by :class:`_Group`):
+
+* 0: done (``doctor``: every check that could run passed).
+* 2, a usage error: the command line does not fit the command's grammar: an unknown
+  command or option, an option without its value, a required option or argument
+  missing, an extra argument. Click prints the usage line, a pointer to ``--help`` and
+  the error: the fix is in how the command is written, which ``--help`` shows.
+* 1, every other error: the line is well formed but cannot be carried out: a value that
+  cannot be used (not a number, out of range, not one of the choices, a file missing or
+  unreadable, a key of the wrong length), options that contradict each other or need
+  one another (the same option given twice with different values, ``purge`` with both
+  or neither of its selectors), an extra not installed, the server (unreachable,
+  refusing), the data (an import line, an index that clashes), a check that fails.
+  One line, ``Error: ...`` on standard error, naming what was wrong; no usage block.
+
+Why this split: it is click's own (usage errors 2, other errors 1) and the convention
+of argparse and ``ls``, kept to what the usage block can help with. A script can tell
+"called wrongly" (2: a bug in the script) from "failed" (1: the values, the files, the
+server or the data), and a person who typed a bad value reads one line naming it rather
+than a usage line that does not mention it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -37,6 +59,7 @@ from ..errors import ChatKitMongoError
 # the store already, so this costs nothing at --help.
 from ..operations.migrate import DEFAULT_BATCH_SIZE, TARGETS
 from ..schema import CollectionNames
+from ._extras import missing_extra
 from ._params import Seconds, WholeNumber
 from .connection import Connection, connection_options, one_line, open_uri, resolve
 
@@ -83,12 +106,66 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in stubs 
             self.fail(f"{shown(value)} is longer than a duration can be", param, ctx)
 
 
-class _Group(click.Group):
-    """The command group, with ``bench`` loaded only when it runs or shows its help.
+@contextmanager
+def _bad_values_exit_1() -> Iterator[None]:
+    """Click's refusal of a value (``BadParameter``: a conversion, a range, a choice, a
+    missing file) as a one-line runtime error, exit 1; a missing option or argument
+    (``MissingParameter``, a kind of ``BadParameter``) stays a usage error, exit 2."""
+    try:
+        yield
+    except click.MissingParameter:
+        raise
+    except click.BadParameter as exc:
+        raise click.ClickException(exc.format_message()) from exc
 
-    Why lazily: it needs the ``bench`` extra, which the operator commands do not; a
-    plain install must still be able to run ``init`` or ``purge``. Its one-line help
-    is kept here so that listing the commands imports nothing.
+
+def _held_to_policy(command: click.Command) -> click.Command:
+    """A copy of ``command`` (defined in another module) whose body's usage errors are
+    reported as runtime errors, exit 1, as this module's commands raise them.
+
+    Why: once its options are parsed, what a command's body refuses (settings out of
+    range, options that need one another) is an error of values, not of grammar, which
+    click would print under the usage block with exit 2. A copy, so that the command's
+    own module, and its tests that run it alone, are left as they are.
+    """
+    callback = command.callback
+    assert callback is not None
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        except click.UsageError as exc:
+            raise click.ClickException(exc.format_message()) from exc
+
+    return click.Command(
+        command.name,
+        context_settings=command.context_settings,
+        callback=run,
+        params=command.params,
+        help=command.help,
+        epilog=command.epilog,
+        short_help=command.short_help,
+        options_metavar=command.options_metavar,
+        add_help_option=command.add_help_option,
+        no_args_is_help=command.no_args_is_help,
+        hidden=command.hidden,
+        deprecated=command.deprecated,
+    )
+
+
+class _Group(click.Group):
+    """The command group: the exit-code policy (module docstring) for every command, and
+    ``bench`` loaded only when it runs or shows its help.
+
+    Why the policy is applied here: the group parses its own options, then each
+    command's, so one place covers every command, ``bench`` (defined in its own module)
+    included; the commands raise :class:`click.ClickException` for what they check.
+
+    Why ``bench`` lazily: it is the one command with phases, charts and test doubles of
+    its own (the ``bench`` extra, loaded only when a run uses them); listing the
+    commands, or running ``init`` or ``purge``, need none of it. Its one-line help is
+    kept here so that listing the commands imports nothing.
     """
 
     _LAZY: Final = {
@@ -100,6 +177,20 @@ class _Group(click.Group):
         ),
     }
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _bad_values_exit_1():  # the group's own options, before the command's name
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _bad_values_exit_1():  # the command's options, and what its body refuses
+            return super().invoke(ctx)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self._LAZY])
 
@@ -110,12 +201,9 @@ class _Group(click.Group):
         try:
             module = __import__(module_name, fromlist=[attribute])
         except ImportError as exc:
-            raise click.ClickException(
-                f"'{cmd_name}' needs the {extra} extra: pip install 'chatkit-mongo[{extra}]' "
-                f"({exc})"
-            ) from exc
+            raise missing_extra(f"'{cmd_name}'", extra, exc) from exc
         command: click.Command = getattr(module, attribute)
-        return command
+        return _held_to_policy(command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
@@ -308,9 +396,9 @@ def export_command(ctx: click.Context, owner: str | None, out: Path | None, decr
     connection = resolve(ctx)
     encryption = connection.encryption
     if decrypt and owner is None:
-        raise click.UsageError("--decrypt exports one owner's content: give --owner")
+        raise click.ClickException("--decrypt exports one owner's content: give --owner")
     if decrypt and encryption is None:
-        raise click.UsageError(
+        raise click.ClickException(
             "--decrypt needs the master key: --master-key-file, or $CHATKIT_MONGO_LOCAL_MASTER_KEY"
         )
     with _output_file(out) as stream:
@@ -409,7 +497,7 @@ def purge(
     from ..operations.erase import purge_inactive, purge_owner  # noqa: PLC0415
 
     if (owner is None) == (older_than is None):
-        raise click.UsageError("give exactly one of --owner and --older-than")
+        raise click.ClickException("give exactly one of --owner and --older-than")
     connection = resolve(ctx)
 
     async def work(database: AsyncDatabaseLike, collections: CollectionNames) -> str:
@@ -467,7 +555,7 @@ def migrate_command(ctx: click.Context, target: Target, batch_size: int) -> None
     connection = resolve(ctx)
     encryption = connection.encryption
     if encryption is None:
-        raise click.UsageError(
+        raise click.ClickException(
             "migrate needs the master key of the key vault, in either direction: pass "
             "--master-key-file PATH or set $CHATKIT_MONGO_LOCAL_MASTER_KEY"
         )
@@ -517,9 +605,7 @@ def serve_command(ctx: click.Context, host: str, port: int, word_delay: float) -
     try:
         from .demo import serve  # noqa: PLC0415
     except ImportError as exc:
-        raise click.ClickException(
-            f"'serve' needs the demo extra: pip install 'chatkit-mongo[demo]' ({exc})"
-        ) from exc
+        raise missing_extra("'serve'", "demo", exc) from exc
     connection = resolve(ctx)
     embedded = connection.uri is None and connection.opener is open_uri
     serve(connection, embedded=embedded, host=host, port=port, word_delay=word_delay)

@@ -90,10 +90,9 @@ def _record(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         earlier_value, earlier_source = earlier
         both_given = earlier_source == source == ParameterSource.COMMANDLINE
         if both_given and earlier_value != value:
-            raise click.BadParameter(
-                f"given twice with different values ({shown(earlier_value)} and {shown(value)})",
-                ctx=ctx,
-                param=param,
+            raise click.ClickException(
+                f"{param.opts[0]} given twice with different values "
+                f"({shown(earlier_value)} and {shown(value)})"
             )
         if _SOURCE_RANK[earlier_source] >= _SOURCE_RANK[source]:
             return value
@@ -171,12 +170,12 @@ def given_options(ctx: click.Context) -> ConnectionOptions:
             }
         )
     except ValueError as exc:
-        raise click.UsageError(str(exc), ctx) from exc
+        raise click.ClickException(str(exc)) from exc
     key_vault = value("key_vault", DEFAULT_KEY_VAULT_NAMESPACE)
     try:  # checked here, as purge, doctor and init use it without a master key
         split_key_vault_namespace(key_vault)
     except EncryptionConfigError as exc:
-        raise click.UsageError(f"--key-vault: {exc}", ctx) from exc
+        raise click.ClickException(f"--key-vault: {exc}") from exc
     return ConnectionOptions(
         uri=value("uri", None) or None,
         database=value("database", None),
@@ -206,7 +205,7 @@ def encryption_settings(options: ConnectionOptions) -> Encryption | None:
         if os.environ.get(DEFAULT_LOCAL_KEY_VARIABLE):
             return Encryption.local_from_env(key_vault_namespace=options.key_vault)
     except EncryptionConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.ClickException(str(exc)) from exc
     return None
 
 

@@ -5,7 +5,10 @@ requests as server-sent events, the others as JSON. The responder echoes each me
 word by word and names its attachments, so streaming, persistence and attachments can
 all be watched with curl. Each request acts for the user named by the ``X-User-Id``
 header (a fixed demo user when absent), so two users can be shown to be kept apart.
-Every write the store makes is logged.
+
+What it logs, one line each at INFO: every write to the store (threads, items,
+attachment metadata) and to the attachment store (the bytes of every upload, direct or
+two-phase, and their removal), and every refused request with its status and reason.
 """
 
 from __future__ import annotations
@@ -42,17 +45,21 @@ from chatkit.types import (
 )
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypeVar
 
+from .._text import shown
 from ..asgi import attachment_routes
-from ..attachments import GridFSAttachmentStore
+from ..attachments import GridFSAttachmentStore, UploadData
 from ..owner import MAX_OWNER_LENGTH, default_owner
 from ..store import MongoStore
+from ._extras import missing_extra
 from .connection import Connection
-from .embedded import embedded_database
 
 TContext = TypeVar("TContext", default=Any)
 
@@ -199,7 +206,14 @@ async def _exists(load: Any) -> bool:
 
 
 def _log(context: Any, message: str, *args: object) -> None:
-    logger.info("[user %s] " + message, default_owner(context), *args)
+    """One INFO line for the context's user; one line whatever the ids a client sent (an
+    id may hold a newline, which would otherwise start a forged line of its own)."""
+    logger.info("%s", _one_line(f"[user {default_owner(context)}] {message % args}"))
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every run of whitespace, line breaks included, as one space."""
+    return " ".join(text.split())
 
 
 def echo_reply(message: UserMessageItem) -> str:
@@ -267,9 +281,35 @@ class EchoServer(ChatKitServer[DemoContext]):
         yield ThreadItemDoneEvent(item=item.model_copy(update={"content": [content]}))
 
 
-def demo_attachment_store(store: MongoStore[Any], base_url: str) -> GridFSAttachmentStore[Any]:
+class LoggedAttachmentStore(GridFSAttachmentStore[TContext], Generic[TContext]):
+    """The GridFS attachment store, with each write of bytes logged at INFO.
+
+    Why a subclass, where the metadata store is wrapped: the upload routes need the
+    GridFS store itself (they stream into it), and its own writes never pass through the
+    metadata store's API, so :class:`LoggedStore` does not see them. ``upload`` is the
+    write of every upload's bytes: a two-phase upload's second phase, and a direct
+    upload's, whose metadata is written in the same call.
+    """
+
+    async def upload(self, attachment_id: str, data: UploadData, context: TContext) -> Attachment:
+        attachment = await super().upload(attachment_id, data, context)
+        _log(
+            context,
+            "stored the upload of attachment %s %r (%s)",
+            attachment.id,
+            attachment.name,
+            attachment.mime_type,
+        )
+        return attachment
+
+    async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
+        await super().delete_attachment(attachment_id, context)
+        _log(context, "removed the bytes of attachment %s, if this user had any", attachment_id)
+
+
+def demo_attachment_store(store: MongoStore[Any], base_url: str) -> LoggedAttachmentStore[Any]:
     """Attachment bytes in the store's GridFS bucket, served by the demo's own routes."""
-    return GridFSAttachmentStore(
+    return LoggedAttachmentStore(
         store,
         upload_url=lambda attachment_id, _: f"{base_url}{ATTACHMENTS_PATH}/{attachment_id}/upload",
         preview_url=lambda attachment_id, _: f"{base_url}{ATTACHMENTS_PATH}/{attachment_id}",
@@ -318,7 +358,65 @@ def create_app(
             logger.exception("request failed")
             return _error(500, f"internal error: {exc}")
 
-    return Starlette(routes=[Route(CHATKIT_PATH, chatkit_endpoint, methods=["POST"]), *routes])
+    return Starlette(
+        routes=[Route(CHATKIT_PATH, chatkit_endpoint, methods=["POST"]), *routes],
+        middleware=[Middleware(LoggedRefusals)],
+    )
+
+
+_MOST_REASON_BYTES: Final = 4096
+"""The most of a refusal's body kept for its log line (the demo's are one short sentence)."""
+
+
+class LoggedRefusals:
+    """ASGI middleware: every answer of 400 or more logged with its reason, one line.
+
+    Why at the edge, for every route: refusals are made in several places (the ChatKit
+    endpoint, the attachment routes of :mod:`chatkit_mongo.asgi`, Starlette's own 404
+    and 405), and the client reads the reason in the body; here it is read from that
+    very body (the ``error`` field of the JSON, else the text), so the log says what the
+    client was told. 4xx at INFO (the request was wrong, the server is fine), 5xx at
+    WARNING (an unexpected 500 has its traceback logged where it happened).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        body = bytearray()
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and status >= 400:
+                body.extend(message.get("body", b"")[: _MOST_REASON_BYTES - len(body)])
+                if not message.get("more_body", False):
+                    _log_refusal(scope, status, bytes(body))
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def _log_refusal(scope: Scope, status: int, body: bytes) -> None:
+    text = body.decode("utf-8", errors="replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    reason = parsed["error"] if isinstance(parsed, dict) and "error" in parsed else text
+    reason = str(reason).strip() or "(no reason given)"
+    try:
+        user = context_from_headers(Headers(scope=scope)).user_id
+    except ValueError:  # the header itself was the reason: shown, kept short
+        user = shown(Headers(scope=scope).get(USER_HEADER, ""))
+    line = f"[user {user}] {scope['method']} {scope['path']} refused {status}: {reason}"
+    # The path is decoded: a %0A in the URL would otherwise start a line of its own.
+    logger.log(logging.INFO if status < 500 else logging.WARNING, "%s", _one_line(line))
 
 
 class RequestTooLarge(Exception):
@@ -343,26 +441,22 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 _EXPECTED: Final = (NotFoundError, ValueError, NotImplementedError)
 
 
-class _ExpectedErrorsInOneLine(logging.Filter):
-    """ChatKit logs every failed stream with a traceback; for the failures a request
-    can cause (a missing thread, bad input, an unsupported request), which the demo
-    answers with a 4xx, one INFO line says what happened instead."""
+class _ExpectedErrorsLoggedByTheDemo(logging.Filter):
+    """ChatKit logs every failed stream with a traceback; the failures a request can
+    cause (a missing thread, bad input, an unsupported request) are logged by the demo
+    instead, in one line: as the refusal it answers (:class:`LoggedRefusals`), or as the
+    error event that ends a stream already started. So ChatKit's record is dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, _EXPECTED):
-            record.msg = f"{record.getMessage()}: {type(error).__name__}: {error}"
-            record.args = ()
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
+        return not isinstance(error, _EXPECTED)
 
 
 def quiet_expected_errors() -> None:
-    """Install :class:`_ExpectedErrorsInOneLine` on ChatKit's logger, once."""
+    """Install :class:`_ExpectedErrorsLoggedByTheDemo` on ChatKit's logger, once."""
     chatkit_logger = logging.getLogger("chatkit")
-    if not any(isinstance(f, _ExpectedErrorsInOneLine) for f in chatkit_logger.filters):
-        chatkit_logger.addFilter(_ExpectedErrorsInOneLine())
+    if not any(isinstance(f, _ExpectedErrorsLoggedByTheDemo) for f in chatkit_logger.filters):
+        chatkit_logger.addFilter(_ExpectedErrorsLoggedByTheDemo())
 
 
 async def _event_stream(
@@ -398,7 +492,10 @@ async def _event_stream(
             async for event in events:
                 yield event
         except Exception as exc:  # the response has started: report in-band, then stop
-            logger.exception("stream failed")
+            if isinstance(exc, _EXPECTED):
+                _log(context, "stream ended by an error event: %s: %s", type(exc).__name__, exc)
+            else:
+                logger.exception("stream failed")
             error = ErrorEvent(code=ErrorCode.STREAM_ERROR, message=str(exc), allow_retry=False)
             yield b"data: " + error.model_dump_json(exclude_none=True).encode() + b"\n\n"
 
@@ -445,11 +542,19 @@ def serve(
     on an in-memory one of the same name. Indexes are created on start.
 
     Everything runs on one event loop: a PyMongo async client belongs to its loop.
+    Why the embedded backend is imported only here: on a server (``--uri``) the demo
+    needs no test double installed.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     async def main() -> None:
         if embedded:
+            try:
+                from .embedded import embedded_database  # noqa: PLC0415  (see the docstring)
+            except ImportError as exc:
+                raise missing_extra(
+                    "without --uri the demo runs on the embedded backend, which", "demo", exc
+                ) from exc
             with embedded_database(connection.database) as database:
                 logger.info(
                     "backend: embedded in-memory database %r (no --uri given; gone when stopped)",

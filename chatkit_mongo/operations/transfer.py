@@ -37,6 +37,7 @@ encryption; such an export imports as plaintext.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -309,8 +310,15 @@ async def _write_decrypted_file(
 
 
 def _write_line(out: IO[str], kind: Kind, document: dict[str, Any]) -> None:
-    line = {_KIND: kind, _FORMAT: FORMAT, _DOCUMENT: _escape(document)}
-    out.write(json_util.dumps(line, json_options=CANONICAL_JSON_OPTIONS) + "\n")
+    """One line: a header in plain JSON, the document in canonical Extended JSON.
+
+    Why the header is plain (``"format": 2``, not ``{"$numberInt": "2"}``): it is no
+    stored BSON value, so it needs no type; plain, it reads as documented and any JSON
+    tool can select lines by it. The import reads the whole line as Extended JSON, where
+    both spellings are the number 2, so files written with the typed header still import.
+    """
+    body = json_util.dumps(_escape(document), json_options=CANONICAL_JSON_OPTIONS)
+    out.write(f'{{"{_KIND}": {json.dumps(kind)}, "{_FORMAT}": {FORMAT}, "{_DOCUMENT}": {body}}}\n')
 
 
 def _escaped_key(key: str) -> str:
