@@ -415,9 +415,12 @@ class Persistence:
         what = f"attachment {attachment_id}"
         key = queries.attachment_filter(owner, attachment_id)
         thread_id = check_optional_id(attachment.thread_id, "attachment.thread_id")
-        dumped = dump(attachment, ATTACHMENT_ADAPTER, what)
-        fields = {**key, Field.THREAD_ID: thread_id, Field.DATA: dumped[0]}
-        check_document(fields, what, dumped)
+        fields = {
+            **key,
+            Field.THREAD_ID: thread_id,
+            Field.DATA: dump(attachment, ATTACHMENT_ADAPTER, what),
+        }
+        check_document(fields, what)
         return key, fields
 
     async def sealed_attachment_document(

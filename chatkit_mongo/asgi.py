@@ -248,9 +248,10 @@ class _MultipartFile:
                 "multipart/form-data needs a boundary parameter of 1 to "
                 f"{_MAX_BOUNDARY} characters, got {boundary!r:.100}"
             )
-        return await cls(body, boundary, max_bytes)._file_part()
+        return await cls(body, boundary, max_bytes).file_part()
 
-    async def _file_part(self) -> _FilePart:
+    async def file_part(self) -> _FilePart:
+        """The ``file`` part: its name, its type and its bytes as they arrive."""
         while self._file is None:
             if self._ended or not await self._feed():
                 raise ValueError('send the file as a multipart/form-data field named "file"')

@@ -16,10 +16,9 @@ from bson import ObjectId
 from pydantic import TypeAdapter
 
 from ._checks import MAX_ID_LENGTH as MAX_ID_LENGTH  # noqa: PLC0414  (re-exported)
-from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER, envelope_bytes
+from ._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
 from ._codec import MAX_DOCUMENT_BYTES as MAX_DOCUMENT_BYTES  # noqa: PLC0414
 from ._codec import MAX_NESTING as MAX_NESTING  # noqa: PLC0414
-from .owner import MAX_OWNER_LENGTH
 
 # Re-exported above: the limits a stored value must keep, which error messages name
 # (ids of at most MAX_ID_LENGTH characters, MongoDB's 16 MiB documents and 100 levels).
@@ -565,21 +564,6 @@ def index_specs(retention: bool) -> tuple[IndexSpec, ...]:
 _EPOCH: Final = datetime(1, 1, 1)
 _SORT_DIGITS: Final = 18
 """Microseconds from year 1 to year 9999 fit in 18 decimal digits."""
-MAX_SORT_KEY_LENGTH: Final = _SORT_DIGITS + 1 + MAX_ID_LENGTH
-"""The longest :func:`sort_key`: its digits, a space and the longest id."""
-ENVELOPE_BYTES: Final = envelope_bytes(
-    {
-        Field.OWNER: MAX_OWNER_LENGTH,
-        Field.THREAD_ID: MAX_ID_LENGTH,
-        Field.ITEM_ID: MAX_ID_LENGTH,
-        Field.SORT_KEY: MAX_SORT_KEY_LENGTH,
-    },
-    (Field.CREATED_AT,),
-    Field.DATA,
-)
-"""The most BSON bytes a thread's or item's document takes besides its ``data``: its
-owner and ids at their longest, each character four UTF-8 bytes, the sort key and
-``created_at``. With it, the store's check of a proved write is one comparison."""
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 

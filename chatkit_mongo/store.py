@@ -18,7 +18,6 @@ from ._checks import Order, check_id, check_limit, check_optional_id, check_orde
 from ._codec import (
     ITEM_ADAPTER,
     THREAD_ADAPTER,
-    Dumped,
     check_document,
     dump,
     parse_attachment,
@@ -34,7 +33,6 @@ from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
 from .retention import Clock, Retention
 from .schema import (
-    ENVELOPE_BYTES,
     CollectionNames,
     Field,
     document_kind,
@@ -97,6 +95,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         clock: Clock | None = None,
         wrap_collection: CollectionWrapper | None = None,
         encryption: Encryption | OwnerEncryption | None = None,
+        owns_client: bool = False,
     ) -> None:
         """Build a store over ``database``.
 
@@ -127,6 +126,9 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 make the store open its own engine, which :meth:`close` closes. An
                 :class:`~chatkit_mongo.OwnerEncryption` engine already open is used as
                 it is and left open, like a client the store was given.
+            owns_client: the store owns ``database``'s client: :meth:`close` closes it,
+                and the store refuses calls afterwards. Default False: a client the
+                store was given is the caller's to close. :meth:`from_uri` sets it.
         """
         if isinstance(max_page_size, bool) or not isinstance(max_page_size, int):
             raise TypeError(f"max_page_size must be an int, not {type(max_page_size).__name__}")
@@ -150,7 +152,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         )
         """The collections and every multi-document operation, shared with the
         attachment store; see :mod:`chatkit_mongo._persistence`."""
-        self._owns_client = False
+        self._owns_client = owns_client
         self._owns_engine = isinstance(encryption, Encryption)
         identify(database.client)
 
@@ -160,7 +162,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
 
         ``options`` named like a keyword of :meth:`__init__` (``owner``, ``retention``,
         ``clock``...: every one of them) go to the store; the others go to
-        ``AsyncMongoClient`` (timeouts, TLS, pool sizes...). Why read from the signature:
+        ``AsyncMongoClient`` (timeouts, TLS, pool sizes...). The store always owns the
+        client it opens here (``owns_client``). Why read from the signature:
         the list of store options then lives in one place and cannot drift (it once
         dropped ``clock``).
         """
@@ -168,8 +171,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         store_options = {name: value for name, value in options.items() if name in keywords}
         client_options = {name: value for name, value in options.items() if name not in keywords}
         client = open_client(uri, **client_options)
-        store: MongoStore[Any] = cls(client[database], **store_options)
-        store._owns_client = True
+        store: MongoStore[Any] = cls(client[database], **{**store_options, "owns_client": True})
         return store
 
     # ------------------------------------------------------------------ lifecycle
@@ -238,8 +240,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         thread_id = check_id(metadata.id, "thread.id")
         what = f"thread {thread_id}"
         key = queries.thread_filter(owner, thread_id)
-        dumped = dump(metadata, THREAD_ADAPTER, what)
-        fields = _document(key, metadata.created_at, thread_id, dumped, what)
+        data = dump(metadata, THREAD_ADAPTER, what)
+        fields = _document(key, metadata.created_at, thread_id, data, what)
         fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         await self.persistence.save_thread(key, fields)
 
@@ -402,8 +404,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         item_id = check_id(item.id, "item.id")
         what = f"item {item_id} of thread {thread_id}"
         key = queries.item_filter(owner, thread_id, item_id)
-        dumped = dump(item, ITEM_ADAPTER, what)
-        fields = _document(key, item.created_at, item_id, dumped, what)
+        data = dump(item, ITEM_ADAPTER, what)
+        fields = _document(key, item.created_at, item_id, data, what)
         return key, fields
 
     async def _load(self, owner: str, find: Find, parse: Callable[[Any], _T], not_found: str) -> _T:
@@ -520,27 +522,22 @@ def _metadata_only(thread: ThreadMetadata) -> ThreadMetadata:
 
 
 def _document(
-    key: dict[str, Any], created_at: datetime, element_id: str, dumped: Dumped, what: str
+    key: dict[str, Any], created_at: datetime, element_id: str, data: dict[str, Any], what: str
 ) -> dict[str, Any]:
     """A thread's or item's stored fields, checked: its key, its timing, its model's
-    dump under ``data``; :class:`~chatkit_mongo.UnstorableError` naming ``what`` if
-    MongoDB would refuse it or it would not read back.
+    dump ``data``; :class:`~chatkit_mongo.UnstorableError` naming ``what`` if MongoDB
+    would refuse it.
 
     Built as one dict, with ``created_at`` made naive UTC once: every write pays this.
-    Why the check is made here, where the document is built: the check of a proved dump
-    counts on :data:`~chatkit_mongo.schema.ENVELOPE_BYTES`, the worst case of exactly
-    these fields, with ``key`` holding the owner :meth:`Persistence.begin
-    <chatkit_mongo._persistence.Persistence.begin>` resolved and ids :func:`check_id`
-    accepted (their lengths).
     """
     naive = created_at if created_at.tzinfo is None else utc_naive(created_at)
     document = {
         **key,
         Field.SORT_KEY: sort_key(naive, element_id),
         Field.CREATED_AT: naive,
-        Field.DATA: dumped[0],
+        Field.DATA: data,
     }
-    check_document(document, what, dumped, envelope=ENVELOPE_BYTES)
+    check_document(document, what)
     return document
 
 

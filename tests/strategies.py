@@ -9,13 +9,19 @@ the ``long`` profile instead: N examples per property and random seeds, for soak
 from __future__ import annotations
 
 import asyncio
+import copy
+import enum
+import math
 import os
 from collections.abc import Awaitable
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo
 
 from chatkit.types import (
     ActiveStatus,
+    AssistantMessageContent,
     Attachment,
     ClosedStatus,
     FileAttachment,
@@ -28,8 +34,10 @@ from chatkit.types import (
 )
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, TypeAdapter
 
 from chatkit_mongo import MongoStore
+from chatkit_mongo._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
 
 from . import capabilities
 from .conftest import close_client, is_server, make_client
@@ -265,3 +273,94 @@ def items(
         update["attachments"] = [draw(attachments(thread_id=thread_id))]
     item: ThreadItem = template.model_copy(update=update)
     return item
+
+
+# ---------------------------------------------------------------- hostile models
+
+
+class _Colour(enum.StrEnum):
+    RED = "red"
+
+
+class _Str(str):
+    __slots__ = ()
+
+
+class _Int(int):
+    pass
+
+
+_ODD_CONSTANTS: Final[tuple[Any, ...]] = (
+    math.nan, math.inf, -math.inf, b"bytes", b"\xff", (1, 2), {1, 2}, frozenset(),
+    Decimal("1.5"), _Colour.RED, _Str("s"), _Int(3), True, 1.0, -0.0, 2**70, "\ud800",
+    [(1,)], {"k": math.nan}, {1: "int key"}, {"k": datetime(2020, 1, 1)},
+    datetime(2020, 1, 1, tzinfo=timezone(timedelta(seconds=30))),
+    datetime(2020, 1, 1, tzinfo=timezone(timedelta(microseconds=5))),
+    datetime(2020, 1, 1, tzinfo=timezone(timedelta(hours=5, minutes=30), "IST")),
+    datetime(2021, 11, 7, 1, 30, tzinfo=ZoneInfo("America/New_York")),
+    datetime(2021, 11, 7, 1, 30, fold=1, tzinfo=ZoneInfo("America/New_York")),
+    datetime(2021, 6, 1, tzinfo=ZoneInfo("Europe/Paris")),
+    datetime(2021, 6, 1, fold=1),
+    None, "assistant_message", "user_message", "file", "image", "active", [], {},
+    ThreadMetadata(id="t", created_at=datetime(2020, 1, 1)),
+    AssistantMessageContent(text="nested model in the wrong place"),
+)  # fmt: skip
+"""Values JSON keeps and values it does not, of exact types and of subclasses."""
+
+odd_values: st.SearchStrategy[Any] = st.one_of(
+    json_values, datetimes, st.sampled_from(_ODD_CONSTANTS).map(copy.deepcopy)
+)
+"""One of those, or a JSON value or a datetime. Why each constant is copied as it is
+drawn: a shared list or dict put in two places, one inside the other, would contain
+itself, and walking it would never end (it once filled 23 GB)."""
+
+
+def model_slots(model: BaseModel) -> list[tuple[Any, Any]]:
+    """Every place a value can be put: (model, field name) for each field of each model
+    at any depth, and (dict, key) for each key of each dict at any depth. Each object
+    is visited once (by identity), so a value that contains itself ends the walk."""
+    slots: list[tuple[Any, Any]] = []
+    seen: set[int] = set()
+    stack: list[Any] = [model]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, BaseModel):
+            for name in type(current).model_fields:
+                slots.append((current, name))
+                stack.append(current.__dict__.get(name))
+        elif isinstance(current, dict):
+            for key, value in current.items():
+                slots.append((current, key))
+                stack.append(value)
+        elif isinstance(current, list):
+            stack.extend(current)
+    return slots
+
+
+@st.composite
+def hostile_models(draw: st.DrawFn) -> tuple[BaseModel, TypeAdapter[Any]]:
+    """A ChatKit model with up to three odd values put anywhere, unvalidated (as
+    assignment or ``model_construct`` would), or a field deleted, or an extra attribute."""
+    model, adapter = draw(
+        st.one_of(
+            st.tuples(items(), st.just(ITEM_ADAPTER)),
+            st.tuples(threads(), st.just(THREAD_ADAPTER)),
+            st.tuples(attachments(), st.just(ATTACHMENT_ADAPTER)),
+        )
+    )
+    model = model.model_copy(deep=True)  # the strategies share their templates' values
+    for _ in range(draw(st.integers(0, 3))):
+        owner, name = draw(st.sampled_from(model_slots(model)))
+        action = draw(st.sampled_from(["set", "set", "set", "delete", "extra"]))
+        if isinstance(owner, dict):
+            owner[name] = draw(odd_values)
+        elif action == "set":
+            owner.__dict__[name] = draw(odd_values)
+        elif action == "delete":
+            owner.__dict__.pop(name, None)
+        else:
+            owner.__dict__["not_a_field"] = draw(odd_values)
+    return model, adapter

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import InvalidOperation, ServerSelectionTimeoutError
 
 from chatkit_mongo import ChatKitMongoError, CollectionNames, MongoStore, StoreClosedError
 from chatkit_mongo.encryption import LOCAL_KEY_BYTES, Encryption
@@ -36,6 +38,7 @@ OPTIONS: dict[str, Any] = {
     "clock": _clock,
     "wrap_collection": _wrap,
     "encryption": Encryption.local(os.urandom(LOCAL_KEY_BYTES)),
+    "owns_client": True,
 }
 """A value other than the default for every keyword option of ``MongoStore``."""
 
@@ -84,3 +87,33 @@ async def test_a_closed_store_raises_the_librarys_closed_error() -> None:
     assert isinstance(raised.value, RuntimeError)  # what callers caught before
     with pytest.raises(StoreClosedError):
         await store.ping()
+
+
+@pytest.mark.parametrize("owns_client", [False, True])
+async def test_close_closes_the_client_only_of_a_store_that_owns_it(owns_client: bool) -> None:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(_UNREACHABLE)
+    store: MongoStore[Any] = MongoStore(
+        client["db"], auto_create_indexes=False, owns_client=owns_client
+    )
+    await store.close()
+    try:
+        if owns_client:
+            with pytest.raises(StoreClosedError):
+                await store.load_thread("thr_1", RequestContext("alice"))
+            with pytest.raises(InvalidOperation, match="after close"):
+                await client["db"].command("ping")
+        else:  # the caller's client and the store both still work (no server: a timeout)
+            with pytest.raises(ServerSelectionTimeoutError):
+                await store.load_thread("thr_1", RequestContext("alice"))
+    finally:
+        await client.close()
+
+
+async def test_from_uri_always_owns_the_client_it_opens() -> None:
+    store: MongoStore[Any] = MongoStore.from_uri(
+        _UNREACHABLE, auto_create_indexes=False, owns_client=False
+    )
+    client = store.database.client
+    await store.close()
+    with pytest.raises(InvalidOperation, match="after close"):
+        await client["db"].command("ping")
