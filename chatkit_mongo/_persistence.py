@@ -18,7 +18,8 @@ once:
   ``files`` document); :meth:`Persistence.delete_unreferenced_files` for the sweep's orphans,
   in the same order;
 - uploads: :meth:`Persistence.insert_pending`, :meth:`Persistence.claim_upload`,
-  :meth:`Persistence.complete_upload` and :meth:`Persistence.release_upload`;
+  :meth:`Persistence.renew_upload`, :meth:`Persistence.complete_upload` and
+  :meth:`Persistence.release_upload`;
 - content: :meth:`Persistence.seal` and :meth:`Persistence.unseal`, the one place the
   ``data`` sub-document is turned into what is stored and back (with encryption on, a
   ciphertext under the owner's data key; see :mod:`chatkit_mongo._encryption`).
@@ -36,12 +37,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment
 from pymongo import ReturnDocument
+from pymongo.errors import ConnectionFailure
 
 from . import _queries as queries
 from ._checks import check_id, check_optional_id
@@ -49,6 +51,7 @@ from ._codec import ATTACHMENT_ADAPTER, check_document, dump, parse_attachment
 from ._driver import AsyncDatabaseLike, shielded
 from ._gridfs import erasable_file_ids
 from ._queries import Find
+from ._retry import retried
 from ._single_flight import OncePerClient
 from ._telemetry import note
 from ._text import plural
@@ -475,12 +478,18 @@ class Persistence:
         await shielded(self._handles["attachment"].insert_one({**fields, **pending}))
 
     async def claim_upload(
-        self, key: dict[str, Any], attachment_id: str, file_id: str
+        self, key: dict[str, Any], attachment_id: str, file_id: str, lease: timedelta
     ) -> dict[str, Any]:
-        """Awaiting -> receiving, with a fresh file id, in one atomic update.
+        """Awaiting -> receiving, with a fresh file id, in one atomic update; or a
+        receiving attachment whose upload has not renewed its ``lease`` taken over.
 
         Why: two uploads to one attachment can then never both write, and the file id is
         on record before any chunk exists, so nothing written can go unaccounted for.
+        Why a lease: an upload whose hand-back failed (the network down, PyMongo's pool
+        paused) would otherwise leave the attachment receiving, and every retry refused,
+        until the sweep. A live upload renews it (:meth:`renew_upload`); the one taken
+        over can no longer complete (its completion names its own file id) and its bytes
+        are left to the orphan sweep.
         Why shielded: a claim the caller stopped waiting for may still land (Motor runs
         it in a thread; PyMongo Async may have sent it). Unshielded, the release would
         run first, find nothing to hand back, and the claim would then leave the
@@ -489,14 +498,22 @@ class Persistence:
         """
         attachments = self._handles["attachment"]
         alive = self.alive()
+        now = datetime.now(UTC)
+        claimable = [
+            {UploadField.STATE: UploadField.AWAITING},
+            {
+                UploadField.STATE: UploadField.RECEIVING,
+                UploadField.PENDING_SINCE: {"$lt": now - lease},
+            },
+        ]
         claimed: dict[str, Any] | None = await shielded(
             attachments.find_one_and_update(
-                {**key, UploadField.STATE: UploadField.AWAITING, **alive},
+                {**key, "$or": claimable, **alive},
                 {
                     "$set": {
                         UploadField.STATE: UploadField.RECEIVING,
                         UploadField.FILE_ID: file_id,
-                        UploadField.PENDING_SINCE: datetime.now(UTC),
+                        UploadField.PENDING_SINCE: now,
                     }
                 },
                 return_document=ReturnDocument.AFTER,
@@ -510,6 +527,21 @@ class Persistence:
         if current.get(UploadField.STATE) == UploadField.RECEIVING:
             raise UploadConflictError(f"an upload to attachment {attachment_id} is under way")
         raise UploadConflictError(f"attachment {attachment_id} already has its bytes")
+
+    async def renew_upload(self, key: dict[str, Any], attachment_id: str, file_id: str) -> None:
+        """Renew the lease of the upload of ``file_id``: ``UploadConflictError`` if
+        another upload took the attachment over meanwhile (or it is gone)."""
+        renewed = await shielded(
+            self._handles["attachment"].update_one(
+                {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
+                {"$set": {UploadField.PENDING_SINCE: datetime.now(UTC)}},
+            )
+        )
+        if not renewed.matched_count:
+            raise UploadConflictError(
+                f"the upload to attachment {attachment_id} lost its claim: it renewed its "
+                "lease too late, and another upload took it over (or it was deleted)"
+            )
 
     async def complete_upload(
         self, key: dict[str, Any], attachment_id: str, file_id: str, claimed_data: Any
@@ -561,30 +593,39 @@ class Persistence:
             if isinstance(stored, dict):  # saved in the clear meanwhile (encryption off)
                 return await self.complete_upload(key, attachment_id, file_id, stored)
 
-    async def release_upload(self, key: dict[str, Any], file_id: str) -> None:
-        """After a failed upload: let the attachment await again and delete what it wrote.
+    async def release_upload(self, key: dict[str, Any], file_id: str) -> dict[str, Any] | None:
+        """After a failed upload: let the attachment await again and delete what it wrote;
+        or, if this upload completed it after all (a completion whose reply was lost, or
+        that a cancellation reached once it was written), keep the bytes and return the
+        completed document.
 
-        Why the bytes go only if no attachment refers to them afterwards: a completion
-        whose reply was lost, or that a cancellation reached just after it was written,
-        has already made them the attachment's. Why the hand-back first: a process dying
-        in between leaves bytes nothing refers to, which the orphan sweep removes.
+        Why the hand-back first: a process dying in between leaves bytes nothing refers
+        to, which the orphan sweep removes. Each step is safe to repeat and retried
+        across network faults (:func:`~chatkit_mongo._retry.retried`); should the
+        network stay down, the attachment stays receiving until the claim's lease runs
+        out, when the next upload takes it over, and the bytes go at the next sweep.
         """
         attachments = self._handles["attachment"]
-        await attachments.update_one(
-            {**key, UploadField.STATE: UploadField.RECEIVING, UploadField.FILE_ID: file_id},
-            {
-                "$set": {
-                    UploadField.STATE: UploadField.AWAITING,
-                    UploadField.PENDING_SINCE: datetime.now(UTC),
-                },
-                "$unset": {UploadField.FILE_ID: ""},
-            },
-        )
-        kept = await attachments.find_one(
-            {**key, UploadField.FILE_ID: file_id}, {GridFSField.ID: 1}
-        )
-        if kept is None:
-            await self.delete_owned_files(key[Field.OWNER], [file_id])
+        claim = {**key, UploadField.FILE_ID: file_id}
+        try:
+            await retried(
+                lambda: attachments.update_one(
+                    {**claim, UploadField.STATE: UploadField.RECEIVING},
+                    {
+                        "$set": {
+                            UploadField.STATE: UploadField.AWAITING,
+                            UploadField.PENDING_SINCE: datetime.now(UTC),
+                        },
+                        "$unset": {UploadField.FILE_ID: ""},
+                    },
+                )
+            )
+            kept: dict[str, Any] | None = await retried(lambda: attachments.find_one(claim))
+            if kept is None:
+                await retried(lambda: self.delete_owned_files(key[Field.OWNER], [file_id]))
+        except ConnectionFailure:  # left to the lease and the sweep (see above)
+            return None
+        return kept if kept is not None and UploadField.STATE not in kept else None
 
     # ------------------------------------------------------------------ bytes
 

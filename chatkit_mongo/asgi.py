@@ -15,7 +15,8 @@ part to a temporary file whole before the route sees it.
 Answers: 404 for missing and foreign ids alike (nothing tells them apart), 413 for too
 large, 415 for a refused MIME type (the file's, or a direct upload's body that is not
 ``multipart/form-data``), 409 for a second upload, 403 for a context with no owner, 400
-for other bad input, a malformed multipart body included.
+for other bad input, a malformed multipart body included, 503 (with ``Retry-After``)
+when the database could not be reached: the request may be sent again as it was.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from urllib.parse import quote
 
 from chatkit.store import NotFoundError
 from chatkit.types import Attachment
+from pymongo.errors import ConnectionFailure
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -74,6 +76,9 @@ _MAX_BOUNDARY: Final = 70
 """RFC 2046 section 5.1.1: a boundary is 1 to 70 characters."""
 _DEFAULT_FILE_TYPE: Final = "application/octet-stream"
 _UNSAFE_NAME: Final = re.compile(r"[^A-Za-z0-9._ -]")
+_RETRY_AFTER: Final = "1"
+"""Seconds a client waits before sending a request that met a network fault again:
+past PyMongo's paused-pool window (``_retry``)."""
 _ERRORS: Final[tuple[tuple[type[Exception], int], ...]] = (
     (NotFoundError, 404),
     (AttachmentTooLargeError, 413),
@@ -347,6 +352,13 @@ def _answering_errors(
         except (ValueError, TypeError, UploadConflictError) as exc:
             status = next(code for kind, code in _ERRORS if isinstance(exc, kind))
             return _error(status, str(exc))
+        except ConnectionFailure:
+            # Why 503 and not the driver's words: every route is safe to send again
+            # (see docs/attachments.md), which 503 with Retry-After tells a client; the
+            # driver's message names the database's host, which is not the client's.
+            response = _error(503, "the database did not answer in time; send it again")
+            response.headers["Retry-After"] = _RETRY_AFTER
+            return response
 
     return answer
 

@@ -8,8 +8,11 @@ How an upload stays all-or-nothing: the attachment document is *claimed* first (
 state goes from awaiting to receiving, and it records the GridFS id of this attempt)
 before a single chunk is written. The bytes are streamed under that fresh id, then the
 state is cleared. Any failure or cancellation deletes the chunks of that id and hands
-the attachment back to awaiting; a process that dies mid-way leaves a record the orphan
-sweep finds. Downloads only ever follow a completed attachment's id.
+the attachment back to awaiting (retried across network faults), unless the completion
+landed and only its reply was lost: the upload then returns the attachment. A claim is
+a lease the upload renews as bytes arrive; one whose hand-back failed is taken over by
+the next upload once the lease runs out. A process that dies mid-way leaves a record
+the orphan sweep finds. Downloads only ever follow a completed attachment's id.
 
 Why ownership lives in the attachment document: every lookup starts from it with the
 owner in the filter (through the store's unique ``owner, attachment_id`` index), and the
@@ -28,6 +31,7 @@ one attachment's bytes from one form to the other, for the migration.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -50,12 +54,14 @@ from chatkit.types import (
     ImageAttachment,
 )
 from gridfs import DEFAULT_CHUNK_SIZE
+from pymongo.errors import ConnectionFailure
 
 from . import _queries as queries
 from ._checks import check_id, check_positive_int
 from ._codec import parse_attachment
 from ._driver import maybe_await, shielded
 from ._gridfs import StoredFile, find_file, read_file, write_file
+from ._retry import retried
 from ._telemetry import Target, traced
 from ._text import plural
 from .errors import (
@@ -85,6 +91,13 @@ SWEEP_BATCH: Final = 1000
 70 KB of ids per command."""
 DEFAULT_ABANDONED_AFTER: Final = timedelta(hours=24)
 """Longer than any honest upload takes, short enough that dead uploads do not pile up."""
+DEFAULT_UPLOAD_LEASE: Final = timedelta(minutes=2)
+"""How long an upload's claim holds without renewal. A live upload renews it a few
+times per lease as its bytes arrive, so a slow client keeps it; one whose hand-back
+failed (the network down, PyMongo's pool paused) blocks retries no longer than this."""
+_RENEWALS_PER_LEASE: Final = 4
+"""A live upload renews its lease after a quarter of it has passed: three renewals may
+be slow or lost before another upload can take it over."""
 _READ_SIZE: Final = DEFAULT_CHUNK_SIZE
 """Read file-like sources one GridFS chunk at a time: files are written in whole chunks."""
 _MIME_TYPE: Final = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
@@ -122,6 +135,8 @@ class SweepReport:
     """GridFS files no attachment refers to any more."""
     orphaned_chunk_sets: int
     """Chunks of files whose ``files`` document is gone (an interrupted write or delete)."""
+    unused_attachments: int = 0
+    """Complete attachments no message ever used, with their bytes (``unused_after``)."""
 
 
 class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
@@ -144,6 +159,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         max_bytes: int = DEFAULT_MAX_BYTES,
         allowed_mime_types: Iterable[str] | None = None,
         bucket_name: str | None = None,
+        upload_lease: timedelta = DEFAULT_UPLOAD_LEASE,
     ) -> None:
         """Args:
         store: the MongoStore that holds the attachment metadata.
@@ -153,8 +169,12 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         max_bytes: the largest attachment accepted, counted while streaming.
         allowed_mime_types: e.g. ``["image/*", "application/pdf"]``; None allows any.
         bucket_name: the GridFS bucket; defaults to ``store.collections.bucket``.
+        upload_lease: how long an upload's claim on an attachment holds unless renewed
+            (see :data:`DEFAULT_UPLOAD_LEASE`); past it, another upload may take over.
         """
         check_positive_int(max_bytes, "max_bytes")
+        _check_positive_duration(upload_lease, "upload_lease")
+        self.upload_lease: Final = upload_lease
         self.store: Final = store
         self.max_bytes: Final = max_bytes
         self.allowed_mime_types: Final = (
@@ -215,28 +235,14 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
 
         Refused (and nothing kept) when the bytes pass ``max_bytes`` or the declared
         size, fall short of the declared size, the MIME type is not allowed, the
-        attachment already has its bytes or is receiving them, or it is not the
-        caller's (:class:`~chatkit.store.NotFoundError`).
+        attachment already has its bytes or is receiving them (within the ``upload_lease``
+        of that other upload), or it is not the caller's
+        (:class:`~chatkit.store.NotFoundError`). Should the reply of its completion be
+        lost, the attachment is read back, and returned if the upload did complete it.
         """
         owner = await self.store.persistence.begin(context)
         key = queries.attachment_filter(owner, check_id(attachment_id, "attachment_id"))
-        # Chosen here, not by the claim: should the claim's reply be lost, the release
-        # below still knows which claim to hand back. Owner first: see owner_file_id.
-        file_id = owner_file_id(owner)
-        try:
-            claimed = await self._persistence.claim_upload(key, attachment_id, file_id)
-            content = await self._persistence.unseal(owner, claimed[Field.DATA], attachment_id)
-            if content is None:  # sealed under a key the owner no longer has
-                raise NotFoundError(f"Attachment {attachment_id} not found")
-            attachment = parse_attachment(content)
-            self._check_mime_type(attachment.mime_type)
-            await self._write(owner, attachment, file_id, data, claimed[UploadField.DECLARED_SIZE])
-            return await self._persistence.complete_upload(
-                key, attachment_id, file_id, claimed[Field.DATA]
-            )
-        except BaseException:
-            await shielded(self._persistence.release_upload(key, file_id))
-            raise
+        return await self._upload(owner, key, attachment_id, owner_file_id(owner), data)
 
     @traced("create_and_upload", "attachment")
     async def create_and_upload(
@@ -245,20 +251,30 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         """Direct upload: create the attachment and store its bytes in one call.
 
         On any refusal or failure neither the metadata nor any byte is left behind.
+
+        Why an upload whose completion reply was lost returns the attachment, rather than
+        deleting it and raising: the bytes are whole and recorded, and the caller, told
+        of a failure, would only send them again. It is read back by its id (fresh, so
+        only this call knows it) before the error could reach the caller. Whatever is
+        left after any other failure (or a cancellation, which no caller waits for) is
+        deleted: the metadata, whatever its state, then the bytes. Each step of that is
+        retried across network faults; should they all fail, an upload still pending is
+        removed by the sweep once past its cut-off, and, only if the completion had
+        landed and every later command failed, the complete attachment that nobody has
+        the id of by the sweep's ``unused_after`` option.
         """
         owner = await self.store.persistence.begin(context)
         mime_type = self._check_mime_type(mime_type)
         attachment_id = self.generate_attachment_id(mime_type, context)
         attachment = self._new(attachment_id, name, mime_type, None, context)
+        key = queries.attachment_filter(owner, attachment_id)
+        # Chosen here, so that the clean-up knows which bytes are this call's.
+        file_id = owner_file_id(owner)
         try:
             await self._persistence.insert_pending(owner, attachment, None)
-            return await self.upload(attachment_id, data, context)
+            return await self._upload(owner, key, attachment_id, file_id, data)
         except BaseException:
-            pending = {
-                **queries.attachment_filter(owner, attachment_id),
-                UploadField.STATE: {"$exists": True},
-            }
-            await shielded(self._attachments.delete_one(pending))
+            await shielded(self._discard(owner, key, file_id))
             raise
 
     @traced("open_download", "attachment")
@@ -398,6 +414,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         abandoned_after: timedelta = DEFAULT_ABANDONED_AFTER,
         now: datetime | None = None,
         batch_size: int = SWEEP_BATCH,
+        unused_after: timedelta | None = None,
     ) -> SweepReport:
         """Remove, across all owners, what no finished attachment needs any more.
 
@@ -409,7 +426,19 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
            before the server's TTL pass has deleted its metadata); a file written by
            :meth:`reseal_bytes` only once older than the cut-off, as no attachment
            refers to it until the rewrite switches to it;
-        3. chunks whose file document is gone and whose id is older than the cut-off.
+        3. chunks whose file document is gone and whose id is older than the cut-off;
+        4. only with ``unused_after`` (off by default): complete attachments that no
+           message uses, whose upload began before ``now - unused_after``, with their
+           bytes. "No message uses it": it has no thread. ChatKit creates an attachment
+           before the message that uses it, and gives it the message's thread
+           (``save_attachment``) before it stores the message; so an attachment without
+           a thread is one whose message was never sent, or a direct upload whose
+           caller got an error after every command to clean it up had failed. Choose an
+           age longer than a user takes to send a message after attaching (a day, say):
+           an attachment a user is still composing with would be deleted from under them.
+           Each is deleted by its owner and id, and only if it still has no thread, then
+           its bytes through the ownership proof: one owner's sweep never touches
+           another's data.
 
         Safe while uploads run: an upload's attachment refers to its file id from before
         its first chunk, and one younger than the cut-off is never touched. GridFS files
@@ -417,11 +446,16 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         stay that size however many files the bucket holds.
         """
         check_positive_int(batch_size, "batch_size")
-        cutoff = (now or datetime.now(UTC)) - abandoned_after
+        if unused_after is not None:
+            _check_positive_duration(unused_after, "unused_after")
+        now = now or datetime.now(UTC)
+        cutoff = now - abandoned_after
+        unused = 0 if unused_after is None else await self._sweep_unused(now - unused_after)
         return SweepReport(
             abandoned_uploads=await self._sweep_abandoned(cutoff),
             orphaned_files=await self._sweep_unreferenced_files(cutoff, batch_size),
             orphaned_chunk_sets=await self._sweep_chunks_without_file(cutoff, batch_size),
+            unused_attachments=unused,
         )
 
     # ------------------------------------------------------------------ internals
@@ -462,18 +496,71 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             id=attachment_id, name=name, mime_type=mime_type, upload_descriptor=descriptor
         )
 
+    async def _upload(
+        self, owner: str, key: dict[str, Any], attachment_id: str, file_id: str, data: UploadData
+    ) -> Attachment:
+        """Claim the attachment ``key`` for the file ``file_id``, stream ``data`` into it,
+        complete it; after a failure, hand the claim back and delete the bytes, unless
+        the completion landed: its attachment is then returned, unless the failure was a
+        cancellation or the like (``BaseException``), which no caller waits for.
+
+        Why ``file_id`` is chosen by the caller, not the claim: should the claim's reply
+        be lost, the release still knows which claim to hand back. Owner first: see
+        owner_file_id.
+        """
+        try:
+            claimed = await self._persistence.claim_upload(
+                key, attachment_id, file_id, self.upload_lease
+            )
+            content = await self._persistence.unseal(owner, claimed[Field.DATA], attachment_id)
+            if content is None:  # sealed under a key the owner no longer has
+                raise NotFoundError(f"Attachment {attachment_id} not found")
+            attachment = parse_attachment(content)
+            self._check_mime_type(attachment.mime_type)
+            renewing = _renewing(
+                _pieces(data),
+                lambda: self._persistence.renew_upload(key, attachment_id, file_id),
+                self.upload_lease.total_seconds() / _RENEWALS_PER_LEASE,
+            )
+            async with aclosing(renewing):
+                await self._write(
+                    owner, attachment, file_id, renewing, claimed[UploadField.DECLARED_SIZE]
+                )
+            return await self._persistence.complete_upload(
+                key, attachment_id, file_id, claimed[Field.DATA]
+            )
+        except BaseException as failure:
+            completed = await shielded(self._persistence.release_upload(key, file_id))
+            if completed is None or not isinstance(failure, Exception):
+                raise
+            content = await self._persistence.unseal(owner, completed[Field.DATA], attachment_id)
+            if content is None:
+                raise
+            return parse_attachment(content)
+
+    async def _discard(self, owner: str, key: dict[str, Any], file_id: str) -> None:
+        """Delete the attachment ``key`` whatever its state, then the bytes of ``file_id``:
+        what is left of a direct upload whose caller never received its id. Why the
+        metadata first: stopped in between, what is left is bytes no attachment refers
+        to, which the orphan sweep removes."""
+        try:
+            await retried(lambda: self._attachments.delete_one(key))
+            await retried(lambda: self._persistence.delete_owned_files(owner, [file_id]))
+        except ConnectionFailure:  # left to the sweep: see create_and_upload
+            return
+
     async def _write(
         self,
         owner: str,
         attachment: Attachment,
         file_id: str,
-        data: UploadData,
+        data: AsyncIterator[bytes],
         declared_size: int | None,
     ) -> None:
         """Stream ``data`` into the file ``file_id``, counting plaintext bytes as they
         arrive (encrypted on the way when the store has encryption)."""
         limit = self.max_bytes if declared_size is None else min(self.max_bytes, declared_size)
-        counted = _counted(_pieces(data), attachment.name, limit, self.max_bytes, declared_size)
+        counted = _counted(data, attachment.name, limit, self.max_bytes, declared_size)
         encrypt = self._persistence.encryption is not None
         async with aclosing(counted):
             await self._store_bytes(
@@ -586,6 +673,35 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
                 )
         return removed
 
+    async def _sweep_unused(self, cutoff: datetime) -> int:
+        """Complete attachments without a thread whose upload began before ``cutoff``
+        (by their file id's time), and their bytes: see :meth:`sweep_orphans`."""
+        candidates = self._attachments.find(
+            {
+                UploadField.STATE: {"$exists": False},
+                Field.THREAD_ID: None,
+                UploadField.FILE_ID: {"$ne": None},
+            },
+            {Field.OWNER: 1, Field.ATTACHMENT_ID: 1, UploadField.FILE_ID: 1},
+        )
+        removed = 0
+        async for candidate in candidates:
+            file_id = candidate[UploadField.FILE_ID]
+            if _younger(file_id_time(file_id), cutoff):
+                continue
+            owner = candidate[Field.OWNER]
+            unused = {
+                **queries.attachment_filter(owner, candidate[Field.ATTACHMENT_ID]),
+                UploadField.STATE: {"$exists": False},
+                Field.THREAD_ID: None,
+                UploadField.FILE_ID: file_id,
+            }
+            deleted = await shielded(self._attachments.delete_one(unused))
+            if deleted.deleted_count:
+                removed += 1
+                await shielded(self._persistence.delete_owned_files(owner, [file_id]))
+        return removed
+
     # Why both sweeps below go a batch of files at a time: a bucket may hold millions of
     # files. Listing them all and deleting them in one ``$in`` held every id in memory
     # and passed MongoDB's 16 MiB command limit at roughly 250,000 to 400,000 files;
@@ -651,6 +767,26 @@ async def _batches(cursor: AsyncIterable[dict[str, Any]], size: int) -> AsyncIte
             batch = []
     if batch:
         yield batch
+
+
+def _check_positive_duration(value: object, name: str) -> None:
+    if not isinstance(value, timedelta):
+        raise TypeError(f"{name} must be a timedelta, not {type(value).__name__}")
+    if value <= timedelta(0):
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+async def _renewing(
+    pieces: AsyncIterator[bytes], renew: Callable[[], Awaitable[None]], every: float
+) -> AsyncGenerator[bytes]:
+    """``pieces`` passed on, calling ``renew()`` (the upload's lease) whenever ``every``
+    seconds have passed since the last renewal, or the claim."""
+    renewed = time.monotonic()
+    async for piece in pieces:
+        if time.monotonic() - renewed >= every:
+            await renew()
+            renewed = time.monotonic()
+        yield piece
 
 
 def _younger(started: datetime | None, cutoff: datetime) -> bool:

@@ -102,8 +102,9 @@ def _free_port() -> int:
         return port
 
 
-def start() -> tuple[subprocess.Popen[str], str]:
-    """A running jongodb on a free loopback port, and its URI.
+def start(*options: str) -> tuple[subprocess.Popen[str], str]:
+    """A running jongodb on a free loopback port, and its URI; ``options`` are passed
+    on (e.g. ``--replica-set-name=rs0``).
 
     Why retry: the free port is found by binding and releasing it, so another process
     may take it before jongodb does; a fresh port is then tried.
@@ -112,7 +113,7 @@ def start() -> tuple[subprocess.Popen[str], str]:
     failure = ""
     for _ in range(3):
         process = subprocess.Popen(
-            [str(binary), "--host=127.0.0.1", f"--port={_free_port()}"],
+            [str(binary), "--host=127.0.0.1", f"--port={_free_port()}", *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

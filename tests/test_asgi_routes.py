@@ -15,8 +15,11 @@ import pytest
 from chatkit.types import AttachmentCreateParams
 
 from chatkit_mongo import GridFSAttachmentStore, MongoStore
+from chatkit_mongo.schema import Field
 
 from .attachment_support import as_user, make_attachments, routes_client
+from .conftest import NAMES
+from .fault_support import FAULTS, FaultyNth, Switchboard
 
 PAYLOAD = bytes(range(256)) * 2100
 """537,600 bytes: three GridFS chunks."""
@@ -165,3 +168,28 @@ async def test_a_form_without_a_file_field_is_a_400_and_a_body_not_multipart_a_4
     assert urlencoded.status_code == raw.status_code == 415
     assert "application/x-www-form-urlencoded" in urlencoded.json()["error"]
     assert "without a Content-Type" in raw.json()["error"]
+
+
+async def test_a_network_fault_is_a_503_to_send_again_and_the_retry_stores_it_once(
+    gridfs_store: MongoStore[Any],
+) -> None:
+    """The direct upload's first write meets a reset: the client gets 503 with
+    Retry-After and no host name, sends the same request again, and one attachment is
+    stored."""
+    switchboard = Switchboard()
+    store: MongoStore[Any] = MongoStore(gridfs_store.database, wrap_collection=switchboard.wrap)
+    attachments = make_attachments(store)
+    handle = switchboard["attachment"]
+    healthy = handle.inner
+    handle.inner = FaultyNth(healthy, "insert_one", FAULTS["connection reset"], "request lost", 0)
+    files = {"file": ("a.txt", b"once", "text/plain")}
+    async with routes_client(attachments) as http:
+        faulted = await http.post("/attachments", files=files, headers=as_user("alice"))
+        handle.inner = healthy
+        sent_again = await http.post("/attachments", files=files, headers=as_user("alice"))
+    assert faulted.status_code == 503
+    assert faulted.headers["retry-after"] == "1"
+    assert "127.0.0.1" not in faulted.text
+    assert sent_again.status_code == 200
+    stored = await gridfs_store.database[NAMES.attachments].find({}).to_list(None)
+    assert [d[Field.ATTACHMENT_ID] for d in stored] == [sent_again.json()["id"]]

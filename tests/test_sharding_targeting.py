@@ -197,7 +197,9 @@ async def _exercise_attachments(store: MongoStore[Any], now: datetime) -> None:
     await attachments.create_attachment(params, alice)  # left awaiting: swept below
     orphan = await attachments.create_and_upload("c.bin", "application/pdf", b"x", alice)
     await store.delete_attachment(orphan.id, alice)  # metadata gone, bytes left
-    await attachments.sweep_orphans(abandoned_after=timedelta(0), now=now + timedelta(days=1))
+    await attachments.sweep_orphans(
+        abandoned_after=timedelta(0), now=now + timedelta(days=1), unused_after=timedelta(hours=1)
+    )
     await store.delete_thread("thr_1", alice)
 
 

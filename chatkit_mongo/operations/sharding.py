@@ -102,6 +102,14 @@ SCATTERS: Final[tuple[Scatter, ...]] = (
         "attachments still waiting for bytes; then one single-shard delete per candidate",
     ),
     _scatter(
+        "attachment",
+        "find",
+        (UploadField.STATE, Field.THREAD_ID, UploadField.FILE_ID),
+        "sweep_orphans(unused_after=...): complete attachments without a thread",
+        "a scan of every attachment on every shard (no index serves it), then one "
+        "single-shard delete per old candidate: opt-in, run it off-peak",
+    ),
+    _scatter(
         "file",
         "find",
         (),
