@@ -14,6 +14,7 @@ constants stay in :mod:`chatkit_mongo.encryption`.
 from typing import TYPE_CHECKING
 
 from ._driver import AsyncDatabaseLike
+from ._readable import SkippedDocument, UnreadableDocuments
 from .attachments import Download, GridFSAttachmentStore, SweepReport, UploadData
 from .encryption import Encryption, generate_local_master_key
 from .errors import (
@@ -30,6 +31,7 @@ from .errors import (
     KeyUnavailableError,
     OwnerError,
     StoreClosedError,
+    UnreadableDocumentError,
     UnstorableError,
     UploadConflictError,
 )
@@ -81,8 +83,11 @@ __all__ = [
     "OwnerResolver",
     "PurgeCounts",
     "Retention",
+    "SkippedDocument",
     "StoreClosedError",
     "SweepReport",
+    "UnreadableDocumentError",
+    "UnreadableDocuments",
     "UnstorableError",
     "UploadConflictError",
     "UploadData",

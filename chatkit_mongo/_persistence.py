@@ -49,6 +49,7 @@ from ._codec import ATTACHMENT_ADAPTER, check_document, dump, parse_attachment
 from ._driver import AsyncDatabaseLike, shielded
 from ._gridfs import erasable_file_ids
 from ._queries import Find
+from ._readable import read
 from ._single_flight import OncePerClient
 from ._text import plural
 from .errors import EncryptionConfigError, StoreClosedError, UploadConflictError
@@ -74,6 +75,8 @@ if TYPE_CHECKING:  # Why only then: the engine imports libmongocrypt's bindings,
     # store without encryption (and the CLI's --help) should not pay for.
     from ._encryption import OwnerEncryption
 
+Parse = Callable[[Any], Any]
+"""A stored ``data``'s parse into its ChatKit model (see :mod:`chatkit_mongo._codec`)."""
 CollectionWrapper = Callable[[Kind, Any], Any]
 """``(kind, collection) -> collection``: applied once to each collection handle; the public
 place for instrumentation (counting calls) and for tests that inject driver faults."""
@@ -265,22 +268,56 @@ class Persistence:
 
     async def unseal_page(
         self, owner: str, documents: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """The ``data`` of each of a page's ``documents`` that ``owner`` can read, in
-        order (see :meth:`unseal`; each is bound to the id its sort key ends with).
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The id and ``data`` of each of a page's ``documents`` that ``owner`` can read,
+        in order (see :meth:`unseal`; each is bound to the id its sort key ends with).
 
         Why one call per page: a page of plaintext documents, the common case, then
-        costs no coroutine per document, and a page is read on every ChatKit turn.
+        costs no coroutine per document, and a page is read on every ChatKit turn. Why
+        the id comes with it: a document the running release cannot read is reported
+        by the id it is stored under, which its content may lack (cut short).
         """
-        readable: list[dict[str, Any]] = []
+        readable: list[tuple[str, dict[str, Any]]] = []
         for document in documents:
             stored = document[Field.DATA]
+            element_id = sort_key_id(document[Field.SORT_KEY])
             if not isinstance(stored, dict):
-                stored = await self.unseal(owner, stored, sort_key_id(document[Field.SORT_KEY]))
+                stored = await self.unseal(owner, stored, element_id)
                 if stored is None:
                     continue
-            readable.append(stored)
+            readable.append((element_id, stored))
         return readable
+
+    async def replacement_guard(
+        self, kind: Kind, key: dict[str, Any], owner: str, element_id: str, parse: Parse
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """What a write replacing the ``data`` of the document at ``key`` must also
+        match, and the content stored there now (None when there is none to keep).
+
+        :class:`~chatkit_mongo.UnreadableDocumentError` when the stored document is
+        one the running ChatKit release cannot read: a write never replaces what it
+        could not have read (a newer release's item under a colliding id, a document
+        being repaired by hand). The condition is the stored ``data`` exactly (none
+        stored: that there still is none), so a document changed between this read and
+        the write is never overwritten: the write matches nothing, its upsert meets the
+        unique key index, and the caller reads again.
+
+        Why a read before the write: the caller keeps the stored fields its release does
+        not know (see :func:`~chatkit_mongo._readable.unknown_fields`), which neither a
+        ``$set`` of ``data`` nor, with encryption, the server can merge. A document no
+        key can read for ``owner`` (see :meth:`unseal`) holds nothing to keep, and is
+        replaced as it always was.
+        """
+        stored = await self._handles[kind].find_one(key, {Field.DATA: 1, "_id": 0})
+        if stored is None:
+            return {Field.DATA: {"$exists": False}}, None
+        sealed = stored[Field.DATA]
+        match = {Field.DATA: {"$eq": sealed}}
+        content = await self.unseal(owner, sealed, element_id)
+        if content is None:
+            return match, None
+        read(parse, content, self.collections.name_of(kind), element_id)
+        return match, content
 
     # ------------------------------------------------------------------ visibility, expiry
 
@@ -333,20 +370,23 @@ class Persistence:
             return {Field.EXPIRES_AT: utc_naive(previous)}
         return {Field.EXPIRES_AT: await self._extend(retention, scope, previous, now)}
 
-    async def save_thread(self, scope: dict[str, Any], fields: dict[str, Any]) -> None:
-        """Upsert the thread's fields. With retention on, extend its expiry if due (one
+    async def save_thread(
+        self, scope: dict[str, Any], fields: dict[str, Any], match: dict[str, Any]
+    ) -> None:
+        """Upsert the thread's fields where the stored thread still matches ``match``
+        (see :meth:`replacement_guard`). With retention on, extend its expiry if due (one
         round trip when it is fresh), and a new thread adopts any of its documents written
         before it (ChatKit never does that, the Store API allows it)."""
         threads = self._handles["thread"]
         retention = self.retention
         if retention is None:
-            await shielded(threads.update_one(scope, {"$set": fields}, upsert=True))
+            await shielded(threads.update_one({**scope, **match}, {"$set": fields}, upsert=True))
             return
         now = retention.now()
         deadline = retention.deadline(now)
         before = await shielded(
             threads.find_one_and_update(
-                scope,
+                {**scope, **match},
                 {"$set": fields, "$setOnInsert": {Field.EXPIRES_AT: deadline}},
                 projection=_EXPIRY_ONLY,
                 upsert=True,
@@ -424,6 +464,11 @@ class Persistence:
         key, fields = self.attachment_document(owner, attachment)
         fields[Field.DATA] = await self.seal(owner, fields[Field.DATA])
         return key, fields
+
+    def read_attachment(self, data: dict[str, Any], attachment_id: str) -> Attachment:
+        """The attachment ``data`` holds, or :class:`~chatkit_mongo.UnreadableDocumentError`
+        when the running ChatKit release cannot read it."""
+        return read(parse_attachment, data, self.collections.name_of("attachment"), attachment_id)
 
     async def insert_pending(
         self, owner: str, attachment: Attachment, declared_size: int | None
@@ -506,7 +551,7 @@ class Persistence:
             )
             if completed is None:  # deleted, or swept as abandoned, while the bytes arrived
                 raise not_found
-            return parse_attachment(completed[Field.DATA])
+            return self.read_attachment(completed[Field.DATA], attachment_id)
         stored = claimed_data
         while True:
             content = await self.unseal(owner, stored, attachment_id)
@@ -520,7 +565,7 @@ class Persistence:
                 )
             )
             if swapped.matched_count:
-                return parse_attachment(content)
+                return self.read_attachment(content, attachment_id)
             current = await attachments.find_one(claim, {Field.DATA: 1})
             if current is None:  # deleted, or swept as abandoned, while the bytes arrived
                 raise not_found
