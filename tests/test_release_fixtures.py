@@ -10,11 +10,9 @@ makes of the stored content.
 
 from __future__ import annotations
 
-import json
 import re
 import tomllib
 import typing
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -24,50 +22,18 @@ from pydantic import TypeAdapter
 
 from chatkit_mongo import MongoStore
 from chatkit_mongo._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
-from chatkit_mongo.schema import Field, sort_key, utc_naive
+from chatkit_mongo.schema import Field
 
 from .conftest import NAMES, RequestContext
+from .release_fixtures import FIXTURES, documents_of, release_of, stored
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-FIXTURES: Final = sorted((ROOT / "tests" / "fixtures").glob("chatkit-*.json"))
 ALICE: Final = RequestContext("alice")
 ADAPTERS: Final[dict[str, TypeAdapter[Any]]] = {
     "thread": THREAD_ADAPTER,
     "item": ITEM_ADAPTER,
     "attachment": ATTACHMENT_ADAPTER,
 }
-
-
-def _release(path: Path) -> tuple[int, ...]:
-    return tuple(int(part) for part in path.stem.removeprefix("chatkit-").split("."))
-
-
-def _documents(path: Path) -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))["documents"]
-    return documents
-
-
-def _stored(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` in its document, as the store writes one (``MongoStore._document`` and
-    ``Persistence.attachment_document``): the owner, ids, sort key and naive UTC date."""
-    if kind == "attachment":
-        return {
-            Field.OWNER: "alice",
-            Field.ATTACHMENT_ID: data["id"],
-            Field.THREAD_ID: data.get("thread_id"),
-            Field.DATA: data,
-        }
-    created = datetime.fromisoformat(data["created_at"])
-    naive = created if created.tzinfo is None else utc_naive(created)
-    key = {Field.OWNER: "alice", Field.THREAD_ID: data["thread_id" if kind == "item" else "id"]}
-    if kind == "item":
-        key[Field.ITEM_ID] = data["id"]
-    return {
-        **key,
-        Field.SORT_KEY: sort_key(naive, data["id"]),
-        Field.CREATED_AT: naive,
-        Field.DATA: data,
-    }
 
 
 def test_the_oldest_and_newest_supported_releases_have_fixtures() -> None:
@@ -80,9 +46,9 @@ def test_the_oldest_and_newest_supported_releases_have_fixtures() -> None:
     assert lowest is not None
     floor = tuple(int(part) for part in lowest[1].split("."))
     floor += (0,) * (3 - len(floor))
-    releases = [_release(path) for path in FIXTURES]
+    releases = [release_of(path) for path in FIXTURES]
     assert floor in releases, f"no fixture of the oldest supported release {floor}"
-    newest = _documents(FIXTURES[releases.index(max(releases))])
+    newest = documents_of(FIXTURES[releases.index(max(releases))])
     for kind, union in (("item", ThreadItem), ("attachment", Attachment)):
         stored = {d["data"]["type"] for d in newest if d["kind"] == kind}
         missing = _tags(union) - stored
@@ -99,16 +65,16 @@ def _tags(union: Any) -> set[str]:
 async def test_every_release_fixture_reads_through_the_store(
     store: MongoStore[Any], database: Any, fixture: Path
 ) -> None:
-    documents = _documents(fixture)
+    documents = documents_of(fixture)
     expected: dict[str, list[Any]] = {kind: [] for kind in ADAPTERS}
     order: dict[str, str] = {}
     for document in documents:
         kind, data = document["kind"], document["data"]
-        stored = _stored(kind, data)
-        await database[NAMES.name_of(kind)].insert_one(stored)
+        document_stored = stored(kind, data)
+        await database[NAMES.name_of(kind)].insert_one(document_stored)
         expected[kind].append(ADAPTERS[kind].validate_python(data))
         if kind == "thread":
-            order[data["id"]] = stored[Field.SORT_KEY]
+            order[data["id"]] = document_stored[Field.SORT_KEY]
     threads: list[ThreadMetadata] = sorted(expected["thread"], key=lambda t: order[t.id])
 
     listed: list[Any] = []
@@ -142,9 +108,9 @@ async def test_saving_what_was_read_from_a_release_keeps_its_content(
 ) -> None:
     """A save by the running release of what it read leaves every stored field: the
     ones it knows as they were read, the others as that release wrote them."""
-    for document in _documents(fixture):
+    for document in documents_of(fixture):
         kind, data = document["kind"], document["data"]
-        await database[NAMES.name_of(kind)].insert_one(_stored(kind, data))
+        await database[NAMES.name_of(kind)].insert_one(stored(kind, data))
     before = {d["_id"]: d[Field.DATA] async for d in database[NAMES.items].find({})}
 
     for item in (await store.load_thread_items("thr_1", None, 100, "asc", ALICE)).data:
