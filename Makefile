@@ -1,11 +1,12 @@
 # Two entry points, each doing its own set-up on a fresh machine:
 #   make demo   the demo ChatKit server on the embedded in-memory backend (or MONGODB_URI)
-#   make test   lint, strict type checks and the test suite
+#   make test   lint, strict type checks and the test suite (the docs' code blocks included)
+#   make docs   the documentation site, built with --strict into site/; make docs-serve previews it
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint typecheck pytest wire-server mixed-release-test clean
+.PHONY: demo test lint typecheck pytest wire-server docs docs-serve mixed-release-test clean
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -49,5 +50,13 @@ pytest: $(BIN)/.installed wire-server
 mixed-release-test: $(BIN)/.installed
 	$(BIN)/python scripts/mixed_release.py --timeout 600
 
+# --strict: a broken link, a missing page or reference, a docstring griffe cannot read
+# fails the build.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
