@@ -110,9 +110,13 @@ def read(parse: Callable[[Any], _T], data: Any, collection: str, document_id: st
 
 def unknown_fields(stored: dict[str, Any], dumped: dict[str, Any]) -> dict[str, Any]:
     """The top-level fields of ``stored`` content that ``dumped`` (this release's dump of
-    the model being written) does not have: fields a newer release added.
+    the model being written) does not have: fields a newer release added. None when the
+    two are of different types (an item replaced by another kind of item): the stored
+    fields are then the old kind's, not unknown ones of the same.
 
     Why a write keeps them: an older instance saving a thread it read (pydantic ignores
     fields it does not know) would otherwise erase what the newer release wrote there.
     """
+    if stored.get("type") != dumped.get("type"):
+        return {}
     return {name: value for name, value in stored.items() if name not in dumped}

@@ -524,7 +524,6 @@ class MongoStore(Store[TContext], Generic[TContext]):
         anchor = None
         if after is not None:
             anchor = await self._anchor(anchor_of(after), not_found.format(after=after))
-        collection = self.collections.name_of(page_of(anchor, direction, 1).kind)
         readable: list[_T] = []
         skipped: list[tuple[int, SkippedDocument]] = []  # each after so many readable ones
         size = limit
@@ -535,6 +534,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 try:
                     readable.append(parse(content))
                 except ValidationError as exc:
+                    collection = self.collections.name_of(find.kind)
                     skip = SkippedDocument(collection, element_id, first_error(exc))
                     skipped.append((len(readable), skip))
                     continue

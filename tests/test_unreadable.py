@@ -27,7 +27,7 @@ from chatkit_mongo import (
 from chatkit_mongo.schema import Field
 
 from .conftest import NAMES, RequestContext
-from .samples import BASE_TIME, assistant_message, file_attachment, thread
+from .samples import BASE_TIME, assistant_message, file_attachment, thread, tool_call
 from .unreadable_support import (
     DAMAGES,
     THREAD_DAMAGES,
@@ -391,3 +391,17 @@ async def test_a_thread_changed_between_the_read_and_the_write_is_read_again(
     assert wrapped[0].landed
     assert (data["title"], data["later"]) == ("second", "x")
     assert isinstance(await store.load_thread("thr_1", ALICE), ThreadMetadata)
+
+
+async def test_an_item_replaced_by_another_kind_keeps_none_of_the_old_kinds_fields(
+    store: MongoStore[Any], database: Any
+) -> None:
+    await store.add_thread_item("thr_1", tool_call("tc_1", "thr_1", {"q": 1}), ALICE)
+
+    await store.save_item("thr_1", assistant_message("tc_1", text="replaced"), ALICE)
+
+    key = {Field.OWNER: "alice", Field.THREAD_ID: "thr_1", Field.ITEM_ID: "tc_1"}
+    data = await stored_data(database[NAMES.items], key)
+    assert data["type"] == "assistant_message"
+    assert "arguments" not in data
+    assert "call_id" not in data
