@@ -49,13 +49,17 @@ class UnreadableDocumentError(ChatKitMongoError, NotFoundError):
     """
 
     def __init__(self, collection: str, document_id: str, reason: str) -> None:
-        super().__init__(
-            f"the document {document_id!r} of {collection} cannot be read by this release "
-            f"of ChatKit: {reason}"
-        )
+        # Why the three as args: the error then pickles and copies as it was raised.
+        super().__init__(collection, document_id, reason)
         self.collection = collection
         self.document_id = document_id
         self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"the document {self.document_id!r} of {self.collection} cannot be read by this "
+            f"release of ChatKit: {self.reason}"
+        )
 
 
 class StoreClosedError(ChatKitMongoError, RuntimeError):

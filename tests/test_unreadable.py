@@ -6,6 +6,7 @@ release does not know."""
 from __future__ import annotations
 
 import logging
+import pickle
 from datetime import timedelta
 from typing import Any
 
@@ -405,3 +406,17 @@ async def test_an_item_replaced_by_another_kind_keeps_none_of_the_old_kinds_fiel
     assert data["type"] == "assistant_message"
     assert "arguments" not in data
     assert "call_id" not in data
+
+
+def test_the_error_pickles_as_it_was_raised() -> None:
+    error = UnreadableDocumentError("chatkit_items", "msg_1", "type: unknown tag")
+
+    copy = pickle.loads(pickle.dumps(error))
+
+    assert (copy.collection, copy.document_id, copy.reason) == (
+        "chatkit_items",
+        "msg_1",
+        "type: unknown tag",
+    )
+    assert str(copy) == str(error)
+    assert "'msg_1' of chatkit_items cannot be read" in str(copy)
