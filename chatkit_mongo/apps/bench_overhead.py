@@ -166,8 +166,22 @@ class OverheadRun:
         thread_key = queries.thread_filter(OWNER, thread_id)
 
         def upsert(collection: Any, key: dict[str, Any], kind: Kind) -> Any:
+            """A save's commands: the read of what it replaces, then the upsert
+            conditional on it (see ``MongoStore._replace``)."""
             document = self.documents[kind]
-            return lambda: collection.update_one(key, {"$set": document}, upsert=True)
+
+            async def bare() -> object:
+                stored = await collection.find_one(key, {Field.DATA: 1, "_id": 0})
+                match = (
+                    {Field.DATA: {"$exists": False}}
+                    if stored is None
+                    else {Field.DATA: {"$eq": stored[Field.DATA]}}
+                )
+                return await collection.update_one(
+                    {**key, **match}, {"$set": document}, upsert=True
+                )
+
+            return bare
 
         added: list[str] = []
         ready: dict[str, dict[str, Any]] = {}
