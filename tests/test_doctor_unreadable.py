@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from bson import Binary
+
 from chatkit_mongo import MongoStore
 
 from .cli_support import run
@@ -96,3 +98,16 @@ async def test_sample_bounds_the_documents_read_to_the_newest(backend: str, data
     assert sampled.exit_code == 1
     assert refused.exit_code == 2
     assert "is not a whole number from 1" in refused.output
+
+
+async def test_encrypted_content_is_counted_not_read(backend: str, database: Any) -> None:
+    """Its validation needs the owner's key: said, never passed off as checked."""
+    await _seed(database, 1)
+    key = {"owner": "alice", "thread_id": "thr_1", "item_id": "msg_00"}
+    await database[NAMES.items].update_one(key, {"$set": {"data": Binary(b"\x01" * 40, 6)}})
+
+    result = await run(backend, database, "doctor")
+
+    line = _line(result.output, NAMES.items)
+    assert line.startswith("ok"), line
+    assert "1 document checked, 1 encrypted document not read" in line
