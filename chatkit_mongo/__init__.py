@@ -14,6 +14,7 @@ constants stay in :mod:`chatkit_mongo.encryption`.
 from typing import TYPE_CHECKING
 
 from ._driver import AsyncDatabaseLike
+from ._readable import SkippedDocument, UnreadableDocuments
 from ._telemetry import Telemetry
 from .attachments import Download, GridFSAttachmentStore, SweepReport, UploadData
 from .encryption import Encryption, generate_local_master_key
@@ -32,6 +33,7 @@ from .errors import (
     MasterKeyError,
     OwnerError,
     StoreClosedError,
+    UnreadableDocumentError,
     UnstorableError,
     UploadConflictError,
 )
@@ -84,9 +86,12 @@ __all__ = [
     "OwnerResolver",
     "PurgeCounts",
     "Retention",
+    "SkippedDocument",
     "StoreClosedError",
     "SweepReport",
     "Telemetry",
+    "UnreadableDocumentError",
+    "UnreadableDocuments",
     "UnstorableError",
     "UploadConflictError",
     "UploadData",

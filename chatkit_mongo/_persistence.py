@@ -51,6 +51,7 @@ from ._codec import ATTACHMENT_ADAPTER, check_document, dump, parse_attachment
 from ._driver import AsyncDatabaseLike, shielded
 from ._gridfs import erasable_file_ids
 from ._queries import Find
+from ._readable import read
 from ._retry import retried
 from ._single_flight import OncePerClient
 from ._telemetry import note
@@ -78,6 +79,8 @@ if TYPE_CHECKING:  # Why only then: the engine imports libmongocrypt's bindings,
     # store without encryption (and the CLI's --help) should not pay for.
     from ._encryption import OwnerEncryption
 
+Parse = Callable[[Any], Any]
+"""A stored ``data``'s parse into its ChatKit model (see :mod:`chatkit_mongo._codec`)."""
 CollectionWrapper = Callable[[Kind, Any], Any]
 """``(kind, collection) -> collection``: applied once to each collection handle; the public
 place for instrumentation (counting calls) and for tests that inject driver faults."""
@@ -270,18 +273,22 @@ class Persistence:
 
     async def unseal_page(
         self, owner: str, documents: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        """The ``data`` of each of a page's ``documents`` that ``owner`` can read, in
-        order (see :meth:`unseal`; each is bound to the id its sort key ends with).
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The id and ``data`` of each of a page's ``documents`` that ``owner`` can read,
+        in order (see :meth:`unseal`; each is bound to the id its sort key ends with).
 
         Why one call per page: a page of plaintext documents without encryption, the
         common case, then costs no coroutine per document, and an encrypted page is
-        decrypted in one call of the engine (``OwnerEncryption.decrypt_many``).
+        decrypted in one call of the engine (``OwnerEncryption.decrypt_many``). Why the
+        id comes with it: a document the running release cannot read is reported by the
+        id it is stored under, which its content may lack (cut short).
         """
+        ids = [sort_key_id(document[Field.SORT_KEY]) for document in documents]
         if self.encryption is None and all(isinstance(d[Field.DATA], dict) for d in documents):
-            return [document[Field.DATA] for document in documents]
-        stored = [(d[Field.DATA], sort_key_id(d[Field.SORT_KEY])) for d in documents]
-        return [data for data in await self.unseal_many(owner, stored) if data is not None]
+            return [(i, d[Field.DATA]) for i, d in zip(ids, documents, strict=True)]
+        stored = [(d[Field.DATA], i) for d, i in zip(documents, ids, strict=True)]
+        opened = await self.unseal_many(owner, stored)
+        return [(i, data) for i, data in zip(ids, opened, strict=True) if data is not None]
 
     async def unseal_many(
         self, owner: str, stored: Sequence[tuple[Any, str | None]]
@@ -314,6 +321,37 @@ class Persistence:
             bound = content is None or element_id is None or content.get("id") == element_id
             readable.append(content if bound else None)
         return readable
+
+    async def replacement_guard(
+        self, kind: Kind, key: dict[str, Any], owner: str, element_id: str, parse: Parse
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """What a write replacing the ``data`` of the document at ``key`` must also
+        match, and the content stored there now (None when there is none to keep).
+
+        :class:`~chatkit_mongo.UnreadableDocumentError` when the stored document is
+        one the running ChatKit release cannot read: a write never replaces what it
+        could not have read (a newer release's item under a colliding id, a document
+        being repaired by hand). The condition is the stored ``data`` exactly (none
+        stored: that there still is none), so a document changed between this read and
+        the write is never overwritten: the write matches nothing, its upsert meets the
+        unique key index, and the caller reads again.
+
+        Why a read before the write: the caller keeps the stored fields its release does
+        not know (see :func:`~chatkit_mongo._readable.unknown_fields`), which neither a
+        ``$set`` of ``data`` nor, with encryption, the server can merge. A document no
+        key can read for ``owner`` (see :meth:`unseal`) holds nothing to keep, and is
+        replaced as it always was.
+        """
+        stored = await self._handles[kind].find_one(key, {Field.DATA: 1, "_id": 0})
+        if stored is None:
+            return {Field.DATA: {"$exists": False}}, None
+        sealed = stored[Field.DATA]
+        match = {Field.DATA: {"$eq": sealed}}
+        content = await self.unseal(owner, sealed, element_id)
+        if content is None:
+            return match, None
+        read(parse, content, self.collections.name_of(kind), element_id)
+        return match, content
 
     # ------------------------------------------------------------------ visibility, expiry
 
@@ -366,20 +404,23 @@ class Persistence:
             return {Field.EXPIRES_AT: utc_naive(previous)}
         return {Field.EXPIRES_AT: await self._extend(retention, scope, previous, now)}
 
-    async def save_thread(self, scope: dict[str, Any], fields: dict[str, Any]) -> None:
-        """Upsert the thread's fields. With retention on, extend its expiry if due (one
+    async def save_thread(
+        self, scope: dict[str, Any], fields: dict[str, Any], match: dict[str, Any]
+    ) -> None:
+        """Upsert the thread's fields where the stored thread still matches ``match``
+        (see :meth:`replacement_guard`). With retention on, extend its expiry if due (one
         round trip when it is fresh), and a new thread adopts any of its documents written
         before it (ChatKit never does that, the Store API allows it)."""
         threads = self._handles["thread"]
         retention = self.retention
         if retention is None:
-            await shielded(threads.update_one(scope, {"$set": fields}, upsert=True))
+            await shielded(threads.update_one({**scope, **match}, {"$set": fields}, upsert=True))
             return
         now = retention.now()
         deadline = retention.deadline(now)
         before = await shielded(
             threads.find_one_and_update(
-                scope,
+                {**scope, **match},
                 {"$set": fields, "$setOnInsert": {Field.EXPIRES_AT: deadline}},
                 projection=_EXPIRY_ONLY,
                 upsert=True,
@@ -460,6 +501,11 @@ class Persistence:
         key, fields = self.attachment_document(owner, attachment)
         fields[Field.DATA] = await self.seal(owner, fields[Field.DATA])
         return key, fields
+
+    def read_attachment(self, data: dict[str, Any], attachment_id: str) -> Attachment:
+        """The attachment ``data`` holds, or :class:`~chatkit_mongo.UnreadableDocumentError`
+        when the running ChatKit release cannot read it."""
+        return read(parse_attachment, data, self.collections.name_of("attachment"), attachment_id)
 
     async def insert_pending(
         self, owner: str, attachment: Attachment, declared_size: int | None
@@ -571,7 +617,7 @@ class Persistence:
             )
             if completed is None:  # deleted, or swept as abandoned, while the bytes arrived
                 raise not_found
-            return parse_attachment(completed[Field.DATA])
+            return self.read_attachment(completed[Field.DATA], attachment_id)
         stored = claimed_data
         while True:
             content = await self.unseal(owner, stored, attachment_id)
@@ -585,7 +631,7 @@ class Persistence:
                 )
             )
             if swapped.matched_count:
-                return parse_attachment(content)
+                return self.read_attachment(content, attachment_id)
             current = await attachments.find_one(claim, {Field.DATA: 1})
             if current is None:  # deleted, or swept as abandoned, while the bytes arrived
                 raise not_found

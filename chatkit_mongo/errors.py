@@ -8,6 +8,8 @@ bad input are also :class:`ValueError`, so generic handlers keep working.
 
 from __future__ import annotations
 
+from chatkit.store import NotFoundError
+
 
 class ChatKitMongoError(Exception):
     """Base class of every error this package raises on its own."""
@@ -31,6 +33,33 @@ class UnstorableError(ChatKitMongoError, ValueError):
     Too large for a MongoDB document, an integer past int64, nesting past MongoDB's
     limit, or a value that would not read back equal to what was saved.
     """
+
+
+class UnreadableDocumentError(ChatKitMongoError, NotFoundError):
+    """A stored thread, item or attachment that the running ChatKit release cannot read:
+    written by a newer release (an item type this one does not know), edited by hand, or
+    cut short. Raised by ``load_thread``, ``load_item`` and ``load_attachment``, and by a
+    write that would replace such a document (nothing is written then); pages skip it.
+
+    Why also ChatKit's ``NotFoundError``: a ChatKit server and the applications around
+    it already answer a missing element cleanly (an HTTP 404, an error event), and to this
+    release the element is as good as absent. The document itself stays as it is stored,
+    for a release that can read it. ``collection``, ``document_id`` and ``reason`` (the
+    first validation error) name what cannot be read and why.
+    """
+
+    def __init__(self, collection: str, document_id: str, reason: str) -> None:
+        # Why the three as args: the error then pickles and copies as it was raised.
+        super().__init__(collection, document_id, reason)
+        self.collection = collection
+        self.document_id = document_id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"the document {self.document_id!r} of {self.collection} cannot be read by this "
+            f"release of ChatKit: {self.reason}"
+        )
 
 
 class StoreClosedError(ChatKitMongoError, RuntimeError):

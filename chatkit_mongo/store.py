@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic
 
 from chatkit.store import NotFoundError, Store, StoreItemType, default_generate_id
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
+from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 from typing_extensions import TypeVar
 
@@ -25,17 +26,19 @@ from ._codec import (
     parse_thread,
 )
 from ._driver import AsyncDatabaseLike, identify, maybe_await, open_client, shielded
-from ._persistence import CollectionWrapper, Persistence
+from ._persistence import CollectionWrapper, Parse, Persistence
 from ._queries import Find
+from ._readable import SkippedDocument, UnreadableDocuments, first_error, read, unknown_fields
 from ._telemetry import Target, Telemetry, traced
 from .encryption import Encryption
-from .errors import ItemConflictError
+from .errors import ConflictError, ItemConflictError
 from .operations.indexes import IndexStatus
 from .owner import OwnerResolver
 from .retention import Clock, Retention
 from .schema import (
     CollectionNames,
     Field,
+    Kind,
     document_kind,
     sort_key,
     utc_naive,
@@ -48,6 +51,10 @@ TContext = TypeVar("TContext", default=Any)
 _T = TypeVar("_T")
 
 DEFAULT_MAX_PAGE_SIZE: Final = 1000
+_REPLACE_ATTEMPTS: Final = 16
+"""Reads and conditional writes a save makes while other writers keep changing the same
+document under it; each lost round means another write landed, so this is never reached
+but under a storm of writes to one element, or a unique index other than the key's."""
 _ID_RANDOM_BYTES: Final = 12
 
 
@@ -98,6 +105,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         encryption: Encryption | OwnerEncryption | None = None,
         telemetry: Telemetry | None = None,
         owns_client: bool = False,
+        unreadable: UnreadableDocuments | None = None,
     ) -> None:
         """Build a store over ``database``.
 
@@ -134,6 +142,11 @@ class MongoStore(Store[TContext], Generic[TContext]):
             owns_client: the store owns ``database``'s client: :meth:`close` closes it,
                 and the store refuses calls afterwards. Default False: a client the
                 store was given is the caller's to close. :meth:`from_uri` sets it.
+            unreadable: where pages report the documents they skip because the
+                running ChatKit release cannot read them (see
+                :class:`~chatkit_mongo.UnreadableDocuments`); default: one of the
+                store's own, as :attr:`unreadable`. Pass one to several stores to count
+                for all of them.
         """
         if isinstance(max_page_size, bool) or not isinstance(max_page_size, int):
             raise TypeError(f"max_page_size must be an int, not {type(max_page_size).__name__}")
@@ -157,6 +170,8 @@ class MongoStore(Store[TContext], Generic[TContext]):
         )
         """The collections and every multi-document operation, shared with the
         attachment store; see :mod:`chatkit_mongo._persistence`."""
+        self.unreadable: Final = unreadable or UnreadableDocuments()
+        """The documents pages skipped, counted per collection; ``add_hook`` for metrics."""
         self._owns_client = owns_client
         self._owns_engine = isinstance(encryption, Encryption)
         self.telemetry_target: Final = Target.of(
@@ -257,8 +272,13 @@ class MongoStore(Store[TContext], Generic[TContext]):
         key = queries.thread_filter(owner, thread_id)
         data = dump(metadata, THREAD_ADAPTER, what)
         fields = _document(key, metadata.created_at, thread_id, data, what)
-        fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
-        await self.persistence.save_thread(key, fields)
+
+        async def write(match: dict[str, Any], sealed: dict[str, Any]) -> None:
+            await self.persistence.save_thread(key, sealed, match)
+
+        await self._replace(
+            "thread", key, owner, thread_id, fields, parse=parse_thread, what=what, write=write
+        )
 
     @traced("load_threads", "thread")
     async def load_threads(
@@ -354,12 +374,10 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """Insert or replace the item with this id in this thread."""
         owner = await self.persistence.begin(context)
         key, fields = self._item_fields(owner, thread_id, item)
-        fields[Field.DATA] = await self.persistence.seal(owner, fields[Field.DATA])
         if self.retention is not None:  # Why the test here: off, not even an empty await
             fields |= await self.persistence.expiry(owner, thread_id)
-        await shielded(
-            self.persistence.collection("item").update_one(key, {"$set": fields}, upsert=True)
-        )
+        what = f"item {item.id} of thread {thread_id}"
+        await self._replace("item", key, owner, item.id, fields, parse=parse_item, what=what)
 
     @traced("load_item", "item")
     async def load_item(self, thread_id: str, item_id: str, context: TContext) -> ThreadItem:
@@ -389,11 +407,12 @@ class MongoStore(Store[TContext], Generic[TContext]):
         """Upsert attachment metadata; ``thread_id`` is copied to the top level so that
         ``delete_thread`` can find the thread's attachments through an index."""
         owner = await self.persistence.begin(context)
-        key, fields = await self.persistence.sealed_attachment_document(owner, attachment)
+        key, fields = self.persistence.attachment_document(owner, attachment)
         if self.retention is not None:
             fields |= await self.persistence.expiry(owner, fields[Field.THREAD_ID])
-        await shielded(
-            self.persistence.collection("attachment").update_one(key, {"$set": fields}, upsert=True)
+        what = f"attachment {attachment.id}"
+        await self._replace(
+            "attachment", key, owner, attachment.id, fields, parse=parse_attachment, what=what
         )
 
     @traced("load_attachment", "attachment")
@@ -446,7 +465,55 @@ class MongoStore(Store[TContext], Generic[TContext]):
         )
         if data is None:
             raise NotFoundError(not_found)
-        return parse(data)
+        return read(parse, data, self.collections.name_of(find.kind), find.filter[id_field])
+
+    async def _replace(
+        self,
+        kind: Kind,
+        key: dict[str, Any],
+        owner: str,
+        element_id: str,
+        fields: dict[str, Any],
+        *,
+        parse: Parse,
+        what: str,
+        write: Callable[[dict[str, Any], dict[str, Any]], Awaitable[None]] | None = None,
+    ) -> None:
+        """Write ``fields`` (with plaintext ``data``) over the document at ``key``,
+        keeping the stored content's fields this release does not know, and never over a
+        document it cannot read (:class:`~chatkit_mongo.UnreadableDocumentError`, nothing
+        written). See :meth:`Persistence.replacement_guard
+        <chatkit_mongo._persistence.Persistence.replacement_guard>` for the read and the
+        condition; ``write(match, fields)`` (default: an upsert of ``fields`` where
+        ``key`` and ``match`` hold) writes. A write whose condition no longer holds (the
+        document changed since it was read) meets the unique key index and starts over.
+        """
+        data = fields[Field.DATA]
+        for _ in range(_REPLACE_ATTEMPTS):
+            match, stored = await self.persistence.replacement_guard(
+                kind, key, owner, element_id, parse
+            )
+            content = data
+            kept = {} if stored is None else unknown_fields(stored, data)
+            if kept:
+                content = {**data, **kept}
+                check_document({**fields, Field.DATA: content}, what)
+            sealed = {**fields, Field.DATA: await self.persistence.seal(owner, content)}
+            try:
+                if write is None:
+                    collection = self.persistence.collection(kind)
+                    await shielded(
+                        collection.update_one({**key, **match}, {"$set": sealed}, upsert=True)
+                    )
+                else:
+                    await write(match, sealed)
+            except DuplicateKeyError:
+                continue  # changed (or first stored) since the read: read it again
+            return
+        raise ConflictError(
+            f"{what} was changed by other writers {_REPLACE_ATTEMPTS} times while this save "
+            "read it, or another unique index refuses it; nothing was written"
+        )
 
     async def _anchor(self, find: Find, not_found: str) -> str:
         document = await self.persistence.find_one(find)
@@ -471,9 +538,12 @@ class MongoStore(Store[TContext], Generic[TContext]):
         sort key looked up (``NotFoundError`` if it is gone), then one index range.
 
         Documents ``owner`` cannot read (see ``Persistence.unseal``) are left out as if
-        absent: the range then continues after the last one read, until the page is
-        full or the range ends, so ``has_more`` and ``after`` stay exact. Without such
-        documents (always, with encryption off) that is the one range.
+        absent, and so are those the running ChatKit release cannot read (each reported
+        to :attr:`unreadable`: logged and counted): the range then continues after the
+        last one read, until the page is full or the range ends, so ``has_more`` and
+        ``after`` stay exact (``has_more`` is False when only unreadable documents follow;
+        a page of unreadable documents only is empty and says so). Without such documents
+        (the common case) that is the one range.
         """
         limit = check_limit(limit, self.max_page_size)
         direction = check_order(order)
@@ -481,12 +551,22 @@ class MongoStore(Store[TContext], Generic[TContext]):
         anchor = None
         if after is not None:
             anchor = await self._anchor(anchor_of(after), not_found.format(after=after))
-        readable: list[dict[str, Any]] = []
+        readable: list[_T] = []
+        skipped: list[tuple[int, SkippedDocument]] = []  # each after so many readable ones
         size = limit
         while True:
             find = page_of(anchor, direction, size)
             documents = await self.persistence.find_page(find)
-            readable += await self.persistence.unseal_page(owner, documents)
+            for element_id, content in await self.persistence.unseal_page(owner, documents):
+                try:
+                    readable.append(parse(content))
+                except ValidationError as exc:
+                    collection = self.collections.name_of(find.kind)
+                    skip = SkippedDocument(collection, element_id, first_error(exc))
+                    skipped.append((len(readable), skip))
+                    continue
+                if len(readable) > limit:
+                    break
             if len(readable) > limit or len(documents) < find.limit:
                 break
             anchor = documents[-1][Field.SORT_KEY]
@@ -494,7 +574,13 @@ class MongoStore(Store[TContext], Generic[TContext]):
             # shredded before the purge finished) costs a few round trips, not one each.
             size = min(max(limit - len(readable), 2 * size), self.max_page_size)
         has_more = len(readable) > limit
-        data = [parse(element) for element in readable[:limit]]
+        # Why only the skips before the page's last element when more follow: the next
+        # page starts after that element and meets the others again; each skip is
+        # reported by the one page whose range holds it.
+        for position, skip in skipped:
+            if not has_more or position < limit:
+                self.unreadable.record(skip)
+        data = readable[:limit]
         return Page(data=data, has_more=has_more, after=_last_id(data) if has_more else None)
 
 

@@ -30,6 +30,11 @@ class Faulty:
         self._error: Exception | None = error
         self._timing = timing
 
+    @property
+    def fired(self) -> bool:
+        """Whether the fault was injected (the method was called)."""
+        return self._error is None
+
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
         if name != self._method or self._error is None:

@@ -168,9 +168,15 @@ def _line(kind: str, document: dict[str, Any]) -> str:
         (_line("thread", {Field.OWNER: "alice"}), "line 2: bad thread document"),
         (
             _line(
-                "item", {Field.OWNER: "a", Field.THREAD_ID: "t", Field.ITEM_ID: "i", Field.DATA: {}}
+                "item",
+                {
+                    Field.OWNER: "a",
+                    Field.THREAD_ID: "t",
+                    Field.ITEM_ID: "i",
+                    Field.DATA: {"id": "other"},
+                },
             ),
-            "data is not a ChatKit item",
+            "data.id is 'other' but item_id is 'i'",
         ),
         (
             _line(

@@ -16,6 +16,8 @@ from chatkit_mongo import MongoStore
 from chatkit_mongo.apps._extras import install_commands
 from examples.fastapi_server import RequestContext, create_app
 
+from .unreadable_support import THREAD_DAMAGES, damage_thread
+
 
 class ClosingStore(MongoStore[Any]):
     """Records that shutdown closed the store (a store on an injected client must still
@@ -134,3 +136,31 @@ def test_the_install_commands_shown_work_without_a_package_registry() -> None:
     for command in install_commands("examples"):
         assert f"    {command}  " in shown
     assert "pip install 'chatkit-mongo[examples]'" not in shown
+
+
+async def test_the_example_answers_an_unreadable_thread_404_and_lists_the_rest(
+    served: tuple[httpx.AsyncClient, ClosingStore],
+) -> None:
+    """A thread this ChatKit release cannot read (written by a newer one, edited by
+    hand) is a 404 naming it, never a 500 or a 400; the history list leaves it out."""
+    http, store = served
+    alice = {"X-User-Id": "alice"}
+    created = []
+    for text in ("kept", "damaged"):
+        body = {"type": "threads.create", "params": {"input": _message(text)}}
+        created.append(_events(await http.post("/chatkit", json=body, headers=alice))[0])
+    damaged = created[1]["thread"]["id"]
+    await damage_thread(store.database, THREAD_DAMAGES["hand-edited field"], "alice", damaged)
+
+    got = await http.post(
+        "/chatkit",
+        json={"type": "threads.get_by_id", "params": {"thread_id": damaged}},
+        headers=alice,
+    )
+    listed = await http.post("/chatkit", json={"type": "threads.list", "params": {}}, headers=alice)
+
+    assert got.status_code == 404
+    assert damaged in got.json()["error"]
+    assert "cannot be read by this release of ChatKit" in got.json()["error"]
+    assert listed.status_code == 200
+    assert [t["id"] for t in listed.json()["data"]] == [created[0]["thread"]["id"]]

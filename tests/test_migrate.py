@@ -39,6 +39,7 @@ from chatkit_mongo.operations.migrate import (
 from chatkit_mongo.schema import MODEL_KINDS, CollectionNames, Field, GridFSField, Kind, UploadField
 
 from .samples import assistant_message, every_item, file_attachment, image_attachment, thread
+from .unreadable_support import DAMAGES, damage_item
 
 pytest_plugins = ("tests.encryption_fixtures",)
 
@@ -609,3 +610,31 @@ def test_the_command_refuses_a_bad_batch_size(key_settings: Encryption, tmp_path
 class _Named:
     def __init__(self, name: str) -> None:
         self.name = name
+
+
+@pytest.mark.parametrize("damage_name", DAMAGES)
+async def test_an_unreadable_document_is_converted_as_stored_and_skipped_when_read(
+    database: Any, key_settings: Encryption, damage_name: str
+) -> None:
+    """A document this ChatKit release cannot read is not the migration's to judge: it
+    is encrypted and decrypted as it is stored, byte for byte, and an encrypted store's
+    pages skip it after decrypting it, as a plain store's do."""
+    await seed(database)
+    await damage_item(database, DAMAGES[damage_name], "alice", "thr_alice_0", "msg_assistant")
+    plain = await database[COLLECTIONS.items].find({}, {"_id": 1, Field.DATA: 1}).to_list(None)
+
+    encrypted = await migrate(database, COLLECTIONS, key_settings, "encrypted", batch_size=BATCH)
+    store = store_on(database, key_settings)
+    try:
+        page = await store.load_thread_items("thr_alice_0", None, 100, "asc", {"user_id": "alice"})
+    finally:
+        await store.close()
+    await migrate(database, COLLECTIONS, key_settings, "plain", batch_size=BATCH)
+
+    assert encrypted.skipped == 0
+    assert encrypted.converted["item"] == len(plain)
+    assert "msg_assistant" not in [item.id for item in page.data]
+    assert len(page.data) == len(every_item()) - 1
+    assert store.unreadable.skipped == {COLLECTIONS.items: 1}
+    again = await database[COLLECTIONS.items].find({}, {"_id": 1, Field.DATA: 1}).to_list(None)
+    assert again == plain

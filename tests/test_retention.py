@@ -306,25 +306,33 @@ async def test_round_trips_with_retention(
         await call
         return round_trips(log)
 
+    # a save reads what it replaces first (see MongoStore._replace)
     assert await trips(store.save_thread(thread(), alice)) == [
+        "thread.find_one",
         "thread.find_one_and_update",
         *restamp,
     ]
-    assert await trips(store.save_thread(thread(), alice)) == ["thread.find_one_and_update"]
+    assert await trips(store.save_thread(thread(), alice)) == [
+        "thread.find_one",
+        "thread.find_one_and_update",
+    ]
     assert await trips(store.add_thread_item("thr_1", assistant_message("msg_1"), alice)) == [
         "thread.find_one",
         "item.insert_one",
     ]
     assert await trips(store.save_item("thr_1", assistant_message("msg_1"), alice)) == [
         "thread.find_one",
+        "item.find_one",
         "item.update_one",
     ]
     assert await trips(store.save_attachment(file_attachment("atc_1", "thr_1"), alice)) == [
         "thread.find_one",
+        "attachment.find_one",
         "attachment.update_one",
     ]
     assert await trips(store.save_attachment(file_attachment("atc_2", None), alice)) == [
-        "attachment.update_one"
+        "attachment.find_one",
+        "attachment.update_one",
     ]
     for read, expected in [
         (store.load_thread("thr_1", alice), ["thread.find_one"]),
@@ -344,6 +352,7 @@ async def test_round_trips_with_retention(
     ]
     clock.advance(REFRESH + timedelta(seconds=1))
     assert await trips(store.save_thread(thread(), alice)) == [
+        "thread.find_one",
         "thread.find_one_and_update",
         *restamp,
         "thread.update_one",

@@ -1,5 +1,7 @@
 """Once warm, each Store call costs one round trip; a page anchored with `after`, two;
-delete_thread, three. Counted at the collection objects the store talks to."""
+a save (save_thread, save_item, save_attachment), two: it reads what it replaces first
+(see MongoStore._replace); delete_thread, three. Counted at the collection objects the
+store talks to."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ async def test_one_round_trip_per_call(
             "thr_1", assistant_message(f"msg_{n:04d}", created_at=created), alice
         )
     expectations: list[tuple[Callable[[], Any], list[str]]] = [
-        (lambda: store.save_thread(thread(), alice), ["thread.update_one"]),
+        (lambda: store.save_thread(thread(), alice), ["thread.find_one", "thread.update_one"]),
         (lambda: store.load_thread("thr_1", alice), ["thread.find_one"]),
         (lambda: store.load_threads(20, None, "desc", alice), ["thread.find"]),
         (
@@ -52,7 +54,7 @@ async def test_one_round_trip_per_call(
         ),
         (
             lambda: store.save_item("thr_1", assistant_message("msg_new"), alice),
-            ["item.update_one"],
+            ["item.find_one", "item.update_one"],
         ),
         (lambda: store.load_item("thr_1", "msg_0150", alice), ["item.find_one"]),
         (lambda: store.load_thread_items("thr_1", None, 20, "desc", alice), ["item.find"]),
@@ -63,7 +65,7 @@ async def test_one_round_trip_per_call(
         (lambda: store.delete_thread_item("thr_1", "msg_new", alice), ["item.delete_one"]),
         (
             lambda: store.save_attachment(file_attachment("atc_1", "thr_1"), alice),
-            ["attachment.update_one"],
+            ["attachment.find_one", "attachment.update_one"],
         ),
         (lambda: store.load_attachment("atc_1", alice), ["attachment.find_one"]),
         (lambda: store.delete_attachment("atc_1", alice), ["attachment.delete_one"]),

@@ -323,13 +323,22 @@ def init(ctx: click.Context, dry_run: bool, retention: bool) -> None:
     help="Check a store with retention set: its TTL indexes, and its queries with their "
     "expiry filter.",
 )
+@click.option(
+    "--sample",
+    type=WholeNumber(1, 2**62),
+    default=None,
+    metavar="N",
+    help="Check at most the N newest documents of each collection for content the installed "
+    "ChatKit cannot read (default: all).",
+)
 @connection_options
 @click.pass_context
-def doctor(ctx: click.Context, retention: bool) -> None:
+def doctor(ctx: click.Context, retention: bool, sample: int | None) -> None:
     """Check the server, the indexes, encryption and the plans of the hot queries.
 
     Encryption: the key vault (--key-vault) and its unique index, owners whose encrypted
     content has lost its key, and, with the master key, content still in the clear.
+    Documents the installed ChatKit cannot read: a count and a few ids per collection.
 
     Exits 1 when a check fails; checks the server cannot run are reported and skipped.
     """
@@ -344,6 +353,7 @@ def doctor(ctx: click.Context, retention: bool) -> None:
             retention=retention,
             key_vault=connection.key_vault,
             encryption=connection.encryption,
+            sample=sample,
         )
 
     findings = _run(connection, work)

@@ -11,18 +11,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 
 from .. import _queries as queries
 from .._driver import AsyncDatabaseLike
 from .._queries import Find
+from .._readable import first_error
 from .._text import plural
 from ..apps.connection import one_line
 from ..encryption import DEFAULT_KEY_VAULT_NAMESPACE
 from ..errors import MasterKeyError
-from ..schema import CollectionNames, Field, index_specs, utc_naive
+from ..schema import (
+    MODEL_KINDS,
+    CollectionNames,
+    Field,
+    Kind,
+    document_kind,
+    index_specs,
+    utc_naive,
+)
 from .explain import PlanSummary, explain, hot_queries
 from .indexes import plan_indexes
 from .key_vault import (
@@ -66,8 +77,10 @@ async def diagnose(
     retention: bool = False,
     key_vault: str | None = None,
     encryption: Encryption | None = None,
+    sample: int | None = None,
 ) -> list[Finding]:
-    """Every finding, in the order a person reads them: server, indexes, encryption, queries.
+    """Every finding, in the order a person reads them: server, indexes, encryption,
+    unreadable documents, queries.
 
     With ``retention``, the TTL indexes are expected too, and the hot queries are
     explained with the expiry filter a store with retention adds to every read. A
@@ -77,6 +90,9 @@ async def diagnose(
     :func:`_encryption_findings`); ``encryption``: the caller's settings with the master
     key, so the store is meant to be encrypted: the master key is checked against the
     vault's keys, and content still in the clear is a migration to do.
+
+    ``sample``: check at most this many documents of each collection for content the
+    installed ChatKit cannot read (see :func:`unreadable_findings`); None checks all.
     """
     findings = await _server_findings(database)
     for ok, line in await sharding_report(database, collections):
@@ -86,6 +102,7 @@ async def diagnose(
         findings.append(Finding(verdict, "index", status.describe()))
     if key_vault is not None:
         findings += await _encryption_findings(database, collections, key_vault, encryption)
+    findings += await unreadable_findings(database, collections, sample=sample)
     now = utc_naive(datetime.now(UTC))
     hot = await _hot_queries(database, collections)
     for number, (label, find) in enumerate(hot):
@@ -131,6 +148,7 @@ def next_steps(
             "encrypt what is still in the clear with `chatkit-mongo migrate --to encrypted` "
             "(same connection options and master key)"
         )
+    steps += unreadable_next_steps(failed)
     if any(detail.endswith(": missing") for detail in indexes):
         command = "chatkit-mongo init --retention" if retention else "chatkit-mongo init"
         steps.append(f"run `{command}` (same connection options) to create the missing indexes")
@@ -138,7 +156,7 @@ def next_steps(
         steps.append(
             "drop or rename the conflicting indexes named above, then run `chatkit-mongo init`"
         )
-    if failed - {"index", *_ENCRYPTION_SUBJECTS} and not indexes:
+    if failed - {"index", UNREADABLE_DOCUMENTS_SUBJECT, *_ENCRYPTION_SUBJECTS} and not indexes:
         steps.append("a hot query is not served by its index; see the plans above")
     return steps
 
@@ -308,3 +326,94 @@ def _plan_finding(label: str, summary: PlanSummary) -> Finding:
     if problems:
         return Finding("fail", label, f"{', '.join(problems)}: {detail}")
     return Finding("ok", label, detail)
+
+
+UNREADABLE_DOCUMENTS_SUBJECT: Final = "unreadable documents"
+_IDS_SHOWN: Final = 5
+"""Ids named per collection; the rest are counted (the line stays one line)."""
+
+
+async def unreadable_findings(
+    database: AsyncDatabaseLike, collections: CollectionNames, *, sample: int | None = None
+) -> list[Finding]:
+    """One finding per collection of threads, items and attachments: how many of its
+    documents the installed ChatKit release cannot read (the ones pages skip and loads
+    refuse, see :mod:`chatkit_mongo._readable`), with a few of their ids.
+
+    ``sample`` bounds the cost on large collections: only that many documents of each,
+    the most recently created first (``_id`` descending: what a newer release or a
+    recent hand edit wrote), are read. Why the content is validated here with the same
+    models the store reads with: a check that passed where the store skips would be
+    worthless. Encrypted content is counted, not read: its validation needs each
+    owner's key, and the store reports it when it reads it.
+    """
+    findings = []
+    release = version("openai-chatkit")
+    for kind in MODEL_KINDS:
+        collection = collections.name_of(kind)
+        try:
+            checked, encrypted, unreadable = await _unreadable_in(
+                database[collection], kind, sample
+            )
+        except (NotImplementedError, PyMongoError) as exc:
+            reason = f"cannot read {collection} ({one_line(exc)}); not checked"
+            findings.append(Finding("unavailable", UNREADABLE_DOCUMENTS_SUBJECT, reason))
+            continue
+        scope = f"{plural(checked, 'document')} checked"
+        if sample is not None:
+            scope += f" (the {sample} newest at most)"
+        if encrypted:
+            scope += f", {plural(encrypted, 'encrypted document')} not read"
+        if not unreadable:
+            detail = f"{collection}: {scope}, all readable by ChatKit {release}"
+            findings.append(Finding("ok", UNREADABLE_DOCUMENTS_SUBJECT, detail))
+            continue
+        shown = ", ".join(
+            f"{document_id!r} ({reason})" for document_id, reason in unreadable[:_IDS_SHOWN]
+        )
+        more = len(unreadable) - _IDS_SHOWN
+        detail = (
+            f"{collection}: {plural(len(unreadable), 'document')} of {scope} cannot be read "
+            f"by ChatKit {release}: {shown}{f' and {more} more' if more > 0 else ''}"
+        )
+        findings.append(Finding("fail", UNREADABLE_DOCUMENTS_SUBJECT, detail))
+    return findings
+
+
+async def _unreadable_in(
+    collection: Any, kind: Kind, sample: int | None
+) -> tuple[int, int, list[tuple[str, str]]]:
+    """(documents checked, encrypted ones among them, (id, first error) of each that the
+    installed release cannot read)."""
+    entry = document_kind(kind)
+    adapter, id_field = entry.adapter, entry.id_field
+    assert adapter is not None  # a model's kind
+    assert id_field is not None
+    cursor = collection.find({}, {id_field: 1, Field.DATA: 1}).sort("_id", -1)
+    if sample is not None:
+        cursor = cursor.limit(sample)
+    checked = encrypted = 0
+    unreadable: list[tuple[str, str]] = []
+    async for document in cursor:
+        checked += 1
+        data = document.get(Field.DATA)
+        if data is not None and not isinstance(data, dict):
+            encrypted += 1
+            continue
+        try:
+            adapter.validate_python(data)
+        except ValidationError as exc:
+            unreadable.append((str(document.get(id_field)), first_error(exc)))
+    return checked, encrypted, unreadable
+
+
+def unreadable_next_steps(failed: set[str]) -> list[str]:
+    """What to do about unreadable documents, when some were found."""
+    if UNREADABLE_DOCUMENTS_SUBJECT not in failed:
+        return []
+    return [
+        "documents named above cannot be read by the installed ChatKit: written by a newer "
+        "release (upgrade this one, and they read again) or edited by hand (repair or "
+        "delete them); pages skip them meanwhile, and `chatkit-mongo export` keeps them "
+        "as stored"
+    ]

@@ -23,6 +23,14 @@ Why the whole file is checked before the first write: a bad line (not JSON, an u
 kind, a thread that is not a ChatKit thread, bytes of a file that is not in the file)
 is reported with its line number, and nothing has been written.
 
+Documents the installed ChatKit release cannot read (written by a newer release, edited
+by hand, cut short; see :mod:`chatkit_mongo._readable`) are exported as they are stored,
+like every other, and imported as they are: nothing is lost on the way to a release
+that reads them, and the store here skips them in pages as it would have in the database
+they came from. The import counts them (:attr:`ImportCounts.unreadable`). What it still
+refuses is a ``data`` that is not an object (nor a ciphertext) or whose ``id`` names
+another element than the document's key: that is not a stored element at all.
+
 Encrypted content (see :mod:`chatkit_mongo.encryption`) is exported as it is stored: a
 ``data`` that is a ciphertext (BSON binary subtype 6, written as Extended JSON's
 ``$binary``), a GridFS file flagged ``metadata.encrypted`` with its encrypted byte
@@ -110,17 +118,26 @@ Progress = Callable[[int], None]
 
 @dataclass
 class ImportCounts:
-    """Per kind: documents inserted, replaced with other content, already identical."""
+    """Per kind: documents inserted, replaced with other content, already identical; and
+    among them, those the installed ChatKit release cannot read (imported as they are)."""
 
     inserted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     updated: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     unchanged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    unreadable: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
 
     def describe(self) -> str:
-        return "; ".join(
+        counts = "; ".join(
             f"{kind}: {self.inserted[kind]} inserted, {self.updated[kind]} updated, "
             f"{self.unchanged[kind]} unchanged"
             for kind in KINDS
+        )
+        unreadable = [plural(count, kind) for kind, count in self.unreadable.items() if count]
+        if not unreadable:
+            return counts
+        return (
+            f"{counts}; imported as they are, though this ChatKit release cannot read them "
+            f"(pages skip them): {', '.join(unreadable)}"
         )
 
 
@@ -422,6 +439,8 @@ async def import_data(
             await flush()
             batch_kind = kind
         batch.append(_upsert(kind, document))
+        if not _readable(kind, document):
+            counts.unreadable[kind] += 1
         if on_progress is not None:
             on_progress(1)
     await flush()
@@ -553,18 +572,34 @@ def _check_import_line(kind: Kind, document: dict[str, Any]) -> None:
             _check_file_id(
                 document[UploadField.FILE_ID], UploadField.FILE_ID, document[Field.OWNER]
             )
-    adapter, id_field = document_kind(kind).adapter, document_kind(kind).id_field
-    if adapter is None or id_field is None:
+    id_field = document_kind(kind).id_field
+    if id_field is None:
         return
-    if _check_sealed(document[Field.DATA]):
+    data = document[Field.DATA]
+    if _check_sealed(data):
         return
+    if not isinstance(data, dict):
+        raise TypeError(f"{Field.DATA} must be an object, not {type(data).__name__}")
+    # Why a missing id passes: a document cut short is imported as it was stored (see
+    # the module docstring); one naming another element is not this document's content.
+    if "id" in data and data["id"] != document[id_field]:
+        raise ValueError(
+            f"{Field.DATA}.id is {data['id']!r} but {id_field} is {document[id_field]!r}"
+        )
+
+
+def _readable(kind: Kind, document: dict[str, Any]) -> bool:
+    """Whether the installed ChatKit release reads the line's content (a ciphertext
+    counts as readable: only its owner's key can tell)."""
+    adapter = document_kind(kind).adapter
+    data = document.get(Field.DATA)
+    if adapter is None or not isinstance(data, dict):
+        return True
     try:
-        model = adapter.validate_python(document[Field.DATA])
-    except ValidationError as exc:
-        raise ValueError(f"{Field.DATA} is not a ChatKit {kind}: {exc}") from exc
-    model_id = document[id_field]
-    if model.id != model_id:
-        raise ValueError(f"{Field.DATA}.id is {model.id!r} but {id_field} is {model_id!r}")
+        adapter.validate_python(data)
+    except ValidationError:
+        return False
+    return True
 
 
 def _check_sealed(data: Any) -> bool:

@@ -75,7 +75,21 @@ async def bare_sides(run: Run, calls: StoreCalls) -> dict[str, Side]:
         )
 
     def upsert(handle: Any, kind: Kind) -> Side:
-        return Side(lambda: handle.update_one(keys[kind], {"$set": templates[kind]}, upsert=True))
+        """A save's commands: the read of what it replaces, then the upsert conditional on
+        it (see ``MongoStore._replace``)."""
+
+        async def save() -> object:
+            stored = await handle.find_one(keys[kind], {Field.DATA: 1, "_id": 0})
+            match = (
+                {Field.DATA: {"$exists": False}}
+                if stored is None
+                else {Field.DATA: {"$eq": stored[Field.DATA]}}
+            )
+            return await handle.update_one(
+                {**keys[kind], **match}, {"$set": templates[kind]}, upsert=True
+            )
+
+        return Side(save)
 
     async def new_item() -> None:
         doomed.append(new_id("message"))
