@@ -18,6 +18,7 @@ from chatkit_mongo import (
     MongoStore,
     StoreClosedError,
     Telemetry,
+    UnreadableDocuments,
 )
 from chatkit_mongo.encryption import LOCAL_KEY_BYTES, Encryption
 
@@ -46,6 +47,7 @@ OPTIONS: dict[str, Any] = {
     "encryption": Encryption.local(os.urandom(LOCAL_KEY_BYTES)),
     "telemetry": Telemetry(enabled=False, record_identifiers=True),
     "owns_client": True,
+    "unreadable": UnreadableDocuments(),
 }
 """A value other than the default for every keyword option of ``MongoStore``."""
 
@@ -79,6 +81,7 @@ async def test_from_uri_gives_every_store_option_to_the_store_and_the_rest_to_th
         assert store.encryption == OPTIONS["encryption"]
         assert store.persistence.encryption is not None
         assert store.telemetry_target.settings == OPTIONS["telemetry"]
+        assert store.unreadable is OPTIONS["unreadable"]
         assert store.database.client.options.pool_options.metadata["application"] == {
             "name": "options-test"
         }
