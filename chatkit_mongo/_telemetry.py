@@ -299,16 +299,17 @@ def note(name: str, value: bool | int | str) -> None:
         span.set_attribute(PREFIX + name, value)
 
 
-def count_skipped(target: Target, kind: Kind, count: int = 1) -> None:
-    """Add to ``chatkit_mongo.documents.skipped``: documents a page could not read."""
+def count_skipped(target: Target, collection: str) -> None:
+    """Add one to ``chatkit_mongo.documents.skipped``: a document of ``collection`` that a
+    page left out because the running ChatKit cannot read it (see ``_readable``)."""
     if target.instruments is None:
         return
     target.instruments.skipped.add(
-        count,
+        1,
         {
             "db.system.name": "mongodb",
             "db.namespace": target.namespace,
-            "db.collection.name": target.collections[kind],
+            "db.collection.name": collection,
         },
     )
 

@@ -29,7 +29,7 @@ from ._driver import AsyncDatabaseLike, identify, maybe_await, open_client, shie
 from ._persistence import CollectionWrapper, Parse, Persistence
 from ._queries import Find
 from ._readable import SkippedDocument, UnreadableDocuments, first_error, read, unknown_fields
-from ._telemetry import Target, Telemetry, traced
+from ._telemetry import Target, Telemetry, count_skipped, traced
 from .encryption import Encryption
 from .errors import ConflictError, ItemConflictError
 from .operations.indexes import IndexStatus
@@ -580,6 +580,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
         for position, skip in skipped:
             if not has_more or position < limit:
                 self.unreadable.record(skip)
+                count_skipped(self.telemetry_target, skip.collection)
         data = readable[:limit]
         return Page(data=data, has_more=has_more, after=_last_id(data) if has_more else None)
 

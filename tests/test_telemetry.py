@@ -55,6 +55,7 @@ from . import capabilities
 from .attachment_support import make_attachments
 from .conftest import NAMES, RequestContext, is_server
 from .encryption_support import fresh_encryption
+from .unreadable_support import DAMAGES, damage_item
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -277,6 +278,23 @@ async def test_a_store_given_its_own_providers_records_there_and_not_globally(
     assert data is not None
     names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
     assert "db.client.operation.duration" in names
+    await store.close()
+
+
+async def test_a_document_a_page_skips_is_counted_once_in_the_metrics(database: Any) -> None:
+    store: MongoStore[Any] = MongoStore(database)
+    ctx = RequestContext("alice")
+    await store.save_thread(_thread("thr_1"), ctx)
+    for n in range(3):
+        await store.add_thread_item("thr_1", _item("thr_1", f"msg_{n}"), ctx)
+    await damage_item(database, DAMAGES["newer item type"], "alice", "thr_1", "msg_1")
+    for _ in range(2):  # the second read of the page counts it again: it skipped it again
+        page = await store.load_thread_items("thr_1", None, 10, "asc", ctx)
+        assert [item.id for item in page.data] == ["msg_0", "msg_2"]
+    (skipped,) = _points(PREFIX + "documents.skipped", database.name)
+    assert skipped.value == 2
+    assert dict(skipped.attributes)["db.collection.name"] == NAMES.items
+    assert store.unreadable.total == 2
     await store.close()
 
 
