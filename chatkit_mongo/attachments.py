@@ -58,7 +58,6 @@ from pymongo.errors import ConnectionFailure
 
 from . import _queries as queries
 from ._checks import check_id, check_positive_int
-from ._codec import parse_attachment
 from ._driver import maybe_await, shielded
 from ._gridfs import StoredFile, find_file, read_file, write_file
 from ._retry import retried
@@ -298,7 +297,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
         content = await self._persistence.unseal(owner, document[Field.DATA], attachment_id)
         if content is None:
             raise not_found
-        attachment = parse_attachment(content)
+        attachment = self._persistence.read_attachment(content, attachment_id)
         stored = await self._open_bytes(owner, attachment_id, document[UploadField.FILE_ID])
         return Download(attachment, stored.length, stored.chunks)
 
@@ -384,7 +383,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             if source.encrypted == target:
                 return False
             raise NotFoundError(f"Attachment {attachment_id} not found")
-        name = parse_attachment(content).name
+        name = self._persistence.read_attachment(content, attachment_id).name
         new_id = owner_file_id(owner)
         try:
             try:
@@ -515,7 +514,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             content = await self._persistence.unseal(owner, claimed[Field.DATA], attachment_id)
             if content is None:  # sealed under a key the owner no longer has
                 raise NotFoundError(f"Attachment {attachment_id} not found")
-            attachment = parse_attachment(content)
+            attachment = self._persistence.read_attachment(content, attachment_id)
             self._check_mime_type(attachment.mime_type)
             renewing = _renewing(
                 _pieces(data),
@@ -536,7 +535,7 @@ class GridFSAttachmentStore(AttachmentStore[TContext], Generic[TContext]):
             content = await self._persistence.unseal(owner, completed[Field.DATA], attachment_id)
             if content is None:
                 raise
-            return parse_attachment(content)
+            return self._persistence.read_attachment(content, attachment_id)
 
     async def _discard(self, owner: str, key: dict[str, Any], file_id: str) -> None:
         """Delete the attachment ``key`` whatever its state, then the bytes of ``file_id``:

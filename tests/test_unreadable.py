@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from chatkit.store import NotFoundError
-from chatkit.types import ThreadMetadata
+from chatkit.types import AttachmentCreateParams, ThreadMetadata
 from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
@@ -27,6 +27,7 @@ from chatkit_mongo import (
 )
 from chatkit_mongo.schema import Field
 
+from .attachment_support import make_attachments
 from .conftest import NAMES, RequestContext
 from .samples import BASE_TIME, assistant_message, file_attachment, thread, tool_call
 from .unreadable_support import (
@@ -237,6 +238,37 @@ async def test_load_thread_and_load_attachment_of_unreadable_ones_name_them(
 
     _check_error(thread_error.value, NAMES.threads, "thr_1")
     _check_error(attachment_error.value, NAMES.attachments, "atc_1")
+
+
+@pytest.mark.parametrize("damage_name", THREAD_DAMAGES)
+async def test_a_download_or_upload_of_an_unreadable_attachment_names_it(
+    gridfs_store: MongoStore[Any], damage_name: str
+) -> None:
+    """The attachment store reads the metadata through the same check as the store: an
+    attachment this release cannot read is named, never a bare ValidationError."""
+    attachments = make_attachments(gridfs_store)
+    uploaded = await attachments.create_and_upload("a.txt", "text/plain", b"bytes", ALICE)
+    await damage_attachment(
+        gridfs_store.database, THREAD_DAMAGES[damage_name], "alice", uploaded.id
+    )
+    awaiting = await attachments.create_attachment(
+        AttachmentCreateParams(name="b.txt", size=5, mime_type="text/plain"), ALICE
+    )
+    await damage_attachment(
+        gridfs_store.database, THREAD_DAMAGES[damage_name], "alice", awaiting.id
+    )
+
+    with pytest.raises(UnreadableDocumentError) as download:
+        await attachments.read_bytes(uploaded.id, ALICE)
+    with pytest.raises(UnreadableDocumentError) as upload:
+        await attachments.upload(awaiting.id, b"bytes", ALICE)
+
+    _check_error(download.value, NAMES.attachments, uploaded.id)
+    _check_error(upload.value, NAMES.attachments, awaiting.id)
+    stored = await gridfs_store.database[NAMES.attachments].find_one(
+        {Field.ATTACHMENT_ID: awaiting.id}
+    )
+    assert stored is not None, "a refused upload leaves the attachment to wait for its bytes"
 
 
 @pytest.mark.parametrize("damage_name", DAMAGES)
