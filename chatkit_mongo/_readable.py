@@ -7,8 +7,9 @@ hand, a document cut short) must not take a whole page down with it: pages skip 
 report the skip here, single loads raise :class:`~chatkit_mongo.UnreadableDocumentError`.
 
 Why the parse functions of :mod:`chatkit_mongo._codec` are wrapped here rather than
-changed: they are the write side's proof partners and the hot path of every page; the
-wrapper costs a ``try`` where they are called and nothing else.
+changed: they are the validation the write side's round-trip check runs too, and the
+hot path of every page; the wrapper costs a ``try`` where they are called and nothing
+else.
 """
 
 from __future__ import annotations

@@ -212,6 +212,16 @@ def _log(context: Any, message: str, *args: object) -> None:
     logger.info("%s", _one_line(f"[user {default_owner(context)}] {message % args}"))
 
 
+def _log_upload(context: Any, attachment: Attachment) -> None:
+    _log(
+        context,
+        "stored the upload of attachment %s %r (%s)",
+        attachment.id,
+        attachment.name,
+        attachment.mime_type,
+    )
+
+
 def _one_line(text: str) -> str:
     """``text`` with every run of whitespace, line breaks included, as one space."""
     return " ".join(text.split())
@@ -287,20 +297,22 @@ class LoggedAttachmentStore(GridFSAttachmentStore[TContext], Generic[TContext]):
 
     Why a subclass, where the metadata store is wrapped: the upload routes need the
     GridFS store itself (they stream into it), and its own writes never pass through the
-    metadata store's API, so :class:`LoggedStore` does not see them. ``upload`` is the
-    write of every upload's bytes: a two-phase upload's second phase, and a direct
-    upload's, whose metadata is written in the same call.
+    metadata store's API, so :class:`LoggedStore` does not see them. Bytes are written
+    by ``upload`` (a two-phase upload's second phase) and by ``create_and_upload`` (a
+    direct upload, which writes its metadata in the same call, without ``upload``), so
+    both are logged.
     """
 
     async def upload(self, attachment_id: str, data: UploadData, context: TContext) -> Attachment:
         attachment = await super().upload(attachment_id, data, context)
-        _log(
-            context,
-            "stored the upload of attachment %s %r (%s)",
-            attachment.id,
-            attachment.name,
-            attachment.mime_type,
-        )
+        _log_upload(context, attachment)
+        return attachment
+
+    async def create_and_upload(
+        self, name: str, mime_type: str, data: UploadData, context: TContext
+    ) -> Attachment:
+        attachment = await super().create_and_upload(name, mime_type, data, context)
+        _log_upload(context, attachment)
         return attachment
 
     async def delete_attachment(self, attachment_id: str, context: TContext) -> None:
