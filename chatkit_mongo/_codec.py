@@ -257,7 +257,10 @@ def _path_to(document: Any, target: Any) -> str:
 
 
 def _first_difference(saved: BaseModel, loaded: BaseModel) -> str:
+    """The first field whose values differ; a field the saved model lacks altogether
+    (built without validation, then stripped) differs too."""
+    missing = object()
     for name in type(saved).model_fields:
-        if getattr(saved, name) != getattr(loaded, name):
+        if getattr(saved, name, missing) != getattr(loaded, name, missing):
             return name
     return "?"

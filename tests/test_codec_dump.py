@@ -197,3 +197,15 @@ def test_the_hostile_strategys_walk_ends_on_a_value_that_contains_itself() -> No
 def test_no_two_drawn_odd_values_are_one_mutable_object(first: Any, second: Any) -> None:
     """Put one inside the other, a shared list or dict would contain itself."""
     assert first is not second or not isinstance(first, list | dict | BaseModel)
+
+
+def test_a_model_stripped_of_a_field_is_refused_naming_it() -> None:
+    """Regression (found by the hostile-model property): a model built without
+    validation and stripped of a field reads back with the field's default; the refusal
+    names the field instead of raising ``AttributeError`` while naming it."""
+    model = ThreadMetadata(id="thr_1", created_at=datetime(2000, 1, 1), title="kept")
+    del model.__dict__["title"]
+    with pytest.raises(
+        UnstorableError, match="thread thr_1 would not read back as saved: field 'title'"
+    ):
+        dump(model, THREAD_ADAPTER, "thread thr_1")
