@@ -44,6 +44,7 @@ from chatkit_mongo import ChatKitMongoError, MongoStore, Telemetry
 from chatkit_mongo._telemetry import (
     DURATION_BUCKETS,
     PREFIX,
+    SDK_RECHECK_SECONDS,
     command_span,
     duration_histogram,
     recorder,
@@ -77,6 +78,8 @@ def _sdk() -> Iterator[None]:
         provider.add_span_processor(SimpleSpanProcessor(SPANS))
         trace.set_tracer_provider(provider)
         metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
+        # Stores that earlier tests of this process used see the SDK from this long on.
+        time.sleep(SDK_RECHECK_SECONDS)
     instrumentor = PymongoInstrumentor()
     instrumentor.instrument()
     yield
@@ -372,6 +375,34 @@ async def test_attachment_operations_are_spans_that_say_how_many_bytes(
     download, read = _ours()[1:3]
     assert download.parent is not None
     assert download.parent.span_id == read.context.span_id  # read_bytes opens a download
+
+
+_LATE_SDK: Final = """
+import time
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from chatkit_mongo._telemetry import SDK_RECHECK_SECONDS, Instruments
+
+instruments = Instruments(None, None)
+before = instruments.tracing()
+trace.set_tracer_provider(TracerProvider())
+at_once = instruments.tracing()
+time.sleep(SDK_RECHECK_SECONDS)
+print(before, at_once, instruments.tracing(), Instruments(None, None).tracing())
+"""
+
+
+def test_spans_start_once_an_sdk_is_configured_even_after_the_first_call() -> None:
+    """With the API alone no span is started (it would record nothing); an SDK
+    configured later is asked about at most every SDK_RECHECK_SECONDS, then used."""
+    late = subprocess.run(
+        [sys.executable, "-c", _LATE_SDK],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert late.stdout.split() == ["False", "False", "True", "True"]
 
 
 def test_the_recorder_is_named_the_api_alone_or_the_sdk_provider() -> None:
