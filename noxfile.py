@@ -3,9 +3,12 @@
 Cells, each in a fresh virtualenv made by uv from the project's own files:
 
 - ``lowest``: Python 3.11, every direct dependency (of the package and of its ``test``
-  extra) at its declared lower bound: uv resolves them with ``--resolution
-  lowest-direct``, and ``tests/test_packaging.py`` fails the cell if any installed
-  version is not exactly its bound.
+  extra, which names every other extra) pinned to its declared lower bound by a
+  constraints file generated from pyproject.toml (tests/bounds.py); the resolver fits
+  the indirect dependencies around those pins. ``tests/test_packaging.py`` fails the
+  cell if any installed version is not exactly its bound. (Why not uv's
+  ``--resolution lowest-direct``: it may settle on a higher direct version to keep an
+  indirect one newest, so a bound could go untested.)
 - ``newest-3.11``, ``newest-3.12``, ``newest-3.13``: the newest releases.
 - ``wheel``: the wheel in ``dist/`` (``make dist``) installed with no extras into a fresh
   virtualenv, its CLI and a store round trip run against jongodb; then with the ``demo``
@@ -30,7 +33,7 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # nox imports this file by path; tests/ lives beside it
-from tests import jongodb  # noqa: E402
+from tests import bounds, jongodb  # noqa: E402
 
 nox.options.default_venv_backend = "uv"
 nox.options.error_on_missing_interpreters = True
@@ -77,14 +80,9 @@ def _pytest(session: nox.Session, cell: str) -> None:
 @nox.session(python="3.11")
 def lowest(session: nox.Session) -> None:
     """Python 3.11, every direct dependency at its lower bound."""
-    pins = Path(session.create_tmp()) / "lowest.txt"
-    session.run(
-        "uv", "pip", "compile", "pyproject.toml", "--extra", "test",
-        "--resolution", "lowest-direct", "--python-version", "3.11",
-        "--quiet", "--output-file", str(pins),
-    )  # fmt: skip
-    session.install("-r", str(pins))
-    session.install("--no-deps", ".")
+    pins = Path(session.create_tmp()) / "lowest-constraints.txt"
+    pins.write_text(bounds.lowest_constraints())
+    session.install("-c", str(pins), ".[test]")
     _pytest(session, "lowest")
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from importlib.metadata import version
+from typing import Any, Final
 
+import chatkit.types
 from chatkit.types import (
     Annotation,
     AssistantMessageContent,
@@ -23,7 +25,6 @@ from chatkit.types import (
     InferenceOptions,
     SDKHiddenContextItem,
     SearchTask,
-    StructuredInputFreeform,
     StructuredInputItem,
     StructuredInputMultipleChoice,
     StructuredInputMultipleChoiceOption,
@@ -40,9 +41,16 @@ from chatkit.types import (
     WorkflowItem,
 )
 from chatkit.widgets import Card, Text
+from packaging.version import Version
 from pydantic import BaseModel, TypeAdapter
 
 from chatkit_mongo._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
+
+CHATKIT: Final = Version(version("openai-chatkit"))
+"""The installed openai-chatkit: the matrix's lowest cell runs an older one than newest."""
+FREEFORM_SINCE: Final = Version("1.6.4")
+"""StructuredInputFreeform is new in openai-chatkit 1.6.4: below it, the structured-input
+sample asks only its multiple-choice question (tests/test_packaging.py reports the skip)."""
 
 BASE_TIME = datetime(2026, 11, 22, 9, 30, 15, 123456)
 """Naive and with microseconds, as ChatKit's ``datetime.now()`` stamps."""
@@ -111,6 +119,13 @@ def image_attachment(attachment_id: str = "atc_image", thread_id: str | None = N
     )
 
 
+def structured_freeform() -> list[Any]:
+    """A freeform question, where the installed ChatKit has them (see FREEFORM_SINCE)."""
+    if CHATKIT < FREEFORM_SINCE:
+        return []
+    return [chatkit.types.StructuredInputFreeform(id="q2", question="Why?")]
+
+
 def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
     """One of each ThreadItem variant, created a microsecond apart, in that order."""
     stamps = iter(BASE_TIME + timedelta(microseconds=n) for n in range(100))
@@ -163,7 +178,7 @@ def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
                     question="Pick",
                     options=[StructuredInputMultipleChoiceOption(value="a")],
                 ),
-                StructuredInputFreeform(id="q2", question="Why?"),
+                *structured_freeform(),
             ],
         ),
         WorkflowItem(
