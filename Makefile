@@ -1,13 +1,15 @@
 # Entry points, each doing its own set-up on a fresh machine:
 #   make demo     the demo ChatKit server on the embedded in-memory backend (or MONGODB_URI)
-#   make test     lint, strict type checks and the test suite (across the cores)
+#   make test     lint, strict type checks and the test suite across the cores (the docs'
+#                 code blocks included)
 #   make matrix   the suite on the lowest dependency bounds and on Python 3.11-3.13 (nox)
 #   make dist     the sdist and wheel, built and their metadata checked
+#   make docs     the documentation site, built with --strict into site/; make docs-serve previews it
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint typecheck pytest wire-server matrix dist wheel-check clean
+.PHONY: demo test lint typecheck pytest wire-server matrix dist wheel-check docs docs-serve clean
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -44,9 +46,10 @@ typecheck: $(BIN)/.installed
 wire-server: $(BIN)/.installed
 	$(BIN)/python -m tests.jongodb
 
-# One pytest-xdist worker per core, each with a jongodb of its own (tests/capabilities.py).
+# One pytest-xdist worker per core, each with a jongodb of its own (tests/capabilities.py);
+# loadgroup keeps the blocks of one docs page on one worker, in order (conftest.py).
 pytest: $(BIN)/.installed wire-server
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --dist loadgroup
 
 # The cells of noxfile.py: lowest bounds on 3.11, newest on 3.11, 3.12 and 3.13.
 matrix: $(BIN)/.installed wire-server
@@ -61,5 +64,13 @@ dist: $(BIN)/.installed
 wheel-check: dist wire-server
 	$(BIN)/nox -s wheel
 
+# --strict: a broken link, a missing page or reference, a docstring griffe cannot read
+# fails the build.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
+
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis .nox dist
+	rm -rf $(VENV) site .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis .nox dist

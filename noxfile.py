@@ -44,7 +44,7 @@ CELL_VARIABLE = "CHATKIT_MONGO_CELL"
 """Tells tests/test_packaging.py which cell it runs in (``lowest`` checks exact bounds)."""
 SUBSET = ["-k", "not server-motor"]
 """The rule of ``--tier-subset``: drop the Motor runs of the wire tier, keep the rest."""
-PYTEST = ["-n", "auto", "-p", "no:cacheprovider"]
+PYTEST = ["-n", "auto", "--dist", "loadgroup", "-p", "no:cacheprovider"]
 
 
 def _pyenv_versions() -> None:

@@ -475,7 +475,7 @@ SHARD_KEYS: Final[tuple[ShardKey, ...]] = (
     ),
 )
 """The chosen shard key of every collection: the one place the ``shard`` command, doctor,
-the targeting tests and the README's table read. See the README's Sharding section."""
+the targeting tests and docs/sharding.md's table read. See docs/sharding.md."""
 
 
 def shard_key_of(kind: Kind) -> ShardKey:

@@ -123,7 +123,7 @@ class MongoStore(Store[TContext], Generic[TContext]):
                 data key per owner (:class:`~chatkit_mongo.encryption.Encryption`; needs
                 ``chatkit-mongo[encryption]`` and a PyMongo Async or Motor client, whose
                 server also holds the key vault). None (the default) stores content as
-                it is. See the README's threat model for what it protects. Settings
+                it is. See docs/encryption.md for what it protects. Settings
                 make the store open its own engine, which :meth:`close` closes. An
                 :class:`~chatkit_mongo.OwnerEncryption` engine already open is used as
                 it is and left open, like a client the store was given.

@@ -10,7 +10,7 @@ nothing it does needs a model or an API key, so it runs as it is:
 * a ``ThreadItemConverter`` that reads attachment bytes from GridFS for the model;
 * a lifespan that creates the indexes on start and closes the store on shutdown.
 
-Run it (``pip install 'chatkit-mongo[examples]'`` from a checkout, see the README)::
+Run it (``pip install 'chatkit-mongo[examples]'`` from a checkout, see docs/getting-started.md)::
 
     MONGODB_URI=mongodb://localhost:27017 uvicorn --factory examples.fastapi_server:create_app
 

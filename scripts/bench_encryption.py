@@ -1,6 +1,8 @@
-"""Print what client-side encryption costs; see ``chatkit_mongo.apps.bench_encryption``."""
+"""Print what client-side encryption costs: ``chatkit-mongo bench --encryption``."""
 
-from chatkit_mongo.apps.bench_encryption import main
+import sys
+
+from chatkit_mongo.apps.bench import bench_command
 
 if __name__ == "__main__":
-    main()
+    bench_command(["--encryption", *sys.argv[1:]])

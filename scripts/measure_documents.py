@@ -1,7 +1,7 @@
 """Average BSON sizes of the documents the store writes, and of their index keys.
 
 Typical documents go through the real store onto the embedded backend (mongomock-motor),
-are read back raw and measured with ``bson.encode``: the sizes the README's scale model
+are read back raw and measured with ``bson.encode``: the sizes docs/sharding.md's scale model
 uses. Index keys are measured the same way (the key values of each index of
 ``schema.INDEXES``, BSON-encoded), an upper bound before WiredTiger's prefix compression.
 ``PYTHONPATH=. python scripts/measure_documents.py``

@@ -30,6 +30,10 @@ def _explain(db: Any) -> None:
     db.command("explain", {"find": "probe", "filter": {}})
 
 
+def _list_databases(db: Any) -> None:
+    db.client.list_database_names()
+
+
 def _list_collections(db: Any) -> None:
     db.list_collection_names()
 
@@ -70,6 +74,7 @@ def _projection(db: Any) -> None:
 
 CAPABILITIES: Final[dict[str, Callable[[Any], None]]] = {
     "explain": _explain,
+    "listDatabases": _list_databases,
     "listCollections": _list_collections,
     "drop": _drop,
     "dropDatabase": _drop_database,

@@ -134,7 +134,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 def make_client(backend: str) -> Any:
-    """A fresh client of the given backend kind; the real ones exactly as the README
+    """A fresh client of the given backend kind; the real ones exactly as docs/chatkit-server.md
     builds them. Call it inside the test's event loop: both real clients bind to it."""
     if backend == "motor-mock":
         return mongomock_motor.AsyncMongoMockClient()

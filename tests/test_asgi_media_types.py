@@ -32,7 +32,7 @@ PAYLOAD: Final = b"the file's own bytes " * 50
 RASTER: Final = frozenset(
     {"image/png", "image/apng", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"}
 )
-"""The inline allow-list as the README documents it."""
+"""The inline allow-list as docs/attachments.md documents it."""
 DOWNLOADED: Final = (
     "image/svg+xml",
     "image/x-foo+xml",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import re
 from typing import Any
 
 import bson
@@ -29,8 +28,6 @@ from chatkit_mongo._encryption import (
     is_ciphertext,
     key_vault_indexes,
 )
-from chatkit_mongo.apps import bench_encryption
-from chatkit_mongo.apps.bench_overhead import OVERHEAD_OPERATIONS
 from chatkit_mongo.encryption import Encryption
 from chatkit_mongo.errors import CiphertextError, EncryptionConfigError
 
@@ -376,18 +373,3 @@ def test_the_engine_refuses_a_client_of_no_known_driver(key_settings: Encryption
 async def test_an_owner_that_is_not_a_name_is_refused(engine: OwnerEncryption, owner: Any) -> None:
     with pytest.raises(ValueError, match="owner must be a non-empty str"):
         await engine.encrypt(owner, {"a": 1})
-
-
-async def test_the_benchmark_prints_its_figures(wire_server_uri: str) -> None:
-    lines = await bench_encryption.run(
-        wire_server_uri, ("pymongo", "motor"), repeats=2, mib=1, pairs=2, store_mib=1, rounds=1
-    )
-    assert [line for line in lines if not line.startswith(" ")] == ["pymongo:", "motor:"]
-    figures = [line for line in lines if re.search(r"encrypt [\d.]+ (us|ms/MiB)", line)]
-    assert len(figures) == 2 * (len(bench_encryption.sample_documents()) + 1)
-    assert sum("bytes more per MiB" in line for line in lines) == 4
-    operations = [line.split()[0] for line in lines if line.startswith("    ")]
-    for operation in (*OVERHEAD_OPERATIONS, "upload", "download"):
-        assert operations.count(operation) == 2, operation
-    ratios = [line for line in lines if line.split()[0] in OVERHEAD_OPERATIONS]
-    assert all(re.fullmatch(r" +\w+ +[\d.]+ +[\d.]+ +[\d.]+", line) for line in ratios)

@@ -1,7 +1,9 @@
-"""The README's ways of building a store work verbatim on a real server, through each
+"""The ways docs/chatkit-server.md builds a store work on a real server, through each
 real driver: constructor, a save/load round trip, and the library's name in the
-handshake. The Motor one once failed in the constructor (a Motor client answers any
-unknown attribute, ``append_metadata`` included, with a database)."""
+handshake (the page's own blocks run verbatim too, through tests/docs_blocks.py; these
+check what a block does not show). The Motor one once failed in the constructor (a
+Motor client answers any unknown attribute, ``append_metadata`` included, with a
+database)."""
 
 from __future__ import annotations
 
@@ -38,9 +40,9 @@ async def _round_trip(store: MongoStore[Any]) -> None:
 
 
 @pytest.mark.parametrize("backend", SERVER_BACKENDS)
-async def test_the_readme_constructor_works_verbatim(backend: str) -> None:
+async def test_the_documented_constructor_works_verbatim(backend: str) -> None:
     uri = capabilities.server().uri
-    name = f"chatkit_readme_{uuid.uuid4().hex[:12]}"  # "chatkit" in the README
+    name = f"chatkit_readme_{uuid.uuid4().hex[:12]}"  # "chatkit" in the docs
     if backend == "server-motor":
         store = MongoStore(AsyncIOMotorClient(uri)[name])
     else:

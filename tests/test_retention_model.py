@@ -5,7 +5,7 @@ The model's policy, written without the store's code: activity (saving the threa
 adding or saving an item, saving an attachment of the thread) on a living thread moves
 its expiry to ``now + N`` when it is earlier than ``now + N - R``; a thread is visible
 while ``now < expiry``, and its items and attachments exactly as long. Steps run one at
-a time: the README's documented limit (a write racing a refresh may keep an older
+a time: docs/retention.md's documented limit (a write racing a refresh may keep an older
 expiry) concerns concurrent writers only. The clock starts at the real present, so no
 TTL pass removes anything: what disappears, the store's reads hid.
 """

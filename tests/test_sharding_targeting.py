@@ -362,14 +362,14 @@ def test_route_reads_equality_on_the_key_and_its_prefixes(key: Any, data: st.Dat
 
 @dataclass(frozen=True)
 class RegionalContext:
-    """The README's zone example: a user in a region."""
+    """docs/sharding.md's zone example: a user in a region."""
 
     region: str
     user_id: str
 
 
 def regional_owner(context: RegionalContext) -> str:
-    """The README's resolver: the region first, so a zone on ``"eu:"`` holds EU tenants."""
+    """docs/sharding.md's resolver: the region first, so a zone on ``"eu:"`` holds EU tenants."""
     return f"{context.region}:{context.user_id}"
 
 

@@ -37,6 +37,7 @@ from ..errors import ChatKitMongoError
 # the store already, so this costs nothing at --help.
 from ..operations.migrate import DEFAULT_BATCH_SIZE, TARGETS
 from ..schema import CollectionNames
+from ._extras import install_hint
 from ._params import Seconds, WholeNumber
 from .connection import Connection, connection_options, one_line, open_uri, resolve
 
@@ -86,9 +87,10 @@ class _Duration(click.ParamType):  # type: ignore[type-arg]  # generic in stubs 
 class _Group(click.Group):
     """The command group, with ``bench`` loaded only when it runs or shows its help.
 
-    Why lazily: it needs the ``bench`` extra, which the operator commands do not; a
-    plain install must still be able to run ``init`` or ``purge``. Its one-line help
-    is kept here so that listing the commands imports nothing.
+    Why lazily: it is the one command with phases, charts and test doubles of its own
+    (the ``bench`` extra, loaded only when a run uses them); listing the commands, or
+    running ``init`` or ``purge``, need none of it. Its one-line help is kept here so
+    that listing the commands imports nothing.
     """
 
     _LAZY: Final = {
@@ -111,8 +113,7 @@ class _Group(click.Group):
             module = __import__(module_name, fromlist=[attribute])
         except ImportError as exc:
             raise click.ClickException(
-                f"'{cmd_name}' needs the {extra} extra: pip install 'chatkit-mongo[{extra}]' "
-                f"({exc})"
+                f"'{cmd_name}' needs the {extra} extra: {install_hint(extra)} ({exc})"
             ) from exc
         command: click.Command = getattr(module, attribute)
         return command
