@@ -25,9 +25,6 @@ from chatkit.types import (
     InferenceOptions,
     SDKHiddenContextItem,
     SearchTask,
-    StructuredInputItem,
-    StructuredInputMultipleChoice,
-    StructuredInputMultipleChoiceOption,
     TaskItem,
     ThoughtTask,
     ThreadItem,
@@ -48,9 +45,9 @@ from chatkit_mongo._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTE
 
 CHATKIT: Final = Version(version("openai-chatkit"))
 """The installed openai-chatkit: the matrix's lowest cell runs an older one than newest."""
-FREEFORM_SINCE: Final = Version("1.6.4")
-"""StructuredInputFreeform is new in openai-chatkit 1.6.4: below it, the structured-input
-sample asks only its multiple-choice question (tests/test_packaging.py reports the skip)."""
+STRUCTURED_INPUT_SINCE: Final = Version("1.6.4")
+"""StructuredInputItem is new in openai-chatkit 1.6.4: below it, :func:`every_item` has
+no structured-input sample (tests/test_packaging.py reports the skip)."""
 
 BASE_TIME = datetime(2026, 11, 22, 9, 30, 15, 123456)
 """Naive and with microseconds, as ChatKit's ``datetime.now()`` stamps."""
@@ -119,11 +116,25 @@ def image_attachment(attachment_id: str = "atc_image", thread_id: str | None = N
     )
 
 
-def structured_freeform() -> list[Any]:
-    """A freeform question, where the installed ChatKit has them (see FREEFORM_SINCE)."""
-    if CHATKIT < FREEFORM_SINCE:
+def structured_input(base: dict[str, Any]) -> list[ThreadItem]:
+    """A structured-input item asking a multiple-choice and a freeform question, where
+    the installed ChatKit has them (see STRUCTURED_INPUT_SINCE)."""
+    if CHATKIT < STRUCTURED_INPUT_SINCE:
         return []
-    return [chatkit.types.StructuredInputFreeform(id="q2", question="Why?")]
+    types = chatkit.types
+    return [
+        types.StructuredInputItem(
+            **base,
+            inputs=[
+                types.StructuredInputMultipleChoice(
+                    id="q1",
+                    question="Pick",
+                    options=[types.StructuredInputMultipleChoiceOption(value="a")],
+                ),
+                types.StructuredInputFreeform(id="q2", question="Why?"),
+            ],
+        )
+    ]
 
 
 def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
@@ -170,17 +181,7 @@ def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
         GeneratedImageItem(
             **base("img_1"), image=GeneratedImage(id="gi", url="https://img.test/1")
         ),
-        StructuredInputItem(
-            **base("si_1"),
-            inputs=[
-                StructuredInputMultipleChoice(
-                    id="q1",
-                    question="Pick",
-                    options=[StructuredInputMultipleChoiceOption(value="a")],
-                ),
-                *structured_freeform(),
-            ],
-        ),
+        *structured_input(base("si_1")),
         WorkflowItem(
             **base("wf_1"),
             workflow=Workflow(

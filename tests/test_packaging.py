@@ -112,10 +112,10 @@ def test_a_test_process_cannot_reserve_more_than_the_memory_cap() -> None:
         bytearray(MEMORY_CAP)
 
 
-@needs_chatkit(str(samples.FREEFORM_SINCE), "StructuredInputFreeform")
-def test_the_structured_input_sample_asks_a_freeform_question_where_chatkit_has_them() -> None:
-    """Below 1.6.4 every round-trip test runs without a freeform question; this skip is
-    how the lowest cell reports it, and above it the sample must carry one."""
+@needs_chatkit(str(samples.STRUCTURED_INPUT_SINCE), "StructuredInputItem")
+def test_every_item_has_a_structured_input_sample_where_chatkit_has_them() -> None:
+    """Below 1.6.4 the samples have no structured-input item; this skip is how the
+    lowest cell reports it, and from 1.6.4 on the sample must be there, both questions."""
     [item] = [item for item in samples.every_item() if item.type == "structured_input"]
     assert [type(question).__name__ for question in item.inputs] == [
         "StructuredInputMultipleChoice",
