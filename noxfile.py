@@ -44,7 +44,9 @@ CELL_VARIABLE = "CHATKIT_MONGO_CELL"
 """Tells tests/test_packaging.py which cell it runs in (``lowest`` checks exact bounds)."""
 SUBSET = ["-k", "not server-motor"]
 """The rule of ``--tier-subset``: drop the Motor runs of the wire tier, keep the rest."""
-PYTEST = ["-n", "auto", "--dist", "loadgroup", "-p", "no:cacheprovider"]
+PYTEST = ["-n", "auto", "--dist", "loadfile", "-p", "no:cacheprovider"]
+"""Across the cores, a file's tests on one worker: a docs page's blocks depend on each
+other in order (see the Makefile's pytest target for why not loadgroup)."""
 
 
 def _pyenv_versions() -> None:
