@@ -50,9 +50,10 @@ class RequestContext:
 
 
 MEMORY_CAP: Final = 6 * 2**30
-"""Address space a test process (and the jongodb it starts) may reserve. Generous: a
-worker peaks near 1 GiB. Why: a runaway test (a value walked without end) then fails
-fast with MemoryError instead of eating the machine's memory, shared by every worker."""
+"""Address space a test process (and the jongodb it starts) may reserve. Generous: the
+largest process of a full run, a worker's jongodb, reserved 2.5 GiB. Why: a runaway test
+(a value walked without end) then fails fast with MemoryError instead of eating the
+machine's memory, shared by every worker."""
 
 
 def cap_memory() -> None:
