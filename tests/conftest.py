@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any, Final
 
 import mongomock.collection
@@ -23,7 +22,6 @@ import mongomock_motor
 import pymongo_async_mock
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
-from packaging.version import Version
 from pymongo import AsyncMongoClient
 
 from chatkit_mongo import CollectionNames, MongoStore
@@ -62,16 +60,6 @@ def cap_memory() -> None:
     cap = MEMORY_CAP if hard == resource.RLIM_INFINITY else min(MEMORY_CAP, hard)
     if soft == resource.RLIM_INFINITY or soft > cap:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-
-
-def needs_chatkit(minimum: str, why: str) -> pytest.MarkDecorator:
-    """Skip a test below openai-chatkit ``minimum``, with the reason: the matrix's lowest
-    cell runs the package's lower bound, older than some of what the tests exercise."""
-    installed = version("openai-chatkit")
-    return pytest.mark.skipif(
-        Version(installed) < Version(minimum),
-        reason=f"needs openai-chatkit>={minimum} ({why}); {installed} is installed",
-    )
 
 
 def is_server(backend: str) -> bool:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from importlib.metadata import version
-from typing import Any, Final
+from typing import Any
 
-import chatkit.types
 from chatkit.types import (
     Annotation,
     AssistantMessageContent,
@@ -25,6 +23,10 @@ from chatkit.types import (
     InferenceOptions,
     SDKHiddenContextItem,
     SearchTask,
+    StructuredInputFreeform,
+    StructuredInputItem,
+    StructuredInputMultipleChoice,
+    StructuredInputMultipleChoiceOption,
     TaskItem,
     ThoughtTask,
     ThreadItem,
@@ -38,16 +40,9 @@ from chatkit.types import (
     WorkflowItem,
 )
 from chatkit.widgets import Card, Text
-from packaging.version import Version
 from pydantic import BaseModel, TypeAdapter
 
 from chatkit_mongo._codec import ATTACHMENT_ADAPTER, ITEM_ADAPTER, THREAD_ADAPTER
-
-CHATKIT: Final = Version(version("openai-chatkit"))
-"""The installed openai-chatkit: the matrix's lowest cell runs an older one than newest."""
-STRUCTURED_INPUT_SINCE: Final = Version("1.6.4")
-"""StructuredInputItem is new in openai-chatkit 1.6.4: below it, :func:`every_item` has
-no structured-input sample (tests/test_packaging.py reports the skip)."""
 
 BASE_TIME = datetime(2026, 11, 22, 9, 30, 15, 123456)
 """Naive and with microseconds, as ChatKit's ``datetime.now()`` stamps."""
@@ -116,27 +111,6 @@ def image_attachment(attachment_id: str = "atc_image", thread_id: str | None = N
     )
 
 
-def structured_input(base: dict[str, Any]) -> list[ThreadItem]:
-    """A structured-input item asking a multiple-choice and a freeform question, where
-    the installed ChatKit has them (see STRUCTURED_INPUT_SINCE)."""
-    if CHATKIT < STRUCTURED_INPUT_SINCE:
-        return []
-    types = chatkit.types
-    return [
-        types.StructuredInputItem(
-            **base,
-            inputs=[
-                types.StructuredInputMultipleChoice(
-                    id="q1",
-                    question="Pick",
-                    options=[types.StructuredInputMultipleChoiceOption(value="a")],
-                ),
-                types.StructuredInputFreeform(id="q2", question="Why?"),
-            ],
-        )
-    ]
-
-
 def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
     """One of each ThreadItem variant, created a microsecond apart, in that order."""
     stamps = iter(BASE_TIME + timedelta(microseconds=n) for n in range(100))
@@ -181,7 +155,17 @@ def every_item(thread_id: str = "thr_1") -> list[ThreadItem]:
         GeneratedImageItem(
             **base("img_1"), image=GeneratedImage(id="gi", url="https://img.test/1")
         ),
-        *structured_input(base("si_1")),
+        StructuredInputItem(
+            **base("si_1"),
+            inputs=[
+                StructuredInputMultipleChoice(
+                    id="q1",
+                    question="Pick",
+                    options=[StructuredInputMultipleChoiceOption(value="a")],
+                ),
+                StructuredInputFreeform(id="q2", question="Why?"),
+            ],
+        ),
         WorkflowItem(
             **base("wf_1"),
             workflow=Workflow(

@@ -36,7 +36,6 @@ from chatkit_mongo._codec import (
     is_dbref_shaped,
 )
 
-from .conftest import needs_chatkit
 from .samples import every_model
 from .strategies import (
     attachments,
@@ -267,17 +266,7 @@ the elements of an array (keys "0", "1"...: the characters of ``n`` keys, the se
 function) or an object's entries (keys of one width, counted with each element)."""
 
 
-_LIST_OF_STRS_MARKS = [needs_chatkit("1.6.3", "ThreadMetadata.allowed_image_domains")]
-"""Its list is ``allowed_image_domains``, a field older ChatKit drops as unknown."""
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, marks=_LIST_OF_STRS_MARKS if case == "compiled list of strs" else [])
-        for case in _MANY
-    ],
-)
+@pytest.mark.parametrize("case", list(_MANY))
 def test_many_small_elements_around_the_size_limit_get_the_full_checks_verdict(case: str) -> None:
     build, key_chars = _MANY[case]
 

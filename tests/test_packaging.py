@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from . import samples
 from .bounds import (
     PROJECT,
     ROOT,
@@ -29,7 +28,7 @@ from .bounds import (
     requirements,
     tested_requirements,
 )
-from .conftest import MEMORY_CAP, needs_chatkit
+from .conftest import MEMORY_CAP
 
 FORBIDDEN_PARTS = {"tests", ".cache", "bench-results", "__pycache__", ".venv", ".nox", "dist"}
 """Nothing of the test suite, the wire server's download, benchmark output or build and
@@ -110,14 +109,3 @@ def test_a_test_process_cannot_reserve_more_than_the_memory_cap() -> None:
     assert soft <= MEMORY_CAP
     with pytest.raises(MemoryError):
         bytearray(MEMORY_CAP)
-
-
-@needs_chatkit(str(samples.STRUCTURED_INPUT_SINCE), "StructuredInputItem")
-def test_every_item_has_a_structured_input_sample_where_chatkit_has_them() -> None:
-    """Below 1.6.4 the samples have no structured-input item; this skip is how the
-    lowest cell reports it, and from 1.6.4 on the sample must be there, both questions."""
-    [item] = [item for item in samples.every_item() if item.type == "structured_input"]
-    assert [type(question).__name__ for question in item.inputs] == [
-        "StructuredInputMultipleChoice",
-        "StructuredInputFreeform",
-    ]
