@@ -20,14 +20,8 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from .bounds import (
-    PROJECT,
-    ROOT,
-    lower_bound,
-    lowest_constraints,
-    requirements,
-    tested_requirements,
-)
+from . import bounds
+from .bounds import PROJECT, ROOT, lower_bound, lowest_constraints, requirements
 from .conftest import MEMORY_CAP
 
 FORBIDDEN_PARTS = {"tests", ".cache", "bench-results", "__pycache__", ".venv", ".nox", "dist"}
@@ -35,9 +29,9 @@ FORBIDDEN_PARTS = {"tests", ".cache", "bench-results", "__pycache__", ".venv", "
 virtualenv leftovers belongs in what users install."""
 
 
-@pytest.mark.parametrize("name", sorted(tested_requirements()))
+@pytest.mark.parametrize("name", sorted(bounds.tested_requirements()))
 def test_each_installed_dependency_is_within_its_declared_bounds(name: str) -> None:
-    requirement = tested_requirements()[name]
+    requirement = bounds.tested_requirements()[name]
     installed = version(name)
     assert requirement.specifier.contains(installed, prereleases=True), (
         f"{name} {installed} is installed, outside the declared {requirement}"
