@@ -1,20 +1,25 @@
-# Two entry points, each doing its own set-up on a fresh machine:
-#   make demo   the demo ChatKit server on the embedded in-memory backend (or MONGODB_URI)
-#   make test   lint, strict type checks and the test suite (the docs' code blocks included)
-#   make docs   the documentation site, built with --strict into site/; make docs-serve previews it
+# Entry points, each doing its own set-up on a fresh machine:
+#   make demo     the demo ChatKit server on the embedded in-memory backend (or MONGODB_URI)
+#   make test     lint, strict type checks and the test suite across the cores (the docs'
+#                 code blocks included)
+#   make matrix   the suite on the lowest dependency bounds and on Python 3.11-3.13 (nox)
+#   make dist     the sdist and wheel, built and their metadata checked
+#   make docs     the documentation site, built with --strict into site/; make docs-serve previews it
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint typecheck pytest wire-server docs docs-serve mixed-release-test clean
+.PHONY: demo test lint typecheck pytest wire-server matrix dist wheel-check docs docs-serve mixed-release-test clean
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
+# uv installs the dev extra (tests, linters, nox, build, twine): faster than pip, which
+# counts in `make test` from a fresh clone, and the installer of the matrix's cells too.
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet 'uv>=0.5'
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install --quiet -e '.[dev]'
 	touch $@
 
 # The demo installs only its own extra (no linters or test tools), with pip's progress shown.
@@ -41,8 +46,24 @@ typecheck: $(BIN)/.installed
 wire-server: $(BIN)/.installed
 	$(BIN)/python -m tests.jongodb
 
+# One pytest-xdist worker per core, each with a jongodb of its own (tests/capabilities.py);
+# loadfile keeps the blocks of one docs page on one worker, in order. (Not loadgroup:
+# pytest-xdist 3.8 groups by rewriting a node id pytest 9.2 no longer reads.)
 pytest: $(BIN)/.installed wire-server
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto --dist loadfile
+
+# The cells of noxfile.py: lowest bounds on 3.11, newest on 3.11, 3.12 and 3.13.
+matrix: $(BIN)/.installed wire-server
+	$(BIN)/nox -s lowest newest
+
+dist: $(BIN)/.installed
+	rm -rf dist
+	$(BIN)/python -m build --installer uv
+	$(BIN)/twine check --strict dist/*
+
+# The wheel installed bare into a fresh virtualenv and run (noxfile.py's wheel session).
+wheel-check: dist wire-server
+	$(BIN)/nox -s wheel
 
 # The mixed-release test: in a throwaway virtualenv, the oldest ChatKit pyproject.toml
 # allows reads the newest release's stored documents; its pages must skip, not fail.
@@ -59,4 +80,4 @@ docs-serve: $(BIN)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 clean:
-	rm -rf $(VENV) site .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) site .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis .nox dist

@@ -10,11 +10,12 @@ itself, or the mongod named by ``MONGODB_URI``. Every test gets a database of it
 from __future__ import annotations
 
 import os
+import resource
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import mongomock.collection
 import mongomock_motor
@@ -46,11 +47,27 @@ class RequestContext:
     user_id: str
 
 
+MEMORY_CAP: Final = 6 * 2**30
+"""Address space a test process (and the jongodb it starts) may reserve. Generous: the
+largest process of a full run, a worker's jongodb, reserved 2.5 GiB. Why: a runaway test
+(a value walked without end) then fails fast with MemoryError instead of eating the
+machine's memory, shared by every worker."""
+
+
+def cap_memory() -> None:
+    """Lower this process's soft RLIMIT_AS to :data:`MEMORY_CAP`, never raising it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = MEMORY_CAP if hard == resource.RLIM_INFINITY else min(MEMORY_CAP, hard)
+    if soft == resource.RLIM_INFINITY or soft > cap:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+
+
 def is_server(backend: str) -> bool:
     return backend in SERVER_BACKENDS
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    cap_memory()  # in the controller and in each xdist worker
     config.addinivalue_line(
         "markers",
         "needs(*capabilities): the test's server runs need these server capabilities "

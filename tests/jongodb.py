@@ -95,7 +95,8 @@ def install() -> Path:
     return BINARY
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free a moment ago (another process may take it before use)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -113,7 +114,7 @@ def start(*options: str) -> tuple[subprocess.Popen[str], str]:
     failure = ""
     for _ in range(3):
         process = subprocess.Popen(
-            [str(binary), "--host=127.0.0.1", f"--port={_free_port()}", *options],
+            [str(binary), "--host=127.0.0.1", f"--port={free_port()}", *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

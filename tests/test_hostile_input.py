@@ -217,7 +217,13 @@ OWNERLESS: Final[list[Any]] = [
 ]
 
 
-@pytest.mark.parametrize("context", OWNERLESS, ids=repr)
+def _stable_id(value: Any) -> str:
+    """repr, but the same in every process: a bare object's repr holds its address, and
+    pytest-xdist requires each worker to collect the same test ids."""
+    return "object()" if type(value) is object else repr(value)
+
+
+@pytest.mark.parametrize("context", OWNERLESS, ids=_stable_id)
 @pytest.mark.parametrize("call", EVERY_CALL)
 async def test_contexts_without_a_usable_owner_touch_nothing(
     store: MongoStore[Any], bob: RequestContext, call: str, context: Any

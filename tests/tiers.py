@@ -52,6 +52,10 @@ def summarise(terminal: pytest.TerminalReporter) -> None:
     terminal.write_sep("=", "tests per tier")
     if server is not None:
         terminal.write_line(f"real server: {server.name} at {server.uri}")
+    elif getattr(terminal.config.option, "dist", "no") != "no":
+        # Under pytest-xdist the tests ran in workers, each with a server of its own;
+        # their reports (and so the tallies below) reach this controller.
+        terminal.write_line("real server: one per pytest-xdist worker (see the header)")
     for tier in (DOUBLES, *TIERS.values(), DOCS):
         if tier == DOCS and tier not in counts:
             continue  # a run of some test files, without the pages
