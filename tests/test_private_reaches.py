@@ -9,21 +9,11 @@ The scan parses the code (``ast``), so comments and strings do not count.
 from __future__ import annotations
 
 import ast
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Final
 
 _ROOT: Final = Path(__file__).resolve().parent.parent
 _SCANNED: Final = ("chatkit_mongo", "tests", "scripts", "examples")
-
-ALLOWED: Final[tuple[str, ...]] = (
-    # The benchmark is being rewritten as one module per phase, without private
-    # reaches. Until it lands, its files may hold them; then this list is emptied.
-    "chatkit_mongo/apps/bench*.py",
-    "chatkit_mongo/apps/bench/*.py",
-    "scripts/bench*.py",
-)
-"""Files (glob patterns relative to the repository) the scan leaves out."""
 
 
 def private_reaches(source: str) -> list[tuple[int, str]]:
@@ -43,13 +33,7 @@ def private_reaches(source: str) -> list[tuple[int, str]]:
 
 
 def _scanned_files() -> list[Path]:
-    files = []
-    for folder in _SCANNED:
-        for path in sorted((_ROOT / folder).rglob("*.py")):
-            relative = path.relative_to(_ROOT).as_posix()
-            if not any(fnmatch(relative, pattern) for pattern in ALLOWED):
-                files.append(path)
-    return files
+    return [path for folder in _SCANNED for path in sorted((_ROOT / folder).rglob("*.py"))]
 
 
 def test_no_code_reaches_into_another_objects_private_members() -> None:
