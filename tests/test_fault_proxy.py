@@ -31,7 +31,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -40,15 +40,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from bson import Int64
-from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
-from chatkit.types import (
-    AssistantMessageContent,
-    AssistantMessageItem,
-    ThreadItemDoneEvent,
-    ThreadMetadata,
-    ThreadStreamEvent,
-    UserMessageItem,
-)
+from chatkit.server import NonStreamingResult, StreamingResult
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, PyMongoError
@@ -60,6 +52,7 @@ from . import capabilities, jongodb
 from .attachment_support import make_attachments
 from .conftest import NAMES, RequestContext, close_client
 from .fault_proxy import FaultProxy, FaultRates
+from .test_chatkit_server import EchoServer
 
 SEED: Final = 26
 ALICE: Final = RequestContext("alice")
@@ -76,30 +69,6 @@ timeout), and 0-50 ms of latency on the rest."""
 ATTEMPTS: Final = 12
 ALLOWED: Final = (ConnectionFailure, UploadConflictError)
 """What may reach a caller: the drivers' connection errors, and the documented 409."""
-
-
-class EchoServer(ChatKitServer[RequestContext]):
-    """Answers every message with its own text; needs no model."""
-
-    async def respond(
-        self,
-        thread: ThreadMetadata,
-        input_user_message: UserMessageItem | None,
-        context: RequestContext,
-    ) -> AsyncIterator[ThreadStreamEvent]:
-        text = " ".join(
-            part.text
-            for part in (input_user_message.content if input_user_message else [])
-            if part.type == "input_text"
-        )
-        yield ThreadItemDoneEvent(
-            item=AssistantMessageItem(
-                id=self.store.generate_item_id("message", thread, context),
-                thread_id=thread.id,
-                created_at=datetime.now(),
-                content=[AssistantMessageContent(text=f"echo: {text}")],
-            )
-        )
 
 
 @dataclass

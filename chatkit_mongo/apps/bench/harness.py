@@ -453,6 +453,37 @@ def tabulate(title: str, columns: dict[str, Any], rows: dict[Any, Sequence[Any]]
     return lines
 
 
+def ratio_table(
+    title: str, rows: dict[str, dict[str, float]], names: tuple[str, str], limit: float
+) -> list[str]:
+    """The table of :meth:`Run.ab`'s figures, sides ``names``: pairs, each side's p50 and
+    the ratio, flagged past ``limit``."""
+    first, second = names
+    columns = {"operation": 20, "pairs": "d", f"{first} us": ".1f", f"{second} us": ".1f"}
+    keys = ("pairs", f"{first}_p50_us", f"{second}_p50_us", "ratio")
+    return tabulate(
+        title,
+        columns | {"ratio": ".3f", "": "s"},
+        {
+            name: [row[k] for k in keys] + ["" if row["ratio"] <= limit else f"over {limit:.2f}"]
+            for name, row in rows.items()
+        },
+    )
+
+
+def ratio_chart(
+    axes: Any, rows: dict[str, dict[str, float]], limit: float, ylabel: str, title: str
+) -> None:
+    """:meth:`Run.ab`'s ratios as bars, with the limit and 1.0 drawn across."""
+    axes.bar(list(rows), [figures["ratio"] for figures in rows.values()])
+    axes.axhline(limit, color="red", linestyle="--", label="limit")
+    axes.axhline(1.0, color="grey", linewidth=0.8)
+    axes.tick_params(axis="x", labelrotation=60)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend()
+
+
 def format_report(report: dict[str, Any], phases: Sequence[Phase]) -> str:
     """The figures as plain-text tables, phase by phase."""
     lines = [f"backend: {report.get('backend', '?')}; driver: {report.get('driver', '?')}"]

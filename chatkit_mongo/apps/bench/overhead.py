@@ -20,7 +20,7 @@ from ..._queries import Find
 from ...schema import Field, Kind
 from ...store import MongoStore, new_id
 from .calls import StoreCalls
-from .harness import Phase, Run, Side, tabulate
+from .harness import Phase, Run, Side, ratio_chart, ratio_table
 
 OWNER: Final = "bench-overhead"
 KINDS: Final[tuple[Kind, ...]] = ("thread", "item", "attachment")
@@ -148,27 +148,14 @@ def phase(
         return {key: figures, "overhead_limit": OVERHEAD_LIMIT}
 
     def table(report: dict[str, Any]) -> list[str]:
-        limit, rows = report["overhead_limit"], report[key]
-        if not rows:
+        if not report[key]:
             return []
-        columns = {"operation": 20, "pairs": "d", "store us": ".1f", "bare us": ".1f"}
-        return tabulate(
-            f"{key}: the store over the bare driver call (p50 of interleaved A/B pairs):",
-            columns | {"ratio": ".3f", "": "s"},
-            {
-                name: [row[k] for k in ("pairs", "store_p50_us", "bare_p50_us", "ratio")]
-                + ["" if row["ratio"] <= limit else f"over {limit:.2f}"]
-                for name, row in rows.items()
-            },
-        )
+        title = f"{key}: the store over the bare driver call (p50 of interleaved A/B pairs):"
+        return ratio_table(title, report[key], ("store", "bare"), report["overhead_limit"])
 
     def chart(axes: Any, report: dict[str, Any]) -> None:
-        axes.bar(list(report[key]), [figures["ratio"] for figures in report[key].values()])
-        axes.axhline(report["overhead_limit"], color="red", linestyle="--", label="limit")
-        axes.axhline(1.0, color="grey", linewidth=0.8)
-        axes.tick_params(axis="x", labelrotation=60)
-        axes.set_ylabel("store p50 / bare driver p50")
-        axes.set_title(f"Store overhead (interleaved A/B, {report.get('driver', '?')})")
-        axes.legend()
+        title = f"Store overhead (interleaved A/B, {report.get('driver', '?')})"
+        limit = report["overhead_limit"]
+        ratio_chart(axes, report[key], limit, "store p50 / bare driver p50", title)
 
     return Phase(key, measure, table, chart)

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from ..._telemetry import Telemetry, recorder
 from .calls import StoreCalls
-from .harness import Phase, Run, tabulate
+from .harness import Phase, Run, ratio_chart, ratio_table
 
 KEY: Final = "telemetry"
 LIMIT: Final = 1.02
@@ -36,29 +36,19 @@ async def measure(run: Run) -> dict[str, Any]:
 
 
 def table(report: dict[str, Any]) -> list[str]:
-    limit, rows = report["telemetry_limit"], report[KEY]
-    if not rows:
+    if not report[KEY]:
         return []
-    return tabulate(
+    title = (
         f"{KEY}: a store with telemetry on over one with it off ({report['telemetry_sdk']}; "
-        "p50 of interleaved A/B pairs):",
-        {"operation": 20, "pairs": "d", "on us": ".1f", "off us": ".1f", "ratio": ".3f", "": "s"},
-        {
-            name: [row[k] for k in ("pairs", "on_p50_us", "off_p50_us", "ratio")]
-            + ["" if row["ratio"] <= limit else f"over {limit:.2f}"]
-            for name, row in rows.items()
-        },
+        "p50 of interleaved A/B pairs):"
     )
+    return ratio_table(title, report[KEY], ("on", "off"), report["telemetry_limit"])
 
 
 def chart(axes: Any, report: dict[str, Any]) -> None:
-    axes.bar(list(report[KEY]), [figures["ratio"] for figures in report[KEY].values()])
-    axes.axhline(report["telemetry_limit"], color="red", linestyle="--", label="limit")
-    axes.axhline(1.0, color="grey", linewidth=0.8)
-    axes.tick_params(axis="x", labelrotation=60)
-    axes.set_ylabel("telemetry on p50 / off p50")
-    axes.set_title("OpenTelemetry with the API alone (interleaved A/B)")
-    axes.legend()
+    title = "OpenTelemetry with the API alone (interleaved A/B)"
+    limit = report["telemetry_limit"]
+    ratio_chart(axes, report[KEY], limit, "telemetry on p50 / off p50", title)
 
 
 PHASE: Final = Phase(KEY, measure, table, chart)
