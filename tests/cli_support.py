@@ -8,6 +8,8 @@ Commands call ``asyncio.run``, so async tests run them in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -16,6 +18,7 @@ from typing import Any, Final
 
 import bson
 import click
+import httpx
 from bson import Binary, ObjectId
 from click.testing import CliRunner, Result
 
@@ -30,6 +33,20 @@ from .samples import assistant_message, every_item, file_attachment, image_attac
 CHUNK_SIZE = 4
 DOCS_CLI: Final = Path(__file__).resolve().parent.parent / "docs" / "cli"
 """The pages of the CLI's documentation."""
+
+
+def first_answer(port: int, process: subprocess.Popen[str]) -> httpx.Response:
+    """The answer of ``serve`` (started as ``process`` on ``port``) to a threads.list,
+    asked again until it listens, for 60 s at most, failing if the process ends."""
+    body = {"type": "threads.list", "params": {}}
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            return httpx.post(f"http://127.0.0.1:{port}/chatkit", json=body, timeout=5)
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, "the server never answered"
+            time.sleep(0.2)
 
 
 def command_names() -> list[str]:

@@ -15,16 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-import httpx
 import pytest
 
 from . import capabilities
-from .cli_support import command_names
+from .cli_support import command_names, first_answer
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 EXTRAS_MODULES: Final = (
@@ -192,16 +190,7 @@ def test_serve_on_a_server_needs_no_test_double(
     serving_without_doubles: tuple[int, subprocess.Popen[str]],
 ) -> None:
     port, process = serving_without_doubles
-    body = {"type": "threads.list", "params": {}}
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, process.communicate()[1]
-        try:
-            response = httpx.post(f"http://127.0.0.1:{port}/chatkit", json=body, timeout=5)
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "the server never answered"
-            time.sleep(0.2)
+    response = first_answer(port, process)
     assert response.status_code == 200, response.text
     assert response.json()["data"] == []
     process.send_signal(signal.SIGINT)

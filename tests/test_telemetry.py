@@ -54,6 +54,7 @@ from examples.fastapi_server import create_app, otlp_providers, trace_requests
 
 from . import capabilities
 from .attachment_support import make_attachments
+from .cli_support import first_answer
 from .conftest import NAMES, RequestContext, is_server
 from .encryption_support import fresh_encryption
 from .unreadable_support import DAMAGES, damage_item
@@ -590,16 +591,7 @@ def test_serve_with_otel_console_prints_each_store_operations_span(tmp_path: Pat
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                body = {"type": "threads.list", "params": {}}
-                answer = httpx.post(f"http://127.0.0.1:{port}/chatkit", json=body, timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the demo never answered"
-                time.sleep(0.2)
+        answer = first_answer(port, process)
         assert answer.status_code == 200, answer.text
     finally:
         process.send_signal(signal.SIGINT)
