@@ -85,6 +85,12 @@ class Ledger:
     with_deleted_thread: set[tuple[str, str]] = field(default_factory=set)
     """Sent with a message to a thread deleted since: gone if the message's turn gave
     them the thread before it failed (or succeeded), else still there."""
+    maybe_deleted: set[tuple[str, str]] = field(default_factory=set)
+    """Whose delete, or whose thread's delete, was tried and never acknowledged: a delete
+    cut short after its first step leaves the metadata without its bytes (the bytes go
+    first, see ``delete_attachment``), or nothing; either is allowed, a duplicate not."""
+    maybe_deleted_threads: set[tuple[str, str]] = field(default_factory=set)
+    """Threads whose delete was tried and never acknowledged: there, partly or not."""
     attached: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     """(owner, thread id) -> the attachments sent with its messages, acknowledged or not."""
     sent: dict[bytes, str] = field(default_factory=dict)
@@ -193,17 +199,34 @@ async def _user(
                     event["item"]["content"][0]["text"]
                 )
         if ids and rng.random() < 0.3:
-            doomed = ids[0]
-            request = {"type": "attachments.delete", "params": {"attachment_id": doomed}}
-            if await _until_done(ledger, partial(_call, server, request, ctx)) is not None:
-                ledger.deleted_attachments.add((owner, doomed))
+            await _delete_attachment(server, ctx, ledger, ids[0])
         if thread_id is not None and round_ == ROUNDS - 2 and number % 3 == 0:
-            request = {"type": "threads.delete", "params": {"thread_id": thread_id}}
-            if await _until_done(ledger, partial(_call, server, request, ctx)) is not None:
-                ledger.deleted_threads.add((owner, thread_id))
-                for attachment_id in ledger.attached.get((owner, thread_id), ()):
-                    ledger.with_deleted_thread.add((owner, attachment_id))
-                thread_id = None
+            await _delete_thread(server, ctx, ledger, thread_id)
+            thread_id = None  # deleted, or maybe: the next message starts a thread
+
+
+async def _delete_attachment(
+    server: EchoServer, ctx: RequestContext, ledger: Ledger, doomed: str
+) -> None:
+    request = {"type": "attachments.delete", "params": {"attachment_id": doomed}}
+    if await _until_done(ledger, partial(_call, server, request, ctx)) is not None:
+        ledger.deleted_attachments.add((ctx.user_id, doomed))
+    else:
+        ledger.maybe_deleted.add((ctx.user_id, doomed))
+
+
+async def _delete_thread(
+    server: EchoServer, ctx: RequestContext, ledger: Ledger, thread_id: str
+) -> None:
+    """Acknowledged or not, what the delete may have removed is noted (the cascade
+    removes attachments and items before the thread)."""
+    request = {"type": "threads.delete", "params": {"thread_id": thread_id}}
+    done = await _until_done(ledger, partial(_call, server, request, ctx)) is not None
+    key = (ctx.user_id, thread_id)
+    (ledger.deleted_threads if done else ledger.maybe_deleted_threads).add(key)
+    gone = ledger.with_deleted_thread if done else ledger.maybe_deleted
+    for attachment_id in ledger.attached.get(key, ()):
+        gone.add((ctx.user_id, attachment_id))
 
 
 class Watchdog:
@@ -364,7 +387,7 @@ async def _check(database: Any, ledger: Ledger) -> None:
         for t in await database[NAMES.threads].find({}).to_list(None)
     }
     # 1. acknowledged threads and messages are there, unless deleted
-    assert ledger.threads - ledger.deleted_threads <= threads
+    assert ledger.threads - ledger.deleted_threads - ledger.maybe_deleted_threads <= threads
     texts: dict[tuple[str, str], list[str]] = {}
     for item in items:
         content = item[Field.DATA].get("content") or [{}]
@@ -372,7 +395,7 @@ async def _check(database: Any, ledger: Ledger) -> None:
             content[0].get("text", "")
         )
     for key, acknowledged in ledger.messages.items():
-        if key not in ledger.deleted_threads:
+        if key not in ledger.deleted_threads | ledger.maybe_deleted_threads:
             assert set(acknowledged) <= set(texts.get(key, [])), key
     # 2. no message twice in a thread
     for key, stored in texts.items():
@@ -386,6 +409,9 @@ async def _check(database: Any, ledger: Ledger) -> None:
             assert (owner, attachment_id) not in ledger.attachments, "held, yet pending"
             assert isinstance(document[UploadField.PENDING_SINCE], datetime)
             continue
+        if document.get(UploadField.FILE_ID) is None:  # a delete cut short after the bytes
+            assert (owner, attachment_id) in ledger.maybe_deleted, "bytes gone, not deleted"
+            continue
         data = await attachments.read_bytes(attachment_id, RequestContext(owner))
         assert ledger.sent.get(data) == owner
         seen[data] += 1
@@ -394,6 +420,8 @@ async def _check(database: Any, ledger: Ledger) -> None:
     for (owner, attachment_id), data in ledger.attachments.items():
         if (owner, attachment_id) in ledger.deleted_attachments:
             assert seen[data] == 0, f"deleted attachment {attachment_id} of {owner} is there"
+        elif (owner, attachment_id) in ledger.maybe_deleted:
+            assert seen[data] <= 1
         elif (owner, attachment_id) not in ledger.with_deleted_thread:
             assert seen[data] == 1, f"acknowledged attachment {attachment_id} of {owner} is lost"
     # 3. what no caller holds is removed by the sweep past its cut-off (the sweep takes
