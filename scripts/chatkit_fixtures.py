@@ -1,7 +1,7 @@
 """Write the stored documents of ChatKit releases as test fixtures: one command per release.
 
     python scripts/chatkit_fixtures.py 1.6.5            # one release
-    python scripts/chatkit_fixtures.py 1.0.2 1.2.0 1.6.0 1.6.5
+    python scripts/chatkit_fixtures.py 1.0.2 1.2.0 1.6.4 1.6.5
 
 For each release: a throwaway virtualenv (``python -m venv`` in a temporary directory),
 ``pip install openai-chatkit==RELEASE`` into it, then ``scripts/chatkit_release_dump.py``
