@@ -149,3 +149,22 @@ async def test_the_write_outlives_a_cancel_that_comes_while_it_waits_on_the_netw
     with pytest.raises(asyncio.CancelledError):
         await task
     assert log == ["reply", "acknowledged"]
+
+
+async def test_a_timeout_inside_the_write_is_the_writes_own() -> None:
+    """PyMongo wraps its socket reads in ``asyncio.wait_for``, which since Python 3.12
+    times out by cancelling the task it runs in: that must reach the write as its own
+    ``TimeoutError``, never its caller as a cancellation (nor leave it waiting)."""
+    loop = asyncio.get_running_loop()
+
+    async def write() -> str:
+        try:
+            await asyncio.wait_for(loop.create_future(), timeout=0.01)
+        except TimeoutError:
+            return "timed out"
+        return "answered"
+
+    task = asyncio.ensure_future(shielded(write()))
+    done, _ = await asyncio.wait({task}, timeout=5)  # waits without cancelling it
+    assert done, "the write's own timeout never reached it"
+    assert task.result() == "timed out"
